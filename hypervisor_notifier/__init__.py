@@ -1,0 +1,1 @@
+"""Forward hypervisor guest lifecycle events to an AMQP topic, and subscribe to them."""

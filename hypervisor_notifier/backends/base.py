@@ -1,0 +1,105 @@
+"""The contract between the service and a hypervisor backend.
+
+A backend watches one hypervisor (a libvirtd, an ESXi host or vCenter) and
+reports guest lifecycle changes. It knows nothing of AMQP, hosts or event
+ids: it reports :class:`~hypervisor_notifier.events.Observation` objects to
+a :class:`BackendListener`, and the service stamps and publishes them.
+
+Delivery semantics a backend must honour:
+
+- **Order.** ``on_event`` is called from one backend thread at a time, in
+  the order the hypervisor reported the changes.
+- **No blocking in hypervisor callbacks.** A hypervisor's own callback only
+  hands the raw event to a queue; translation and ``on_event`` run in a
+  thread of the backend.
+- **Gaps are announced, not hidden.** A hypervisor does not replay events
+  missed while disconnected. After every (re)connection, once its event
+  callbacks are registered, the backend calls ``on_connected``: the listener
+  then lists instances and reports what changed meanwhile (a resync).
+  Events that arrive while the listener resyncs are queued, not dropped.
+- **Never give up.** An unreachable hypervisor is retried with backoff and
+  logged; ``connect`` does not raise for it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar, Protocol
+
+from oslo_config import cfg
+
+from hypervisor_notifier.events import Observation, PowerState
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceState:
+    """A guest and its current power state, as a listing found it.
+
+    Arguments:
+        instance_uuid: The guest's UUID (nova's instance UUID).
+        instance_name: The guest's name on the hypervisor.
+        power_state: Its power state now.
+        state: The backend's raw name of that state (libvirt ``SHUTOFF``, ...).
+    """
+
+    instance_uuid: str
+    instance_name: str
+    power_state: PowerState
+    state: str
+
+
+class BackendListener(Protocol):
+    """What a backend reports to; the service implements it."""
+
+    def on_event(self, observation: Observation) -> None:
+        """Receive one guest change; called in order, from one backend thread."""
+
+    def on_connected(self) -> None:
+        """The backend (re)connected and its event callbacks are registered.
+
+        Events may have been missed before this point: time to resync.
+        Called from the thread that calls ``on_event``, so no event is
+        reported while it runs.
+        """
+
+    def on_disconnected(self, reason: str) -> None:
+        """The backend lost its hypervisor; it is reconnecting with backoff."""
+
+
+class Backend(abc.ABC):
+    """A hypervisor event source.
+
+    Arguments:
+        conf: The service configuration, with the backend's own group registered.
+    """
+
+    #: The entry point name, also the ``hypervisor`` field of every event.
+    name: ClassVar[str]
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+
+    @abc.abstractmethod
+    def connect(self, listener: BackendListener) -> None:
+        """Start watching: connect (retrying in the background) and report to ``listener``.
+
+        Returns at once; the connection is made by the backend's threads, and
+        ``listener.on_connected`` says when it is up.
+        """
+
+    @abc.abstractmethod
+    def list_instances(self) -> list[InstanceState]:
+        """Return every reported guest with its power state, in as few calls as possible.
+
+        Only call it from ``on_connected`` or ``on_event`` (the backend's own
+        thread). Raises :class:`BackendUnavailable` when not connected.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop watching and release the connection; no listener call follows."""
+
+
+class BackendUnavailable(Exception):
+    """The hypervisor cannot be reached now; the backend is reconnecting."""

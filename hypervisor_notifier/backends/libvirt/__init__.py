@@ -1,0 +1,1 @@
+"""The libvirt backend (install the ``libvirt`` extra for libvirt-python)."""

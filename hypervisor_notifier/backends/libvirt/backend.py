@@ -1,0 +1,229 @@
+"""The libvirt backend: lifecycle events from libvirtd, over any libvirt URI.
+
+Threads:
+
+- ``libvirt-event-loop`` (see :mod:`.eventloop`) runs libvirt's callbacks.
+  They only put a tuple on a queue: no libvirt call, no logging, no lock.
+- ``libvirt-dispatch`` owns the connection: it connects with backoff and a
+  timeout, registers the callbacks, tells the listener it is connected,
+  then translates queued events and reports them, in order. A close
+  callback (daemon restart, keepalive timeout) goes through the same queue,
+  so the events before it are reported first; then it reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+import libvirt
+from oslo_config import cfg
+
+from hypervisor_notifier import events
+from hypervisor_notifier.backends import base
+from hypervisor_notifier.backends.libvirt import connection, eventloop, transitions
+from hypervisor_notifier.backoff import Backoff
+from hypervisor_notifier.conf import ConfigError
+from hypervisor_notifier.conf import libvirt as libvirt_conf
+from hypervisor_notifier.transport_url import mask_secrets
+
+LOG = logging.getLogger(__name__)
+
+_CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client close"}
+
+
+class _Stop:
+    """Queue item: the backend is closing."""
+
+
+class _Closed:
+    """Queue item: libvirt closed the connection of generation ``generation``."""
+
+    def __init__(self, generation: int, reason: int) -> None:
+        self.generation = generation
+        self.reason = _CLOSE_REASONS.get(reason, f"reason {reason}")
+
+
+class LibvirtBackend(base.Backend):
+    """Watch one libvirt connection URI (``[libvirt] connection_uri``)."""
+
+    name = "libvirt"
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        super().__init__(conf)
+        opts = conf[libvirt_conf.GROUP]
+        self.uri: str = opts.connection_uri
+        try:
+            connection.check_uri(self.uri)
+        except ValueError as exc:
+            raise ConfigError(f"[{libvirt_conf.GROUP}] connection_uri: {exc}") from None
+        self._opts = opts
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._conn: libvirt.virConnect | None = None
+        self._generation = 0
+        self._callback_ids: list[int] = []
+        self._thread: threading.Thread | None = None
+
+    def connect(self, listener: base.BackendListener) -> None:
+        """See :meth:`Backend.connect`."""
+        eventloop.start()
+        self._thread = threading.Thread(
+            target=self._dispatch, args=(listener,), name="libvirt-dispatch", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """See :meth:`Backend.close`."""
+        self._stopping.set()
+        self._queue.put(_Stop())
+        if self._thread is not None:
+            self._thread.join(timeout=self._opts.connect_timeout + 5)
+
+    def list_instances(self) -> list[base.InstanceState]:
+        """Every domain with its state, read in one ``getAllDomainStats`` RPC."""
+        conn = self._require_connection()
+        try:
+            records = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        except libvirt.libvirtError as exc:
+            raise base.BackendUnavailable(f"listing domains failed: {exc}") from exc
+        listing = []
+        for dom, stats in records:
+            state_name, power_state = transitions.state(stats.get("state.state", 0))
+            listing.append(
+                base.InstanceState(dom.UUIDString(), dom.name(), power_state, state_name)
+            )
+        return listing
+
+    def _require_connection(self) -> libvirt.virConnect:
+        if self._conn is None:
+            raise base.BackendUnavailable(f"not connected to {self.uri}")
+        return self._conn
+
+    # -- libvirt callbacks: event-loop thread, hand off only -------------------
+
+    def _on_lifecycle(
+        self, _conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object
+    ) -> None:
+        # UUIDString() and name() read the local virDomain struct: no RPC.
+        self._queue.put((dom.UUIDString(), dom.name(), event, detail, events.utcnow()))
+
+    def _on_reboot(self, _conn: object, dom: libvirt.virDomain, _opaque: object) -> None:
+        self._queue.put((dom.UUIDString(), dom.name(), None, None, events.utcnow()))
+
+    def _on_close(self, _conn: object, reason: int, generation: int) -> None:
+        self._queue.put(_Closed(generation, reason))
+
+    # -- dispatch thread -------------------------------------------------------
+
+    def _dispatch(self, listener: base.BackendListener) -> None:
+        backoff = Backoff(maximum=self._opts.reconnect_interval_max)
+        while not self._stopping.is_set():
+            if not self._open(backoff):
+                continue
+            reason = self._serve(listener)
+            self._release()
+            if reason is None:
+                return
+            LOG.warning("lost libvirt %s (%s); reconnecting", self.uri, reason)
+            listener.on_disconnected(reason)
+
+    def _open(self, backoff: Backoff) -> bool:
+        """Open the connection and register callbacks; on failure wait a backoff delay."""
+        try:
+            conn = connection.open_connection(
+                self.uri, read_only=self._opts.read_only, timeout=self._opts.connect_timeout
+            )
+        except (connection.ConnectTimeout, libvirt.libvirtError) as exc:
+            delay = backoff.next()
+            LOG.warning(
+                "cannot connect to libvirt %s: %s; retrying in %.1f s",
+                mask_secrets(self.uri),
+                mask_secrets(str(exc)),
+                delay,
+            )
+            self._stopping.wait(delay)
+            return False
+        self._generation += 1
+        self._conn = conn
+        try:
+            if self._opts.keepalive_interval > 0:
+                conn.setKeepAlive(self._opts.keepalive_interval, self._opts.keepalive_count)
+            conn.registerCloseCallback(self._on_close, self._generation)
+            self._callback_ids = [
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+                ),
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None
+                ),
+            ]
+        except libvirt.libvirtError as exc:
+            LOG.warning("registering libvirt callbacks on %s failed: %s", self.uri, exc)
+            self._release()
+            self._stopping.wait(backoff.next())
+            return False
+        backoff.reset()
+        LOG.info("connected to libvirt %s (read-only: %s)", self.uri, self._opts.read_only)
+        return True
+
+    def _serve(self, listener: base.BackendListener) -> str | None:
+        """Report events until the connection closes (its reason) or the backend stops (None)."""
+        try:
+            listener.on_connected()
+        except base.BackendUnavailable as exc:
+            # The connection died during the resync: its close callback is queued.
+            LOG.warning("resync after connecting to %s failed: %s", self.uri, exc)
+        while True:
+            item = self._queue.get()
+            if isinstance(item, _Stop):
+                return None
+            if isinstance(item, _Closed):
+                if item.generation == self._generation:
+                    return item.reason
+                continue
+            observation = self._translate(*item)
+            if observation is not None:
+                listener.on_event(observation)
+
+    def _translate(
+        self,
+        uuid: str,
+        name: str,
+        event: int | None,
+        detail: int | None,
+        occurred_at: Any,
+    ) -> events.Observation | None:
+        if event is None or detail is None:
+            return events.Observation(
+                uuid, name, events.Transition.REBOOTED, events.PowerState.RUNNING,
+                "REBOOT", "", occurred_at,
+            )  # fmt: skip
+        translation = transitions.translate(event, detail)
+        if translation.outcome is None:
+            LOG.debug("%s %s/%s: no power state change", name, translation.reason, translation.detail)
+            return None
+        transition, power_state = translation.outcome
+        return events.Observation(
+            uuid, name, transition, power_state, translation.reason, translation.detail, occurred_at
+        )
+
+    def _release(self) -> None:
+        """Deregister callbacks and close the connection, ignoring a dead daemon's errors."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        for callback_id in self._callback_ids:
+            _quietly(conn.domainEventDeregisterAny, callback_id)
+        self._callback_ids = []
+        _quietly(conn.unregisterCloseCallback)
+        _quietly(conn.close)
+
+
+def _quietly(call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except libvirt.libvirtError:
+        LOG.debug("libvirt cleanup call %s failed", getattr(call, "__name__", call), exc_info=True)

@@ -1,0 +1,1 @@
+"""Console scripts: each parses its configuration and starts one thing."""

@@ -1,0 +1,44 @@
+"""``hypervisor-notifier --config-file FILE``: run the service until SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+from hypervisor_notifier import conf as config
+from hypervisor_notifier import logs
+from hypervisor_notifier.backends import UnknownBackend, load_backend
+from hypervisor_notifier.outbox import MemoryOutbox
+from hypervisor_notifier.service import Service
+
+PROG = "hypervisor-notifier"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the service; return 0 once stopped with every event confirmed."""
+    try:
+        conf = config.load(sys.argv[1:] if argv is None else argv, prog=PROG)
+        logs.setup(debug=conf.debug, log_file=conf.log_file)
+        backend = load_backend(conf)
+        service = Service.from_conf(conf, backend, MemoryOutbox())
+    except (config.ConfigError, UnknownBackend) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(
+            f"{PROG}: error: backend {conf.backend!r} cannot load its hypervisor binding "
+            f"({exc}); install hypervisor-notifier[{conf.backend}]",
+            file=sys.stderr,
+        )
+        return 2
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: service.request_stop())
+    service.start()
+    service.wait()
+    return 1 if service.stop() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

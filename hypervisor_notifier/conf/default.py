@@ -1,0 +1,50 @@
+"""Options of the ``[DEFAULT]`` group."""
+
+from __future__ import annotations
+
+import socket
+
+from oslo_config import cfg
+
+host_opt = cfg.StrOpt(
+    "host",
+    default=socket.gethostname(),
+    sample_default="<current hostname>",
+    regex=r"^[^\s*#]+$",
+    help="Name of this compute host, as nova knows it (nova's [DEFAULT] host). "
+    "It is part of the routing key <topic>.<host>.info and of every event, so a "
+    "host's subscriber receives only its own events. No spaces, '*' or '#'.",
+)
+
+opts = [
+    host_opt,
+    cfg.StrOpt(
+        "backend",
+        default="libvirt",
+        help="Hypervisor backend to load: the name of an entry point in the "
+        "'hypervisor_notifier.backends' namespace (installed: libvirt; esx with "
+        "the 'esx' extra).",
+    ),
+    cfg.FloatOpt(
+        "shutdown_timeout",
+        default=30.0,
+        min=0,
+        help="Seconds to wait, on SIGTERM, for the events already received to be "
+        "confirmed by the broker before exiting.",
+    ),
+    cfg.BoolOpt("debug", default=False, help="Log at DEBUG level instead of INFO."),
+    cfg.StrOpt(
+        "log_file",
+        help="File to append logs to. Logs go to standard error when unset.",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the ``[DEFAULT]`` options on ``conf``."""
+    conf.register_opts(opts)
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """Options for oslo-config-generator."""
+    return [(None, opts)]

@@ -1,0 +1,84 @@
+"""Options of the ``[publisher]`` group."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from hypervisor_notifier import wire
+
+GROUP = "publisher"
+
+opts = [
+    cfg.StrOpt(
+        "transport_url",
+        default="rabbit://guest:guest@127.0.0.1:5672/",
+        secret=True,
+        help="Broker to publish to, as an oslo.messaging transport URL: "
+        "rabbit://user:password@host:port[,user:password@host2:port]/vhost. "
+        "With several hosts the publisher fails over between them.",
+    ),
+    cfg.StrOpt(
+        "exchange",
+        default="hypervisor",
+        help="Durable topic exchange the events are published to.",
+    ),
+    cfg.StrOpt(
+        "topic",
+        default="hypervisor_events",
+        regex=r"^[^\s*#]+$",
+        help="First word of the routing key <topic>.<host>.info. An oslo.messaging "
+        "notification listener on Target(topic='<topic>.<host>', exchange=<exchange>) "
+        "receives the events.",
+    ),
+    cfg.StrOpt(
+        "queue_type",
+        default="classic",
+        choices=wire.QUEUE_TYPES,
+        help="Type of the durable per-host queue <topic>.<host> (classic or quorum). "
+        "Subscribers must use the same type.",
+    ),
+    cfg.BoolOpt(
+        "declare_host_queue",
+        default=True,
+        help="Declare the durable per-host queue <topic>.<host>, bound to this "
+        "host's routing key, so events wait there while no subscriber runs.",
+    ),
+    cfg.IntOpt(
+        "confirm_window",
+        default=256,
+        min=1,
+        help="Messages published but not yet confirmed by the broker, at most. "
+        "Confirms are pipelined: a larger window gives more throughput on a "
+        "slow link.",
+    ),
+    cfg.IntOpt(
+        "heartbeat",
+        default=30,
+        min=0,
+        help="AMQP heartbeat, in seconds; 0 disables it. Detects a dead broker "
+        "connection when nothing is being published.",
+    ),
+    cfg.FloatOpt(
+        "connect_timeout",
+        default=5.0,
+        min=0.1,
+        help="Seconds to wait for a broker connection to open.",
+    ),
+    cfg.FloatOpt(
+        "reconnect_interval_max",
+        default=30.0,
+        min=0.1,
+        help="Largest delay, in seconds, between attempts to reconnect to the broker "
+        "(the delay starts at 0.5 s and doubles, with jitter).",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the ``[publisher]`` options on ``conf``."""
+    conf.register_opts(opts, group=GROUP)
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """Options for oslo-config-generator."""
+    return [(GROUP, opts)]

@@ -1,0 +1,18 @@
+"""The consumer library: receive a host's (or every host's) lifecycle events.
+
+Imports neither hypervisor bindings nor the publisher, so nova-compute and
+any other subscriber can use it on any host::
+
+    from hypervisor_notifier.consumer import Subscriber
+
+    def on_event(event):
+        print(event.instance_uuid, event.transition, event.power_state)
+
+    subscriber = Subscriber("rabbit://guest:guest@127.0.0.1:5672/", on_event, host="compute1")
+    subscriber.start()
+"""
+
+from hypervisor_notifier.consumer.subscriber import Subscriber, SubscriberStats
+from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
+
+__all__ = ["LifecycleEvent", "PowerState", "Subscriber", "SubscriberStats", "Transition"]

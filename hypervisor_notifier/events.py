@@ -1,0 +1,252 @@
+"""Guest lifecycle events and their versioned payload.
+
+This module is part of the public wire contract (DESIGN.md, "Wire contract").
+It imports nothing hypervisor- or broker-specific, so the consumer library
+can use it on hosts without libvirt-python or pyVmomi.
+
+Two types flow through the service:
+
+- :class:`Observation` is what a backend saw: one guest changed state.
+- :class:`LifecycleEvent` is what goes on the wire: an observation stamped by
+  the service with its host, a stable ``event_id`` and a per-host ``seq``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+#: Payload schema version. The major number changes only with an
+#: incompatible change; decoders accept any minor version of their major.
+SCHEMA_VERSION = "1.0"
+SCHEMA_MAJOR = "1"
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class MalformedEvent(ValueError):
+    """A payload does not follow the wire contract; the text says why."""
+
+
+class PowerState(enum.IntEnum):
+    """A guest's power state, with the values of ``nova.compute.power_state``."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+class Transition(str, enum.Enum):
+    """What happened to a guest.
+
+    The names of nova's ``nova.virt.event`` transitions, lower case, plus the
+    hypervisor facts nova has no name for (``crashed``, ``shutting_down``,
+    ``rebooted``): a consumer that only knows nova's names can ignore those.
+    """
+
+    STARTED = "started"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    SUSPENDED = "suspended"
+    CRASHED = "crashed"
+    #: The guest began to shut down (a ``shutdown -h now`` inside it, an ACPI
+    #: request); ``stopped`` follows when it is off.
+    SHUTTING_DOWN = "shutting_down"
+    #: The guest rebooted without its process stopping.
+    REBOOTED = "rebooted"
+    MIGRATION_COMPLETED = "migration_completed"
+    POSTCOPY_STARTED = "postcopy_started"
+
+
+#: The transition a resync reports for a guest found in a given power state.
+TRANSITION_FOR_STATE: Mapping[PowerState, Transition] = {
+    PowerState.RUNNING: Transition.STARTED,
+    PowerState.PAUSED: Transition.PAUSED,
+    PowerState.SHUTDOWN: Transition.STOPPED,
+    PowerState.CRASHED: Transition.CRASHED,
+    PowerState.SUSPENDED: Transition.SUSPENDED,
+}
+
+
+def utcnow() -> datetime.datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def format_time(moment: datetime.datetime) -> str:
+    """Format an aware datetime as UTC ISO 8601 with microseconds and ``Z``."""
+    return moment.astimezone(datetime.timezone.utc).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """Parse a UTC ISO 8601 time (``Z`` or an offset); raise ValueError if not one."""
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"time {text!r} has no UTC offset")
+    return moment.astimezone(datetime.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """One guest state change, as a backend saw it.
+
+    Arguments:
+        instance_uuid: The guest's UUID (nova's instance UUID).
+        instance_name: The guest's name on the hypervisor.
+        transition: What happened.
+        power_state: The guest's power state after the change.
+        reason: The backend's raw event name (libvirt ``STOPPED``, ...).
+        detail: The backend's raw detail name (libvirt ``SHUTDOWN``, ...).
+        occurred_at: When the backend received the event (aware, UTC).
+    """
+
+    instance_uuid: str
+    instance_name: str
+    transition: Transition
+    power_state: PowerState
+    reason: str
+    detail: str
+    occurred_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class LifecycleEvent:
+    """One guest state change as published: the payload of the wire contract.
+
+    Arguments:
+        event_id: Unique and stable across redelivery; consumers dedupe on it.
+        host: The compute host that published it.
+        hypervisor: The backend name (``libvirt`` or ``esx``).
+        instance_uuid: The guest's UUID (nova's instance UUID).
+        instance_name: The guest's name on the hypervisor.
+        transition: What happened.
+        power_state: The guest's power state after the change.
+        reason: The backend's raw event name.
+        detail: The backend's raw detail name.
+        occurred_at: When the backend received the event (aware, UTC).
+        seq: Monotonic per host: a later event of a host has a larger seq.
+        resync: True when a resync synthesized the event (the hypervisor did
+            not push it, e.g. it happened while the service was away).
+        schema_version: The payload schema version it was encoded with.
+    """
+
+    event_id: str
+    host: str
+    hypervisor: str
+    instance_uuid: str
+    instance_name: str
+    transition: Transition
+    power_state: PowerState
+    reason: str
+    detail: str
+    occurred_at: datetime.datetime
+    seq: int
+    resync: bool = False
+    schema_version: str = SCHEMA_VERSION
+
+    @classmethod
+    def from_observation(
+        cls,
+        observation: Observation,
+        *,
+        host: str,
+        hypervisor: str,
+        seq: int,
+        resync: bool = False,
+    ) -> LifecycleEvent:
+        """Stamp an observation with its host, a new event_id and its seq."""
+        return cls(
+            event_id=str(uuid.uuid4()),
+            host=host,
+            hypervisor=hypervisor,
+            instance_uuid=observation.instance_uuid,
+            instance_name=observation.instance_name,
+            transition=observation.transition,
+            power_state=observation.power_state,
+            reason=observation.reason,
+            detail=observation.detail,
+            occurred_at=observation.occurred_at,
+            seq=seq,
+            resync=resync,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """Return the payload dict of the wire contract (JSON-serializable)."""
+        return {
+            "schema_version": self.schema_version,
+            "event_id": self.event_id,
+            "host": self.host,
+            "hypervisor": self.hypervisor,
+            "instance_uuid": self.instance_uuid,
+            "instance_name": self.instance_name,
+            "transition": self.transition.value,
+            "power_state": int(self.power_state),
+            "reason": self.reason,
+            "detail": self.detail,
+            "occurred_at": format_time(self.occurred_at),
+            "seq": self.seq,
+            "resync": self.resync,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: object) -> LifecycleEvent:
+        """Decode a payload dict; raise :class:`MalformedEvent` if it breaks the contract.
+
+        Unknown keys are ignored (a newer minor version may add some); a
+        different major schema version, a missing key, a wrong type or an
+        unknown transition or power state is malformed.
+        """
+        if not isinstance(payload, Mapping):
+            raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
+        version = _field(payload, "schema_version", str)
+        if version.split(".", 1)[0] != SCHEMA_MAJOR:
+            raise MalformedEvent(f"schema_version {version!r} is not {SCHEMA_MAJOR}.x")
+        try:
+            transition = Transition(_field(payload, "transition", str))
+            power_state = PowerState(_field(payload, "power_state", int))
+            occurred_at = parse_time(_field(payload, "occurred_at", str))
+        except ValueError as exc:
+            raise MalformedEvent(str(exc)) from None
+        return cls(
+            event_id=_nonempty(payload, "event_id"),
+            host=_nonempty(payload, "host"),
+            hypervisor=_field(payload, "hypervisor", str),
+            instance_uuid=_nonempty(payload, "instance_uuid"),
+            instance_name=_field(payload, "instance_name", str),
+            transition=transition,
+            power_state=power_state,
+            reason=_field(payload, "reason", str),
+            detail=_field(payload, "detail", str),
+            occurred_at=occurred_at,
+            seq=_field(payload, "seq", int),
+            resync=_field(payload, "resync", bool),
+            schema_version=version,
+        )
+
+
+def _field(payload: Mapping[str, Any], key: str, kind: type) -> Any:
+    """Return ``payload[key]`` if it is of ``kind``; bool never passes for int."""
+    try:
+        value = payload[key]
+    except KeyError:
+        raise MalformedEvent(f"payload has no {key!r}") from None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedEvent(f"payload {key!r} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _nonempty(payload: Mapping[str, Any], key: str) -> str:
+    value: str = _field(payload, key, str)
+    if not value:
+        raise MalformedEvent(f"payload {key!r} is empty")
+    return value

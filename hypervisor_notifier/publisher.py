@@ -1,0 +1,311 @@
+"""AMQP publisher with pipelined publisher confirms.
+
+Delivery semantics:
+
+- **At least once.** An entry leaves the outbox only when the broker acked
+  it (``basic.ack``, possibly ``multiple``). A nack, a lost connection or a
+  missed heartbeat closes the connection; every unconfirmed entry is sent
+  again after reconnecting, oldest first. Consumers dedupe on ``event_id``.
+- **Pipelined.** Up to ``confirm_window`` messages are unconfirmed at once;
+  acks are read as they arrive, not one round trip per message.
+- **Persistent and routed.** Messages are persistent (delivery mode 2), on
+  a durable topic exchange; the durable per-host queue is declared (and
+  bound) before anything is published, so events wait for their consumer.
+- **Never gives up.** An unreachable or refusing broker is retried with
+  backoff and jitter, failing over between the URL's hosts; each failed
+  attempt is logged in one line, without the password.
+
+One thread (``publisher``) owns the connection: py-amqp is not thread-safe.
+It waits in ``select`` on the broker socket and the outbox's wake
+descriptor, so a new event is published as soon as it is put.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+
+import amqp
+from oslo_config import cfg
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.backoff import Backoff
+from hypervisor_notifier.conf import ConfigError
+from hypervisor_notifier.conf import publisher as publisher_conf
+from hypervisor_notifier.outbox import Entry, Outbox
+from hypervisor_notifier.transport_url import TransportURL, mask_secrets
+
+LOG = logging.getLogger(__name__)
+
+#: Errors after which the connection is dropped and re-established.
+CONNECTION_ERRORS = (OSError, amqp.exceptions.AMQPError)
+
+
+class _Nacked(Exception):
+    """The broker refused messages; reconnect and send them again."""
+
+
+class Publisher:
+    """Publish outbox entries to ``exchange`` with routing key ``<topic>.<host>.info``.
+
+    Arguments:
+        outbox: Where entries wait; they leave it once confirmed.
+        url: The broker(s) to publish to.
+        host: This compute host: the routing key and per-host queue name.
+        exchange: The durable topic exchange.
+        topic: First word of the routing key.
+        queue_type: ``classic`` or ``quorum``, for the per-host queue.
+        declare_host_queue: Declare and bind the durable per-host queue.
+        confirm_window: Most messages unconfirmed at once.
+        heartbeat: AMQP heartbeat in seconds (0: none).
+        connect_timeout: Seconds allowed to open a connection (and to write).
+        reconnect_interval_max: Largest backoff delay between connection attempts.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        url: TransportURL,
+        host: str,
+        exchange: str,
+        topic: str,
+        queue_type: str = "classic",
+        declare_host_queue: bool = True,
+        confirm_window: int = 256,
+        heartbeat: int = 30,
+        connect_timeout: float = 5.0,
+        reconnect_interval_max: float = 30.0,
+    ) -> None:
+        self.outbox = outbox
+        self.url = url
+        self.host = host
+        self.exchange = exchange
+        self.routing_key = wire.routing_key(topic, host)
+        self.queue_name = wire.host_queue_name(topic, host) if declare_host_queue else None
+        self.queue_arguments = wire.queue_arguments(queue_type)
+        self.confirm_window = confirm_window
+        self.heartbeat = heartbeat
+        self.connect_timeout = connect_timeout
+        self.backoff = Backoff(maximum=reconnect_interval_max)
+        #: Counters, for logs and health.
+        self.published = 0
+        self.confirmed = 0
+        self._connection: amqp.Connection | None = None
+        self._channel: amqp.Channel | None = None
+        self._inflight: dict[int, Entry] = {}
+        self._next_tag = 1
+        self._nacked = False
+        self._host_index = 0
+        self._stop_requested = threading.Event()
+        self._deadline = float("inf")
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts, outbox: Outbox) -> Publisher:
+        """Build a publisher from ``[DEFAULT] host`` and the ``[publisher]`` options."""
+        opts = conf[publisher_conf.GROUP]
+        try:
+            url = TransportURL.parse(opts.transport_url)
+        except ValueError as exc:
+            raise ConfigError(f"[{publisher_conf.GROUP}] transport_url: {exc}") from None
+        return cls(
+            outbox,
+            url=url,
+            host=conf.host,
+            exchange=opts.exchange,
+            topic=opts.topic,
+            queue_type=opts.queue_type,
+            declare_host_queue=opts.declare_host_queue,
+            confirm_window=opts.confirm_window,
+            heartbeat=opts.heartbeat,
+            connect_timeout=opts.connect_timeout,
+            reconnect_interval_max=opts.reconnect_interval_max,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """True while a confirmed-publishing channel is open."""
+        return self._channel is not None
+
+    def start(self) -> None:
+        """Start the publisher thread."""
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> int:
+        """Publish what is in the outbox, wait at most ``timeout`` s for confirms, stop.
+
+        Returns the number of events left unconfirmed (0 when all were confirmed).
+        """
+        self._deadline = time.monotonic() + timeout
+        self._stop_requested.set()
+        self.outbox.wake()
+        if self._thread is not None:
+            self._thread.join(timeout + self.connect_timeout + 1)
+        return len(self.outbox)
+
+    # -- publisher thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._finished():
+            if self._connection is None and not self._connect():
+                self._stop_requested.wait(min(self.backoff.next(), self._time_left()))
+                continue
+            try:
+                self._pump()
+            except (*CONNECTION_ERRORS, _Nacked) as exc:
+                LOG.warning(
+                    "lost broker %s: %s; %d events kept, reconnecting",
+                    self._broker_name(),
+                    mask_secrets(str(exc) or type(exc).__name__),
+                    len(self.outbox),
+                )
+                self._disconnect(graceful=False)
+        self._disconnect(graceful=True)
+
+    def _finished(self) -> bool:
+        if not self._stop_requested.is_set():
+            return False
+        return len(self.outbox) == 0 or self._time_left() <= 0
+
+    def _time_left(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    def _broker_name(self) -> str:
+        broker = self.url.hosts[self._host_index % len(self.url.hosts)]
+        return f"{broker.username}@{broker.address}"
+
+    def _connect(self) -> bool:
+        broker = self.url.hosts[self._host_index % len(self.url.hosts)]
+        connection = amqp.Connection(
+            host=broker.address,
+            userid=broker.username,
+            password=broker.password,
+            virtual_host=self.url.virtual_host,
+            connect_timeout=self.connect_timeout,
+            write_timeout=self.connect_timeout,
+            heartbeat=self.heartbeat,
+            client_properties={"connection_name": f"hypervisor-notifier {self.host}"},
+        )
+        try:
+            connection.connect()
+            channel = connection.channel()
+            self._declare(channel)
+            channel.confirm_select()
+        except CONNECTION_ERRORS as exc:
+            connection.collect()
+            LOG.error(
+                "cannot publish to broker %s: %s; %d events kept, retrying",
+                self._broker_name(),
+                mask_secrets(str(exc) or type(exc).__name__),
+                len(self.outbox),
+            )
+            # Fail over: the next attempt goes to the URL's next host.
+            self._host_index += 1
+            return False
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._connection, self._channel = connection, channel
+        self._next_tag = 1
+        self._nacked = False
+        self.backoff.reset()
+        LOG.info(
+            "connected to broker %s; publishing to exchange %r with routing key %r",
+            self._broker_name(),
+            self.exchange,
+            self.routing_key,
+        )
+        return True
+
+    def _declare(self, channel: amqp.Channel) -> None:
+        channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
+        if self.queue_name:
+            channel.queue_declare(
+                self.queue_name, durable=True, auto_delete=False, arguments=self.queue_arguments
+            )
+            channel.queue_bind(self.queue_name, self.exchange, self.routing_key)
+
+    def _disconnect(self, *, graceful: bool) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        self._inflight.clear()
+        self.outbox.release_inflight()
+        if connection is None:
+            return
+        if graceful:
+            try:
+                connection.close()
+                return
+            except CONNECTION_ERRORS:
+                LOG.debug("closing the broker connection failed", exc_info=True)
+        # A dead or hung broker never answers a close: drop the socket.
+        connection.collect()
+
+    def _pump(self) -> None:
+        """Publish what the window allows, then wait for acks or new entries."""
+        assert self._connection is not None and self._channel is not None  # noqa: S101
+        room = self.confirm_window - len(self._inflight)
+        wait_for = [self._connection.sock]
+        if room > 0:
+            self.outbox.clear_wake()
+            for entry in self.outbox.take(room):
+                self._publish(self._channel, entry)
+            wait_for.append(self.outbox.wake_fd)
+        timeout = self.heartbeat / 4 if self.heartbeat else 5.0
+        if self._stop_requested.is_set():
+            timeout = min(timeout, self._time_left())
+        readable, _, _ = select.select(wait_for, [], [], timeout)
+        if self._connection.sock in readable:
+            self._drain(self._connection)
+        if self.heartbeat:
+            self._connection.heartbeat_tick()
+        if self._nacked:
+            raise _Nacked("the broker nacked messages")
+
+    def _publish(self, channel: amqp.Channel, entry: Entry) -> None:
+        message = amqp.Message(
+            entry.body,
+            content_type=wire.CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=entry.event.event_id,
+        )
+        channel.basic_publish(message, exchange=self.exchange, routing_key=self.routing_key)
+        self._inflight[self._next_tag] = entry
+        self._next_tag += 1
+        self.published += 1
+
+    @staticmethod
+    def _drain(connection: amqp.Connection) -> None:
+        """Handle every frame already received (acks, heartbeats), without blocking."""
+        while True:
+            try:
+                connection.drain_events(timeout=0)
+            except socket.timeout:
+                return
+
+    def _pop_confirmed(self, tag: int, multiple: bool) -> list[Entry]:
+        if not multiple:
+            entry = self._inflight.pop(tag, None)
+            return [entry] if entry else []
+        popped = []
+        # Tags are inserted in increasing order: the dict's head is the oldest.
+        while self._inflight:
+            oldest = next(iter(self._inflight))
+            if oldest > tag:
+                break
+            popped.append(self._inflight.pop(oldest))
+        return popped
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        confirmed = self._pop_confirmed(tag, multiple)
+        self.outbox.confirm(confirmed)
+        self.confirmed += len(confirmed)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        # Left in the outbox: the reconnect sends them again.
+        self._nacked = True
+        LOG.warning("broker nacked delivery tag %d (multiple: %s)", tag, multiple)

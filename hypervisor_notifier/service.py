@@ -1,0 +1,164 @@
+"""The service: backend -> outbox -> publisher, with a resync on every connect.
+
+Data flows one way. The backend reports observations from its own thread;
+the service stamps each with this host, a fresh ``event_id`` and the next
+``seq``, and puts it in the outbox; the publisher thread sends it. On every
+(re)connection of the backend, the service publishes a resync snapshot:
+each instance's current state, with ``resync: true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from oslo_config import cfg
+
+from hypervisor_notifier import events
+from hypervisor_notifier.backends.base import Backend
+from hypervisor_notifier.outbox import Outbox
+from hypervisor_notifier.publisher import Publisher
+
+LOG = logging.getLogger(__name__)
+
+
+class SequenceCounter:
+    """Per-host event sequence numbers: strictly increasing, also across restarts.
+
+    A number is at least the wall clock in microseconds, so a restarted
+    service continues above its predecessor unless the clock stepped back.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        """Return the next sequence number."""
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
+class Service:
+    """Forward one backend's events to the broker.
+
+    Arguments:
+        backend: The hypervisor backend (not yet connected).
+        outbox: Where events wait for the broker's confirm.
+        publisher: Publishes the outbox (not yet started).
+        host: This compute host's name, stamped on every event.
+        shutdown_timeout: Seconds :meth:`stop` waits for in-flight events.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        outbox: Outbox,
+        publisher: Publisher,
+        *,
+        host: str,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.backend = backend
+        self.outbox = outbox
+        self.publisher = publisher
+        self.host = host
+        self.shutdown_timeout = shutdown_timeout
+        self.sequence = SequenceCounter()
+        self._stop = threading.Event()
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts, backend: Backend, outbox: Outbox) -> Service:
+        """Build the service and its publisher from the configuration."""
+        return cls(
+            backend,
+            outbox,
+            Publisher.from_conf(conf, outbox),
+            host=conf.host,
+            shutdown_timeout=conf.shutdown_timeout,
+        )
+
+    # -- BackendListener -------------------------------------------------------
+
+    def on_event(self, observation: events.Observation) -> None:
+        """Stamp and queue a pushed event."""
+        self._emit(observation, resync=False)
+
+    def on_connected(self) -> None:
+        """Publish every instance's current state: events may have been missed."""
+        started = time.monotonic()
+        listing = self.backend.list_instances()
+        now = events.utcnow()
+        for instance in listing:
+            transition = events.TRANSITION_FOR_STATE.get(instance.power_state)
+            if transition is None:
+                continue
+            observation = events.Observation(
+                instance.instance_uuid,
+                instance.instance_name,
+                transition,
+                instance.power_state,
+                "RESYNC",
+                instance.state,
+                now,
+            )
+            self._emit(observation, resync=True)
+        LOG.info(
+            "resync: %d instances listed in %.1f ms",
+            len(listing),
+            (time.monotonic() - started) * 1000,
+        )
+
+    def on_disconnected(self, reason: str) -> None:
+        """Note the loss; the backend reconnects and calls ``on_connected`` again."""
+        LOG.info("hypervisor connection lost (%s); events resume after the resync", reason)
+
+    def _emit(self, observation: events.Observation, *, resync: bool) -> None:
+        event = events.LifecycleEvent.from_observation(
+            observation,
+            host=self.host,
+            hypervisor=self.backend.name,
+            seq=self.sequence.next(),
+            resync=resync,
+        )
+        self.outbox.put(event)
+        LOG.debug(
+            "%s %s (%s) %s/%s seq=%d",
+            event.transition.value,
+            event.instance_name,
+            event.instance_uuid,
+            event.reason,
+            event.detail,
+            event.seq,
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start publishing, then start watching the hypervisor."""
+        self.publisher.start()
+        self.backend.connect(self)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until :meth:`request_stop` is called."""
+        self._stop.wait()
+
+    def stop(self) -> int:
+        """Stop watching, then publish what was received; return how many were left unsent."""
+        self.backend.close()
+        left = self.publisher.stop(self.shutdown_timeout)
+        if left:
+            LOG.error(
+                "stopping with %d events unconfirmed by the broker after %.0f s",
+                left,
+                self.shutdown_timeout,
+            )
+        else:
+            LOG.info("stopped: every event was confirmed by the broker")
+        return left

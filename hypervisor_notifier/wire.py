@@ -1,0 +1,108 @@
+"""How lifecycle events travel on AMQP: names, queue arguments, envelope.
+
+Part of the public wire contract (DESIGN.md). Publisher and consumer both
+use it, so the two sides cannot disagree; it imports no hypervisor binding.
+
+- Exchange: a durable topic exchange (``[publisher] exchange``).
+- Routing key: ``<topic>.<host>.info``.
+- Body: the oslo.messaging ``messagingv2`` envelope around a notification
+  whose ``payload`` is :meth:`LifecycleEvent.to_payload`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
+
+PRIORITY = "info"
+EVENT_TYPE_PREFIX = "hypervisor.instance."
+PUBLISHER_PREFIX = "hypervisor-notifier."
+CONTENT_TYPE = "application/json"
+OSLO_VERSION = "2.0"
+#: Larger bodies are refused before parsing: an event is a few hundred bytes.
+MAX_BODY_BYTES = 64 * 1024
+
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def routing_key(topic: str, host: str) -> str:
+    """Return the routing key a host publishes with: ``<topic>.<host>.info``."""
+    return f"{topic}.{host}.{PRIORITY}"
+
+
+def binding_key(topic: str, host: str | None) -> str:
+    """Return the binding key for one host's events, or for every host's.
+
+    Every host's binding is ``<topic>.#`` rather than ``<topic>.*.info`` so
+    that host names with dots (FQDNs) match too.
+    """
+    return routing_key(topic, host) if host else f"{topic}.#"
+
+
+def host_queue_name(topic: str, host: str) -> str:
+    """Return the durable per-host queue the publisher declares.
+
+    It differs from the ``<topic>.<host>.info`` queue an oslo.messaging
+    notification listener declares, so both can consume every event.
+    """
+    return f"{topic}.{host}"
+
+
+def queue_arguments(queue_type: str) -> dict[str, Any]:
+    """Return the ``x-arguments`` of a durable queue of ``queue_type``.
+
+    Publisher and subscribers must declare a queue with equal arguments, or
+    the broker refuses the second declaration (PRECONDITION_FAILED).
+    """
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue type {queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+
+
+def encode(event: LifecycleEvent) -> bytes:
+    """Encode an event as a ``messagingv2`` notification body (UTF-8 JSON)."""
+    inner = {
+        "message_id": event.event_id,
+        # oslo.messaging listeners drop a repeated _unique_id themselves.
+        "_unique_id": event.event_id,
+        "publisher_id": PUBLISHER_PREFIX + event.host,
+        "event_type": EVENT_TYPE_PREFIX + event.transition.value,
+        "priority": PRIORITY.upper(),
+        "payload": event.to_payload(),
+        # oslo.messaging's own format: str(datetime.utcnow()).
+        "timestamp": event.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+    }
+    outer = {"oslo.version": OSLO_VERSION, "oslo.message": json.dumps(inner)}
+    return json.dumps(outer).encode()
+
+
+def decode(body: bytes | str) -> LifecycleEvent:
+    """Decode a notification body; raise :class:`MalformedEvent` if it is not one of ours.
+
+    Accepts the ``messagingv2`` envelope and, for oslo's older ``messaging``
+    driver, a bare notification. Never raises anything else.
+    """
+    if len(body) > MAX_BODY_BYTES:
+        raise MalformedEvent(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        outer = json.loads(body)
+        if isinstance(outer, dict) and "oslo.message" in outer:
+            version = outer.get("oslo.version")
+            if not isinstance(version, str) or version.split(".", 1)[0] != "2":
+                raise MalformedEvent(f"oslo.version {version!r} is not 2.x")
+            inner = json.loads(outer["oslo.message"])
+        else:
+            inner = outer
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise MalformedEvent(f"body is not JSON: {exc}") from None
+    if not isinstance(inner, dict):
+        raise MalformedEvent("notification is not a JSON object")
+    event_type = inner.get("event_type")
+    if not isinstance(event_type, str) or not event_type.startswith(EVENT_TYPE_PREFIX):
+        raise MalformedEvent(f"event_type {event_type!r} is not {EVENT_TYPE_PREFIX}*")
+    event = LifecycleEvent.from_payload(inner.get("payload"))
+    if event_type != EVENT_TYPE_PREFIX + event.transition.value:
+        raise MalformedEvent(f"event_type {event_type!r} contradicts {event.transition.value!r}")
+    return event
