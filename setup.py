@@ -1,3 +1,5 @@
+"""pbr does the packaging: see setup.cfg."""
+
 import setuptools
 
 setuptools.setup(setup_requires=["pbr>=6.0"], pbr=True)

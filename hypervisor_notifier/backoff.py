@@ -15,6 +15,7 @@ class Backoff:
         initial: The first delay, in seconds.
         maximum: The largest delay, in seconds.
         jitter: Each delay is drawn from ``[d * (1 - jitter), d]``.
+
     """
 
     def __init__(self, initial: float = 0.5, maximum: float = 30.0, jitter: float = 0.25) -> None:

@@ -108,6 +108,7 @@ class Observation:
         reason: The backend's raw event name (libvirt ``STOPPED``, ...).
         detail: The backend's raw detail name (libvirt ``SHUTDOWN``, ...).
         occurred_at: When the backend received the event (aware, UTC).
+
     """
 
     instance_uuid: str
@@ -138,6 +139,7 @@ class LifecycleEvent:
         resync: True when a resync synthesized the event (the hypervisor did
             not push it, e.g. it happened while the service was away).
         schema_version: The payload schema version it was encoded with.
+
     """
 
     event_id: str

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import dataclasses
 import os
 import threading
@@ -30,6 +31,7 @@ class Entry:
         entry_id: Position in the outbox; larger is later.
         event: The event.
         body: Its encoded notification body, ready to publish.
+
     """
 
     entry_id: int
@@ -60,17 +62,13 @@ class Outbox(abc.ABC):
         # One byte at most in the pipe: the flag keeps writers from filling it.
         if not self._signalled:
             self._signalled = True
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_w, b"!")
-            except BlockingIOError:
-                pass
 
     def clear_wake(self) -> None:
         """Consume the wake signal; call before ``take`` so no put is missed."""
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 64)
-        except BlockingIOError:
-            pass
         # Cleared after the read: a put that saw the flag still set has
         # already appended its entry, which the following take returns.
         self._signalled = False
@@ -86,7 +84,7 @@ class Outbox(abc.ABC):
 
     @abc.abstractmethod
     def take(self, limit: int) -> list[Entry]:
-        """Return up to ``limit`` entries not yet in flight, oldest first, marking them in flight."""
+        """Return up to ``limit`` waiting entries, oldest first, and mark them in flight."""
 
     @abc.abstractmethod
     def confirm(self, entries: list[Entry]) -> None:

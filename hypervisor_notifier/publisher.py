@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import select
-import socket
 import threading
 import time
 
@@ -63,6 +62,7 @@ class Publisher:
         heartbeat: AMQP heartbeat in seconds (0: none).
         connect_timeout: Seconds allowed to open a connection (and to write).
         reconnect_interval_max: Largest backoff delay between connection attempts.
+
     """
 
     def __init__(
@@ -284,7 +284,7 @@ class Publisher:
         while True:
             try:
                 connection.drain_events(timeout=0)
-            except socket.timeout:
+            except TimeoutError:
                 return
 
     def _pop_confirmed(self, tag: int, multiple: bool) -> list[Entry]:

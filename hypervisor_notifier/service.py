@@ -50,6 +50,7 @@ class Service:
         publisher: Publishes the outbox (not yet started).
         host: This compute host's name, stamped on every event.
         shutdown_timeout: Seconds :meth:`stop` waits for in-flight events.
+
     """
 
     def __init__(

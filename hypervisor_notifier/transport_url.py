@@ -32,6 +32,7 @@ class BrokerHost:
         port: TCP port.
         username: Login user.
         password: Login password; never logged.
+
     """
 
     hostname: str
@@ -53,6 +54,7 @@ class TransportURL:
     Arguments:
         hosts: The brokers, in the order to try them.
         virtual_host: The AMQP virtual host (``/`` when the URL has none).
+
     """
 
     hosts: tuple[BrokerHost, ...]

@@ -42,7 +42,11 @@ def load_backend(conf: cfg.ConfigOpts, name: str | None = None) -> Backend:
     name = name or conf.backend
     try:
         manager = driver.DriverManager(
-            NAMESPACE, name, invoke_on_load=True, invoke_args=(conf,), on_load_failure_callback=_reraise
+            NAMESPACE,
+            name,
+            invoke_on_load=True,
+            invoke_args=(conf,),
+            on_load_failure_callback=_reraise,
         )
     except driver.NoMatches:
         raise UnknownBackend(name, installed_backends()) from None

@@ -41,6 +41,7 @@ class InstanceState:
         instance_name: The guest's name on the hypervisor.
         power_state: Its power state now.
         state: The backend's raw name of that state (libvirt ``SHUTOFF``, ...).
+
     """
 
     instance_uuid: str
@@ -72,6 +73,7 @@ class Backend(abc.ABC):
 
     Arguments:
         conf: The service configuration, with the backend's own group registered.
+
     """
 
     #: The entry point name, also the ``hypervisor`` field of every event.

@@ -41,6 +41,7 @@ class Watch:
         instance: Print only this instance's events (UUID or name).
         as_json: Print JSON lines instead of text.
         count: Stop after printing this many events.
+
     """
 
     def __init__(self, *, instance: str | None, as_json: bool, count: int | None) -> None:

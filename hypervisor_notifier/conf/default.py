@@ -22,8 +22,8 @@ opts = [
         "backend",
         default="libvirt",
         help="Hypervisor backend to load: the name of an entry point in the "
-        "'hypervisor_notifier.backends' namespace (installed: libvirt; esx with "
-        "the 'esx' extra).",
+        "'hypervisor_notifier.backends' namespace, e.g. libvirt. An unknown name "
+        "stops the service at start with the list of installed backends.",
     ),
     cfg.FloatOpt(
         "shutdown_timeout",

@@ -43,8 +43,7 @@ opts = [
         "keepalive_count",
         default=3,
         min=0,
-        help="Unanswered keepalive probes after which the connection is closed "
-        "and reopened.",
+        help="Unanswered keepalive probes after which the connection is closed and reopened.",
     ),
 ]
 

@@ -28,6 +28,7 @@ class EventFilter:
 
     Arguments:
         max_ids: How many delivered event_ids to remember (oldest forgotten first).
+
     """
 
     def __init__(self, max_ids: int = 100_000) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -77,6 +76,7 @@ class Subscriber:
         max_attempts: Callback failures after which an event is given up.
         dedupe_size: How many event_ids to remember for dedupe.
         poll_interval: Seconds between checks of a stop request while idle.
+
     """
 
     retry_backoff_initial = 0.1
@@ -152,7 +152,7 @@ class Subscriber:
                 retry_backoff.reset()
             except _Redeliver:
                 self._stopping.wait(retry_backoff.next())
-            except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die
+            except Exception as exc:
                 self._ready.clear()
                 self._url_index += 1
                 delay = backoff.next()
@@ -195,7 +195,7 @@ class Subscriber:
             while not self._stopping.is_set():
                 try:
                     connection.drain_events(timeout=self.poll_interval)
-                except socket.timeout:
+                except TimeoutError:
                     connection.heartbeat_check()
 
     def _on_message(self, message: kombu.message.Message) -> None:

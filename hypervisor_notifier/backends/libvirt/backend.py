@@ -203,11 +203,19 @@ class LibvirtBackend(base.Backend):
             )  # fmt: skip
         translation = transitions.translate(event, detail)
         if translation.outcome is None:
-            LOG.debug("%s %s/%s: no power state change", name, translation.reason, translation.detail)
+            LOG.debug(
+                "%s %s/%s: no power state change", name, translation.reason, translation.detail
+            )
             return None
         transition, power_state = translation.outcome
         return events.Observation(
-            uuid, name, transition, power_state, translation.reason, translation.detail, occurred_at
+            uuid,
+            name,
+            transition,
+            power_state,
+            translation.reason,
+            translation.detail,
+            occurred_at,
         )
 
     def _release(self) -> None:

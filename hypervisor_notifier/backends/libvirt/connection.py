@@ -35,6 +35,7 @@ def open_connection(uri: str, *, read_only: bool, timeout: float) -> libvirt.vir
     Raises:
         ConnectTimeout: libvirtd did not answer in time.
         libvirt.libvirtError: the open failed (no daemon, refused, bad URI).
+
     """
     outcome: list[libvirt.virConnect | libvirt.libvirtError] = []
     lock = threading.Lock()

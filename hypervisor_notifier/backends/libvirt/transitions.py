@@ -124,6 +124,7 @@ class Translation:
         reason: libvirt's event name (``STOPPED``).
         detail: libvirt's detail name (``SHUTDOWN``), or ``DETAIL_<n>`` if unknown.
         outcome: (transition, power state), or None when no power state changed.
+
     """
 
     reason: str
