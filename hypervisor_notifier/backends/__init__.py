@@ -40,16 +40,17 @@ def load_backend(conf: cfg.ConfigOpts, name: str | None = None) -> Backend:
     hypervisor binding is missing) raises that ImportError unchanged.
     """
     name = name or conf.backend
-    try:
-        manager = driver.DriverManager(
-            NAMESPACE,
-            name,
-            invoke_on_load=True,
-            invoke_args=(conf,),
-            on_load_failure_callback=_reraise,
-        )
-    except driver.NoMatches:
-        raise UnknownBackend(name, installed_backends()) from None
+    installed = installed_backends()
+    # Checked first: stevedore would log its own warning for an unknown name.
+    if name not in installed:
+        raise UnknownBackend(name, installed)
+    manager = driver.DriverManager(
+        NAMESPACE,
+        name,
+        invoke_on_load=True,
+        invoke_args=(conf,),
+        on_load_failure_callback=_reraise,
+    )
     backend: Backend = manager.driver
     return backend
 

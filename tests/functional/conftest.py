@@ -1,0 +1,249 @@
+"""Fixtures for tests against the real RabbitMQ and the real libvirtd.
+
+Each test gets its own exchange, host name (hence per-host queue) and
+libvirt domains on the daemon's shared test driver, and removes them after.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import amqp
+import libvirt
+import pytest
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
+
+BROKER_URL = os.environ.get("HN_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
+LIBVIRT_URI = os.environ.get("HN_LIBVIRT_URI", "test+unix:///default")
+TOPIC = "hypervisor_events"
+TIMEOUT = 30.0
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def broker() -> Iterator[amqp.Channel]:
+    """A channel on the real broker, for declaring, inspecting and injecting."""
+    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    connection.connect()
+    channel = connection.channel()
+    yield channel
+    connection.close()
+
+
+@pytest.fixture
+def names(broker: amqp.Channel) -> Iterator[dict[str, str]]:
+    """A unique exchange and host for this test; their exchange and host queue deleted after."""
+    names = {"exchange": unique("hn-test"), "host": unique("fn")}
+    yield names
+    broker.queue_delete(wire.host_queue_name(TOPIC, names["host"]))
+    broker.exchange_delete(names["exchange"])
+
+
+# -- libvirt -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hypervisor() -> Iterator[libvirt.virConnect]:
+    """A read-write connection to the daemon's test driver (the "other process" acting)."""
+    conn = libvirt.open(LIBVIRT_URI)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def make_domain(hypervisor: libvirt.virConnect) -> Iterator[Callable[[], libvirt.virDomain]]:
+    """Define shut-off test domains with unique names; destroy and undefine them after."""
+    created: list[libvirt.virDomain] = []
+
+    def make() -> libvirt.virDomain:
+        xml = (
+            f"<domain type='test'><name>{unique('hn-dom')}</name><memory>8192</memory>"
+            "<os><type>hvm</type></os></domain>"
+        )
+        dom = hypervisor.defineXML(xml)
+        created.append(dom)
+        return dom
+
+    yield make
+    for dom in created:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+
+
+# -- the service process -------------------------------------------------------
+
+
+class ServiceProcess:
+    """``hypervisor-notifier`` running as a child process, its log lines collected."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
+             str(config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._new_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            self._new_lines.put(line)
+        self._new_lines.put(None)
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = TIMEOUT) -> list[str]:
+        """Wait until ``count`` log lines contain ``text``; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.lines if text in line]
+            if len(found) >= count:
+                return found
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._new_lines.get(timeout=max(remaining, 0.001))
+            except queue.Empty:
+                line = ""
+            if line is None or remaining <= 0:
+                raise AssertionError(f"{count} log lines with {text!r} expected; log:\n{self.log}")
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(TIMEOUT)
+        finally:
+            self._reader.join(5)
+
+
+@pytest.fixture
+def start_service(
+    tmp_path: Path, names: dict[str, str]
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start the service with this test's host and exchange; stop it after."""
+    started: list[ServiceProcess] = []
+
+    def start(
+        *, transport_url: str = BROKER_URL, uri: str = LIBVIRT_URI, **sections: dict[str, str]
+    ) -> ServiceProcess:
+        config = {
+            "DEFAULT": {"host": names["host"], "shutdown_timeout": "10"},
+            "libvirt": {"connection_uri": uri, "reconnect_interval_max": "1"},
+            "publisher": {
+                "transport_url": transport_url,
+                "exchange": names["exchange"],
+                "reconnect_interval_max": "1",
+            },
+        }
+        for section, values in sections.items():
+            config.setdefault(section, {}).update(values)
+        path = tmp_path / f"notifier-{len(started)}.conf"
+        path.write_text(
+            "".join(
+                f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+                for section, values in config.items()
+            )
+        )
+        service = ServiceProcess(path)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+# -- subscribers ---------------------------------------------------------------
+
+
+class Collector:
+    """A subscriber callback that records events and lets a test wait for them."""
+
+    def __init__(self) -> None:
+        self.events: list[LifecycleEvent] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, event: LifecycleEvent) -> None:
+        with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[LifecycleEvent], bool], timeout: float = TIMEOUT
+    ) -> LifecycleEvent:
+        """Wait for the first received event matching ``predicate``."""
+        with self._changed:
+            found: list[LifecycleEvent] = []
+
+            def match() -> bool:
+                found[:] = [event for event in self.events if predicate(event)]
+                return bool(found)
+
+            if not self._changed.wait_for(match, timeout):
+                raise AssertionError(f"no matching event in {timeout} s; got {self.events}")
+            return found[0]
+
+    def of(self, instance_uuid: str, *, resync: bool | None = None) -> list[LifecycleEvent]:
+        """The events received for one instance (optionally only resync or pushed ones)."""
+        with self._changed:
+            return [
+                event
+                for event in self.events
+                if event.instance_uuid == instance_uuid
+                and (resync is None or event.resync is resync)
+            ]
+
+
+@pytest.fixture
+def subscribe(names: dict[str, str]) -> Iterator[Callable[..., tuple[Subscriber, Collector]]]:
+    """Start a Subscriber (default: this test's host queue) with a Collector; stop it after.
+
+    ``before``, if given, sees each event before the collector and may raise,
+    as a failing application callback would.
+    """
+    subscribers: list[Subscriber] = []
+
+    def start(
+        before: Callable[[LifecycleEvent], None] | None = None, **kwargs: object
+    ) -> tuple[Subscriber, Collector]:
+        collector = Collector()
+
+        def callback(event: LifecycleEvent) -> None:
+            if before is not None:
+                before(event)
+            collector(event)
+
+        kwargs.setdefault("host", names["host"])
+        kwargs.setdefault("exchange", names["exchange"])
+        subscriber = Subscriber(BROKER_URL, callback, **kwargs)  # type: ignore[arg-type]
+        subscriber.start()
+        assert subscriber.wait_ready(TIMEOUT), "subscriber did not start consuming"
+        subscribers.append(subscriber)
+        return subscriber, collector
+
+    yield start
+    for subscriber in subscribers:
+        subscriber.stop()

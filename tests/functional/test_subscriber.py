@@ -1,0 +1,112 @@
+"""The consumer library's delivery semantics, against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import collections
+
+import amqp
+
+from hypervisor_notifier import wire
+from tests.factories import make_event
+
+from .conftest import TOPIC, unique
+
+
+def publish(broker: amqp.Channel, exchange: str, *events) -> None:
+    """Publish events as the service does (persistent, routed by their host)."""
+    for event in events:
+        message = amqp.Message(wire.encode(event), delivery_mode=2)
+        broker.basic_publish(message, exchange, wire.routing_key(TOPIC, event.host))
+
+
+def declare_host_queue(broker: amqp.Channel, exchange: str, host: str) -> None:
+    """What the publisher declares at connect: the durable per-host queue, bound."""
+    broker.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+    queue = wire.host_queue_name(TOPIC, host)
+    broker.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queue_bind(queue, exchange, wire.routing_key(TOPIC, host))
+
+
+def instance_events(host: str, count: int) -> list:
+    instance = unique("instance")
+    return [make_event(host=host, instance_uuid=instance, seq=seq) for seq in range(1, count + 1)]
+
+
+def test_events_published_while_no_subscriber_runs_wait_in_the_host_queue(
+    broker, names, subscribe
+):
+    declare_host_queue(broker, names["exchange"], names["host"])
+    events = instance_events(names["host"], 3)
+    publish(broker, names["exchange"], *events)
+
+    _, collector = subscribe()
+    collector.wait_for(lambda e: e.event_id == events[-1].event_id)
+    assert collector.events == events
+
+
+def test_a_failing_callback_is_retried_in_order(broker, names, subscribe):
+    events = instance_events(names["host"], 3)
+    failures = collections.Counter()
+
+    def flaky(event):
+        if event.event_id == events[1].event_id and failures[event.event_id] < 2:
+            failures[event.event_id] += 1
+            raise RuntimeError("application not ready")
+
+    subscriber, collector = subscribe(before=flaky)
+    publish(broker, names["exchange"], *events)
+
+    collector.wait_for(lambda e: e.event_id == events[-1].event_id)
+    assert collector.events == events
+    assert (subscriber.stats.retried, subscriber.stats.delivered) == (2, 3)
+
+
+def test_an_event_is_given_up_after_max_attempts_and_the_rest_flows(broker, names, subscribe):
+    events = instance_events(names["host"], 3)
+
+    def broken(event):
+        if event.event_id == events[1].event_id:
+            raise RuntimeError("poison")
+
+    subscriber, collector = subscribe(before=broken, max_attempts=3)
+    publish(broker, names["exchange"], *events)
+
+    collector.wait_for(lambda e: e.event_id == events[-1].event_id)
+    assert collector.events == [events[0], events[2]]
+    assert (subscriber.stats.retried, subscriber.stats.failed) == (2, 1)
+
+
+def test_duplicates_and_late_older_events_are_not_delivered(broker, names, subscribe):
+    first, second, third = instance_events(names["host"], 3)
+    subscriber, collector = subscribe()
+    # A redelivery after a publisher reconnect, then an older event arriving late.
+    publish(broker, names["exchange"], first, second, first, third, second)
+    marker = make_event(host=names["host"])
+    publish(broker, names["exchange"], marker)
+
+    collector.wait_for(lambda e: e.event_id == marker.event_id)
+    assert collector.events == [first, second, third, marker]
+    assert (subscriber.stats.duplicates, subscriber.stats.stale) == (2, 0)
+    late = make_event(host=names["host"], instance_uuid=third.instance_uuid, seq=2)
+    marker = make_event(host=names["host"])
+    publish(broker, names["exchange"], late, marker)
+    collector.wait_for(lambda e: e.event_id == marker.event_id)
+    assert late not in collector.events
+    assert subscriber.stats.stale == 1
+
+
+def test_an_all_hosts_subscriber_receives_every_hosts_events(broker, names, subscribe):
+    other_host = f"{names['host']}.example.org"  # dotted FQDNs must match too
+    queue = unique("hn-all")
+    _, collector = subscribe(host=None, queue=queue)
+    _, own_host_only = subscribe(exclusive=True)
+    try:
+        ours, theirs = make_event(host=names["host"]), make_event(host=other_host)
+        marker = make_event(host=names["host"])
+        publish(broker, names["exchange"], ours, theirs, marker)
+        collector.wait_for(lambda e: e.event_id == marker.event_id)
+        own_host_only.wait_for(lambda e: e.event_id == marker.event_id)
+        assert collector.events == [ours, theirs, marker]
+        assert own_host_only.events == [ours, marker]
+    finally:
+        broker.queue_delete(queue)

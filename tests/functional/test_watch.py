@@ -1,0 +1,67 @@
+"""``hypervisor-events watch`` against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.factories import make_event
+
+from .conftest import BROKER_URL, TIMEOUT
+from .test_subscriber import declare_host_queue, publish
+
+
+def start_watch(names, *args):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hypervisor_notifier.cmd.events", "watch",
+         "--transport-url", BROKER_URL, "--exchange", names["exchange"], *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    for line in process.stderr:  # wait until it consumes: its queue exists only then
+        if "subscribed to" in line:
+            return process
+    raise AssertionError(f"watch exited with {process.wait()}")
+
+
+def test_watch_prints_one_json_line_per_event_of_the_instance(broker, names):
+    declare_host_queue(broker, names["exchange"], names["host"])
+    wanted = make_event(host=names["host"], seq=1)
+    other = make_event(host=names["host"], seq=2)
+    later = make_event(host=names["host"], instance_uuid=wanted.instance_uuid, seq=3)
+    watch = start_watch(
+        names,
+        "--host",
+        names["host"],
+        "--instance",
+        wanted.instance_uuid,
+        "--json",
+        "--count",
+        "2",
+    )
+    publish(broker, names["exchange"], wanted, other, later)
+
+    out, _ = watch.communicate(timeout=TIMEOUT)
+    assert watch.returncode == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["event_id"] for line in lines] == [wanted.event_id, later.event_id]
+    assert all(line["latency_ms"] >= 0 for line in lines)
+    assert {k: v for k, v in lines[0].items() if k != "latency_ms"} == wanted.to_payload()
+    # watch reads from a private queue: the host's durable queue keeps every event.
+    _, ready, _ = broker.queue_declare(f"hypervisor_events.{names['host']}", passive=True)
+    assert ready == 3
+
+
+def test_watch_prints_readable_lines_for_every_host(broker, names):
+    event = make_event(host=names["host"], instance_name="web-1")
+    watch = start_watch(names, "--count", "1")
+    publish(broker, names["exchange"], event)
+
+    out, _ = watch.communicate(timeout=TIMEOUT)
+    assert watch.returncode == 0
+    line = out.strip()
+    for part in (names["host"], "stopped", "web-1", event.instance_uuid, "power_state=SHUTDOWN",
+                 "reason=STOPPED/SHUTDOWN", f"seq={event.seq}", "latency="):  # fmt: skip
+        assert part in line
