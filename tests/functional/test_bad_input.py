@@ -122,3 +122,30 @@ def test_malformed_messages_are_rejected_counted_and_consumption_goes_on(broker,
     # Rejected without requeue: nothing is left to loop on.
     _, ready, _ = broker.queue_declare(wire.host_queue_name(TOPIC, names["host"]), passive=True)
     assert ready == 0
+
+
+def test_a_lost_libvirt_connection_is_reopened_and_resynced(
+    tmp_path, make_domain, start_service, subscribe
+):
+    socket_path = str(tmp_path / "libvirt-sock")
+    proxy = UnixSocketProxy(socket_path, LIBVIRTD_SOCKET)
+    proxy.start()
+    dom = make_domain()
+    _, collector = subscribe()
+    service = start_service(uri=f"test+unix:///default?socket={socket_path}")
+    try:
+        collector.wait_for(lambda e: e.instance_uuid == dom.UUIDString())  # first snapshot
+        proxy.stop()  # the daemon "goes away": every connection cut, socket gone
+        service.wait_for_log("lost libvirt")
+        dom.create()  # happens while the service cannot see it
+        proxy.start()
+        service.wait_for_log("connected to libvirt", count=2)
+        missed = collector.wait_for(lambda e: e.instance_uuid == dom.UUIDString() and e.resync
+                                    and e.transition is Transition.STARTED)  # fmt: skip
+        assert missed.reason == "RESYNC"
+        dom.suspend()
+        pushed = collector.wait_for(lambda e: e.instance_uuid == dom.UUIDString() and not e.resync)
+        assert pushed.transition is Transition.PAUSED
+        assert service.process.poll() is None
+    finally:
+        proxy.stop()

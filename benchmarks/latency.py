@@ -1,0 +1,455 @@
+"""Latency from a libvirt API call in another process to a subscriber's callback.
+
+Usage: ``python benchmarks/latency.py [--events N]`` (or ``tox -e bench``).
+
+A benchmark, not a test: it prints p50/p90/p99/max over N events (default
+1000, after 20 uncounted warm-up events) for two paths, one after the other
+in the same run, on the same domain of libvirt's test driver:
+
+1. **hypervisor-notifier**: the real service (a subprocess) watching
+   ``test+unix:///default``, and a :class:`hypervisor_notifier.consumer.Subscriber`
+   on its per-host durable queue in this process.
+2. **oslo.messaging Notifier**: ``oslo_forwarder.py`` (a subprocess), and an
+   oslo.messaging notification listener (``threading`` executor) in this process.
+
+A driver child process alternates ``dom.suspend()`` and ``dom.resume()``;
+it stamps the time just before each call, and makes the next call only once
+this process received the previous event, so events never queue behind each
+other (latency, not throughput). Latency = callback time - call start; the
+n-th event of the domain is matched with the n-th call, and its transition
+(paused or resumed) checked against the call.
+
+Clock: ``time.monotonic()`` in both processes. On Linux it is
+``clock_gettime(CLOCK_MONOTONIC)``, one clock for the whole system, so stamps
+taken in different processes can be subtracted (checked at start).
+``time.perf_counter()`` is the same clock on Linux; ``monotonic`` says what
+we rely on.
+
+Paths run one after the other rather than at once: on a 2-core machine two
+forwarders would compete for the CPUs, and the two consumers in this process
+for the GIL, so each path would measure the other's interference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import queue
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import amqp
+import libvirt
+import oslo_messaging
+from oslo_config import cfg
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
+
+LIBVIRT_URI = "test+unix:///default"
+TRANSPORT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
+BROKER = {"host": "127.0.0.1:5672", "userid": "guest", "password": "guest"}
+DOMAIN_XML = (
+    "<domain type='test'><name>{name}</name><memory>8192</memory>"
+    "<os><type>hvm</type></os></domain>"
+)
+FORWARDER = Path(__file__).with_name("oslo_forwarder.py")
+DRIVER = Path(__file__).with_name("driver.py")
+HN_TOPIC = "hypervisor_events"
+
+WARMUP = 20
+EVENT_TIMEOUT = 5.0
+MAX_MISSING = 5
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 40.0
+
+#: The transition each driver call must cause.
+TRANSITION_OF_CALL = {"suspend": "paused", "resume": "resumed"}
+
+GOAL_P50_MS = 2.0
+GOAL_P99_MS = 10.0
+
+
+# -- receiving side: shared by both paths ------------------------------------
+
+
+class Inbox:
+    """Receive times and transitions of the bench domain's events, in arrival order."""
+
+    def __init__(self, domain: str) -> None:
+        self.domain = domain
+        self._events: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
+
+    def record(self, received_at: float, domain: str, transition: str) -> None:
+        """Called by a path's callback; other domains' events are ignored."""
+        if domain == self.domain:
+            self._events.put((received_at, transition))
+
+    def get(self, timeout: float) -> tuple[float, str] | None:
+        """The next event, or None if none arrives within ``timeout`` seconds."""
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+# -- driver: the other process that calls libvirt -----------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """What one path measured."""
+
+    latencies_ms: list[float]
+    mismatched: int
+    missing: int
+
+
+def measure(inbox: Inbox, domain: str, count: int) -> Run:
+    """Make ``WARMUP + count`` paced calls in a driver process; match them with the events."""
+    argv = [sys.executable, str(DRIVER), LIBVIRT_URI, domain]
+    driver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert driver.stdin is not None
+    try:
+        received: list[tuple[float, str] | None] = []
+        for index in range(WARMUP + count):
+            # The next call only once the previous event arrived: no queueing.
+            driver.stdin.write(f"{index}\n")
+            driver.stdin.flush()
+            received.append(inbox.get(EVENT_TIMEOUT))
+            _check_progress(received, driver)
+        calls, _ = driver.communicate(timeout=STOP_TIMEOUT)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    run = match(json.loads(calls)[WARMUP:], received[WARMUP:])
+    if not run.latencies_ms:
+        raise RuntimeError(f"no event matched its call: {run}")
+    return run
+
+
+def _check_progress(received: list[Any], driver: subprocess.Popen[str]) -> None:
+    """Give up early rather than wait EVENT_TIMEOUT for every call."""
+    if received[-1] is not None:
+        return
+    if driver.poll() is not None:
+        raise RuntimeError(f"the driver process died (exit code {driver.returncode})")
+    if received.count(None) > MAX_MISSING:
+        raise RuntimeError(f"more than {MAX_MISSING} events missing: is the path forwarding?")
+
+
+def match(calls: list[list[Any]], received: list[tuple[float, str] | None]) -> Run:
+    """Pair the n-th call with the n-th event; check each event's transition."""
+    run = Run([], 0, 0)
+    for (_index, call, started), event in zip(calls, received, strict=True):
+        if event is None:
+            run.missing += 1
+            continue
+        received_at, transition = event
+        if transition != TRANSITION_OF_CALL[call]:
+            run.mismatched += 1
+            continue
+        run.latencies_ms.append((received_at - started) * 1000)
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Percentiles of a run, in milliseconds (nearest rank)."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, latencies_ms: list[float]) -> Stats:
+        ordered = sorted(latencies_ms)
+
+        def rank(percent: float) -> float:
+            return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
+
+        return cls(rank(50), rank(90), rank(99), ordered[-1])
+
+
+# -- processes and broker objects: shared by both paths -----------------------
+
+
+@contextlib.contextmanager
+def running(label: str, argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Run ``argv`` (stderr to ``log_path``) for the block; then SIGTERM it and check exit 0."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        yield process
+    finally:
+        terminate(label, process, log_path)
+
+
+def terminate(label: str, process: subprocess.Popen[str], log_path: Path) -> None:
+    """SIGTERM ``process``, wait for it (kill it after STOP_TIMEOUT), report how it ended."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    elapsed = time.monotonic() - started
+    progress(f"{label}: SIGTERM -> exit {code} in {elapsed:.2f} s")
+    if code != 0:
+        progress(f"{label} log ({log_path}):\n{tail(log_path)}")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for_line(process: subprocess.Popen[str], expected: str, log_path: Path) -> None:
+    """Wait until ``process`` prints ``expected`` on stdout (READY_TIMEOUT at most)."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], READY_TIMEOUT)
+    line = process.stdout.readline().strip() if readable else ""
+    if line != expected:
+        raise RuntimeError(f"{process.args[1]} not ready ({line!r}):\n{tail(log_path)}")
+
+
+def delete_broker_objects(*, exchanges: list[str], queues: list[str]) -> None:
+    """Delete what a path declared on the broker (a fresh channel each: errors close one)."""
+    with amqp.Connection(**BROKER) as connection:
+        for name in queues:
+            with connection.channel() as channel:
+                channel.queue_delete(name)
+        for name in exchanges:
+            with connection.channel() as channel:
+                channel.exchange_delete(name)
+
+
+# -- the two paths: each a context manager, ready when it yields --------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """What the paths share: unique names for this run, and where logs go."""
+
+    run_id: str
+    domain: str
+    workdir: Path
+
+
+@contextlib.contextmanager
+def hypervisor_notifier_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
+    """The service in a subprocess; a Subscriber on its per-host durable queue here."""
+    host = f"bench-{bench.run_id}"
+    exchange = f"bench_hn_{bench.run_id}"
+    resynced = threading.Event()
+
+    def on_event(event: LifecycleEvent) -> None:
+        received_at = time.monotonic()
+        if not event.resync:
+            inbox.record(received_at, event.instance_name, event.transition.value)
+        elif event.instance_name == bench.domain:
+            # The service publishes a resync once its libvirt callbacks are registered.
+            resynced.set()
+
+    subscriber = Subscriber(TRANSPORT_URL, on_event, host=host, exchange=exchange, topic=HN_TOPIC)
+    try:
+        subscriber.start()
+        if not subscriber.wait_ready(READY_TIMEOUT):
+            raise RuntimeError("the Subscriber did not get ready")
+        conf = write_service_conf(bench.workdir / "notifier.conf", host=host, exchange=exchange)
+        argv = [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file", conf]
+        log_path = bench.workdir / "notifier.log"
+        with running("hypervisor-notifier service", argv, log_path):
+            if not resynced.wait(READY_TIMEOUT):
+                raise RuntimeError(f"no resync from the service:\n{tail(log_path)}")
+            yield
+    finally:
+        subscriber.stop()
+        delete_broker_objects(exchanges=[exchange], queues=[wire.host_queue_name(HN_TOPIC, host)])
+
+
+def write_service_conf(path: Path, *, host: str, exchange: str) -> str:
+    path.write_text(
+        f"[DEFAULT]\nhost = {host}\n\n"
+        f"[libvirt]\nconnection_uri = {LIBVIRT_URI}\n\n"
+        f"[publisher]\ntransport_url = {TRANSPORT_URL}\nexchange = {exchange}\n"
+        f"topic = {HN_TOPIC}\n"
+    )
+    return str(path)
+
+
+class OsloEndpoint:
+    """Notification endpoint: stamps each INFO notification as it is dispatched."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    def info(
+        self, _ctxt: dict, _publisher_id: str, _event_type: str, payload: dict, _metadata: dict
+    ) -> None:
+        received_at = time.monotonic()
+        self.inbox.record(received_at, payload.get("instance_name"), payload.get("transition"))
+
+
+@contextlib.contextmanager
+def oslo_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
+    """``oslo_forwarder.py`` in a subprocess; an oslo.messaging notification listener here."""
+    topic = f"bench_{bench.run_id}"
+    exchange = f"bench_oslo_{bench.run_id}"
+    transport = oslo_messaging.get_notification_transport(cfg.ConfigOpts(), url=TRANSPORT_URL)
+    target = oslo_messaging.Target(topic=topic, exchange=exchange)
+    listener = oslo_messaging.get_notification_listener(
+        transport, [target], [OsloEndpoint(inbox)], executor="threading"
+    )
+    argv = [sys.executable, str(FORWARDER), "--exchange", exchange, "--topic", topic]
+    argv += ["--uri", LIBVIRT_URI, "--transport-url", TRANSPORT_URL]
+    log_path = bench.workdir / "oslo_forwarder.log"
+    try:
+        listener.start()
+        with running("oslo forwarder", argv, log_path) as forwarder:
+            wait_for_line(forwarder, "ready", log_path)
+            yield
+    finally:
+        listener.stop()
+        listener.wait()
+        transport.cleanup()
+        delete_broker_objects(exchanges=[exchange], queues=[f"{topic}.info"])
+
+
+PathRunner = Callable[[Bench, Inbox], contextlib.AbstractContextManager[None]]
+PATHS: tuple[tuple[str, PathRunner], ...] = (
+    ("hypervisor-notifier", hypervisor_notifier_path),
+    ("oslo.messaging Notifier", oslo_path),
+)
+
+
+# -- the run ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def bench_domain(name: str) -> Iterator[str]:
+    """Define and start a test-driver domain for the block; undefine it after."""
+    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        dom = conn.defineXML(DOMAIN_XML.format(name=name))
+        try:
+            dom.create()
+            yield name
+        finally:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    finally:
+        conn.close()
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def check_clock() -> str:
+    info = time.get_clock_info("monotonic")
+    if info.implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        raise RuntimeError(f"time.monotonic() is {info.implementation}: not system-wide")
+    return f"time.monotonic() = {info.implementation}, resolution {info.resolution * 1e9:g} ns"
+
+
+def machine() -> list[str]:
+    daemon = libvirt.open(LIBVIRT_URI)
+    try:
+        daemon_version = version_text(daemon.getLibVersion())
+    finally:
+        daemon.close()
+    with amqp.Connection(**BROKER) as connection:
+        rabbitmq = connection.server_properties.get("version", "?")
+    cpus = len(os.sched_getaffinity(0))
+    return [
+        f"machine: nproc {cpus}, {platform.machine()}, Linux {platform.release()}",
+        f"python {platform.python_version()}; libvirt {version_text(libvirt.getVersion())}"
+        f" (library), {daemon_version} (libvirtd); libvirt-python "
+        f"{importlib.metadata.version('libvirt-python')}; RabbitMQ {rabbitmq}",
+        f"kombu {importlib.metadata.version('kombu')}, amqp {importlib.metadata.version('amqp')}"
+        f", oslo.messaging {importlib.metadata.version('oslo.messaging')}",
+        f"clock: {check_clock()}",
+    ]
+
+
+def version_text(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def report(count: int, results: dict[str, Run]) -> list[str]:
+    lines = [
+        f"latency from libvirt API call (other process) to subscriber callback, N={count} events",
+        f"{'path':<25} {'p50 ms':>7}  {'p90 ms':>7}  {'p99 ms':>7}  {'max ms':>7}",
+    ]
+    stats = {label: Stats.of(run.latencies_ms) for label, run in results.items()}
+    for label, row in stats.items():
+        lines.append(f"{label:<25} {row.p50:7.2f}  {row.p90:7.2f}  {row.p99:7.2f}  {row.max:7.2f}")
+    ours, oslo = (stats[label] for label, _ in PATHS)
+    lines.append(
+        f"goal: p50 <= {GOAL_P50_MS:g} ms: {yes(ours.p50 <= GOAL_P50_MS)}; "
+        f"p99 <= {GOAL_P99_MS:g} ms: {yes(ours.p99 <= GOAL_P99_MS)}; "
+        f"no slower than oslo (p50 and p99): {yes(ours.p50 <= oslo.p50 and ours.p99 <= oslo.p99)}"
+    )
+    for label, run in results.items():
+        lines.append(
+            f"{label}: {len(run.latencies_ms)} matched, {run.mismatched} mismatched transitions, "
+            f"{run.missing} missing (+{WARMUP} warm-up events not counted)"
+        )
+    return lines
+
+
+def yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000, help="events per path (default 1000)")
+    args = parser.parse_args(argv)
+    if args.events < 1:
+        parser.error("--events must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    header = machine()
+    run_id = uuid.uuid4().hex[:8]
+    results: dict[str, Run] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="hn-bench-") as workdir,
+        bench_domain(f"bench-{run_id}") as domain,
+    ):
+        bench = Bench(run_id, domain, Path(workdir))
+        for label, path in PATHS:
+            inbox = Inbox(domain)
+            with path(bench, inbox):
+                progress(f"measuring {label}: {WARMUP} + {args.events} events")
+                results[label] = measure(inbox, domain, args.events)
+    print("\n".join([*header, *report(args.events, results)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
