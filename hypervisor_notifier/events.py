@@ -213,12 +213,9 @@ class LifecycleEvent:
         version = _field(payload, "schema_version", str)
         if version.split(".", 1)[0] != SCHEMA_MAJOR:
             raise MalformedEvent(f"schema_version {version!r} is not {SCHEMA_MAJOR}.x")
-        try:
-            transition = Transition(_field(payload, "transition", str))
-            power_state = PowerState(_field(payload, "power_state", int))
-            occurred_at = parse_time(_field(payload, "occurred_at", str))
-        except ValueError as exc:
-            raise MalformedEvent(str(exc)) from None
+        transition = _convert(payload, "transition", str, Transition)
+        power_state = _convert(payload, "power_state", int, PowerState)
+        occurred_at = _convert(payload, "occurred_at", str, parse_time)
         return cls(
             event_id=_nonempty(payload, "event_id"),
             host=_nonempty(payload, "host"),
@@ -245,6 +242,15 @@ def _field(payload: Mapping[str, Any], key: str, kind: type) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise MalformedEvent(f"payload {key!r} is {type(value).__name__}, not {kind.__name__}")
     return value
+
+
+def _convert(payload: Mapping[str, Any], key: str, kind: type, convert: Any) -> Any:
+    """Return ``convert(payload[key])``; a value it refuses is malformed, named by its key."""
+    value = _field(payload, key, kind)
+    try:
+        return convert(value)
+    except ValueError as exc:
+        raise MalformedEvent(f"payload {key!r} is invalid: {exc}") from None
 
 
 def _nonempty(payload: Mapping[str, Any], key: str) -> str:

@@ -14,8 +14,10 @@ SCHEMES = ("rabbit", "amqp")
 DEFAULT_PORT = 5672
 MASK = "****"
 
-# user:password@ inside any URL-looking text (exception messages included).
-_CREDENTIALS = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^\s:/@,]*:)[^\s@]*@", re.IGNORECASE)
+# Any user:password@ in a text: after "scheme://", after the "," of a
+# multi-host URL, or in a mistyped URL ("rabbit:/u:pw@h"). A password with
+# "/" or "@" must be percent-encoded in a URL anyway.
+_CREDENTIALS = re.compile(r"(?P<head>[^\s:/@,]*:)[^\s@/]*@")
 
 
 def mask_secrets(text: str) -> str:
@@ -64,10 +66,10 @@ class TransportURL:
     def parse(cls, url: str) -> TransportURL:
         """Parse ``url``; raise ValueError saying what is wrong (never the password)."""
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in SCHEMES:
+        if parts.scheme not in SCHEMES or not url.startswith(f"{parts.scheme}://"):
+            scheme = f"transport {parts.scheme!r}" if parts.scheme else "a URL without a scheme"
             raise ValueError(
-                f"transport {parts.scheme or url[:20]!r} is not supported "
-                f"(use {' or '.join(s + '://' for s in SCHEMES)})"
+                f"{scheme} is not supported (use {' or '.join(s + '://' for s in SCHEMES)})"
             )
         if not parts.netloc:
             raise ValueError(f"{mask_secrets(url)} names no broker host")
@@ -77,7 +79,8 @@ class TransportURL:
 
     def masked(self) -> str:
         """The URL with every password replaced by ``****``: safe to log."""
-        netloc = ",".join(f"{h.username}:{MASK}@{h.address}" for h in self.hosts)
+        quote = urllib.parse.quote
+        netloc = ",".join(f"{quote(h.username, safe='')}:{MASK}@{h.address}" for h in self.hosts)
         return f"rabbit://{netloc}/{urllib.parse.quote(self.virtual_host, safe='')}"
 
     def kombu_urls(self) -> list[str]:
@@ -97,7 +100,9 @@ def _parse_host(item: str, url: str) -> BrokerHost:
     try:
         # urlsplit parses IPv6 brackets and validates the port for us.
         parts = urllib.parse.urlsplit(f"//{hostport}")
-        port = parts.port or DEFAULT_PORT
+        port = DEFAULT_PORT if parts.port is None else parts.port
+        if not 0 < port < 65536:
+            raise ValueError
     except ValueError:
         raise ValueError(f"bad broker address {hostport!r} in {mask_secrets(url)}") from None
     if not parts.hostname:

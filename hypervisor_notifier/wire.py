@@ -11,6 +11,7 @@ use it, so the two sides cannot disagree; it imports no hypervisor binding.
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -72,7 +73,9 @@ def encode(event: LifecycleEvent) -> bytes:
         "priority": PRIORITY.upper(),
         "payload": event.to_payload(),
         # oslo.messaging's own format: str(datetime.utcnow()).
-        "timestamp": event.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "timestamp": event.occurred_at.astimezone(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S.%f"
+        ),
     }
     outer = {"oslo.version": OSLO_VERSION, "oslo.message": json.dumps(inner)}
     return json.dumps(outer).encode()
@@ -84,19 +87,18 @@ def decode(body: bytes | str) -> LifecycleEvent:
     Accepts the ``messagingv2`` envelope and, for oslo's older ``messaging``
     driver, a bare notification. Never raises anything else.
     """
-    if len(body) > MAX_BODY_BYTES:
-        raise MalformedEvent(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
-    try:
-        outer = json.loads(body)
-        if isinstance(outer, dict) and "oslo.message" in outer:
-            version = outer.get("oslo.version")
-            if not isinstance(version, str) or version.split(".", 1)[0] != "2":
-                raise MalformedEvent(f"oslo.version {version!r} is not 2.x")
-            inner = json.loads(outer["oslo.message"])
-        else:
-            inner = outer
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise MalformedEvent(f"body is not JSON: {exc}") from None
+    # py-amqp hands over str bodies when a content encoding is set: count bytes.
+    size = len(body.encode(errors="replace")) if isinstance(body, str) else len(body)
+    if size > MAX_BODY_BYTES:
+        raise MalformedEvent(f"body of {size} bytes exceeds {MAX_BODY_BYTES}")
+    outer = _json(body, "body")
+    if isinstance(outer, dict) and "oslo.message" in outer:
+        version = outer.get("oslo.version")
+        if not isinstance(version, str) or version.split(".", 1)[0] != "2":
+            raise MalformedEvent(f"oslo.version {version!r} is not 2.x")
+        inner = _json(outer["oslo.message"], "oslo.message")
+    else:
+        inner = outer
     if not isinstance(inner, dict):
         raise MalformedEvent("notification is not a JSON object")
     event_type = inner.get("event_type")
@@ -106,3 +108,10 @@ def decode(body: bytes | str) -> LifecycleEvent:
     if event_type != EVENT_TYPE_PREFIX + event.transition.value:
         raise MalformedEvent(f"event_type {event_type!r} contradicts {event.transition.value!r}")
     return event
+
+
+def _json(text: object, what: str) -> Any:
+    try:
+        return json.loads(text)  # type: ignore[arg-type]
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise MalformedEvent(f"{what} is not JSON: {exc}") from None

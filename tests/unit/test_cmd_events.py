@@ -1,0 +1,107 @@
+"""hypervisor-events watch: what it prints for each event, and which events it prints."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from hypervisor_notifier.cmd.events import Watch, format_json, format_line
+from hypervisor_notifier.events import PowerState, Transition, utcnow
+from tests.factories import make_event
+
+INSTANCE_UUID = "6e9a4d5c-1b2f-4a8e-b3c7-d0e1f2a3b4c5"
+
+
+def test_format_line_shows_everything_an_operator_looks_for():
+    event = make_event(
+        host="compute1.example.org",
+        instance_uuid=INSTANCE_UUID,
+        instance_name="instance-0000002a",
+        transition=Transition.STOPPED,
+        power_state=PowerState.SHUTDOWN,
+        reason="STOPPED",
+        detail="DESTROYED",
+        seq=987654,
+    )
+
+    line = format_line(event, latency_ms=1234.5)
+
+    for expected in (
+        "compute1.example.org",
+        "stopped",
+        "instance-0000002a",
+        INSTANCE_UUID,
+        "SHUTDOWN",  # the power state's name
+        "STOPPED",
+        "DESTROYED",
+        "987654",
+        "1234.5",
+    ):
+        assert expected in line
+    assert "\n" not in line
+
+
+def test_format_line_marks_a_resync_event():
+    assert "resync" in format_line(make_event(resync=True), latency_ms=1.0)
+    assert "resync" not in format_line(make_event(resync=False), latency_ms=1.0)
+
+
+def test_format_json_is_the_payload_plus_latency():
+    event = make_event()
+
+    printed = json.loads(format_json(event, latency_ms=12.5))
+
+    assert printed == {**event.to_payload(), "latency_ms": 12.5}
+
+
+@pytest.fixture
+def printed(capsys):
+    """The lines printed so far."""
+    return lambda: capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("instance", [INSTANCE_UUID, "instance-0000002a"])
+def test_watch_prints_only_the_chosen_instance(printed, instance):
+    watch = Watch(instance=instance, as_json=True, count=None)
+    mine = make_event(instance_uuid=INSTANCE_UUID, instance_name="instance-0000002a")
+
+    watch(make_event(instance_name="instance-00000001"))
+    watch(mine)
+    watch(make_event(instance_name="instance-00000002"))
+
+    assert [json.loads(line)["event_id"] for line in printed()] == [mine.event_id]
+
+
+def test_watch_without_instance_prints_every_event(printed):
+    watch = Watch(instance=None, as_json=False, count=None)
+
+    for _ in range(3):
+        watch(make_event())
+
+    assert len(printed()) == 3
+    assert not watch.done.is_set()
+
+
+def test_watch_is_done_after_count_matching_events(printed):
+    watch = Watch(instance=INSTANCE_UUID, as_json=False, count=2)
+
+    watch(make_event(instance_uuid=INSTANCE_UUID))
+    watch(make_event())  # another instance: not counted
+    assert not watch.done.is_set()
+    watch(make_event(instance_uuid=INSTANCE_UUID))
+
+    assert watch.done.is_set()
+    assert len(printed()) == 2
+
+
+def test_watch_reports_the_latency_since_the_event_occurred(printed):
+    watch = Watch(instance=None, as_json=True, count=None)
+    occurred_at = utcnow() - datetime.timedelta(seconds=3)
+
+    watch(make_event(occurred_at=occurred_at))
+
+    (line,) = printed()
+    # At least the 3 s that passed; the test itself takes far less than a minute.
+    assert 3000 <= json.loads(line)["latency_ms"] < 60_000

@@ -1,0 +1,120 @@
+"""Configuration: bad values stop the start with the option's name; help and sample complete."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hypervisor_notifier import conf
+
+REPO = Path(__file__).resolve().parents[2]
+GENERATOR_CONF = REPO / "etc/hypervisor-notifier/hypervisor-notifier-config-generator.conf"
+SAMPLE = REPO / "etc/hypervisor-notifier/hypervisor-notifier.conf.sample"
+
+
+@pytest.fixture
+def load_config(tmp_path):
+    """Load a config file of the given text, and no other file (an empty --config-dir)."""
+    (tmp_path / "conf.d").mkdir()
+
+    def load(text: str):
+        path = tmp_path / "hypervisor-notifier.conf"
+        path.write_text(text)
+        argv = ["--config-file", str(path), "--config-dir", str(tmp_path / "conf.d")]
+        return conf.load(argv, prog="hypervisor-notifier")
+
+    return load
+
+
+def test_load_reads_the_contract_options(load_config):
+    loaded = load_config(
+        "[DEFAULT]\nhost = compute1.example.org\nbackend = libvirt\n"
+        "[libvirt]\nconnection_uri = test+unix:///default\n"
+        "[publisher]\ntransport_url = rabbit://nova:s3cret@b1,nova:s3cret@b2/\n"
+        "exchange = hv\ntopic = hv_events\nconfirm_window = 7\n"
+    )
+
+    assert loaded.host == "compute1.example.org"
+    assert loaded.backend == "libvirt"
+    assert loaded.libvirt.connection_uri == "test+unix:///default"
+    assert loaded.publisher.transport_url == "rabbit://nova:s3cret@b1,nova:s3cret@b2/"
+    assert (loaded.publisher.exchange, loaded.publisher.topic) == ("hv", "hv_events")
+    assert loaded.publisher.confirm_window == 7
+
+
+def test_defaults_follow_the_design(load_config):
+    loaded = load_config("")
+
+    assert loaded.host == socket.gethostname()
+    assert loaded.publisher.exchange == "hypervisor"
+    assert loaded.publisher.topic == "hypervisor_events"
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "option"),
+    [
+        ("publisher", "confirm_window = many", "confirm_window"),  # wrong type
+        ("publisher", "confirm_window = 0", "confirm_window"),  # out of range
+        ("libvirt", "keepalive_interval = -1", "keepalive_interval"),
+        ("DEFAULT", "shutdown_timeout = soon", "shutdown_timeout"),
+        ("DEFAULT", "debug = maybe", "debug"),
+        ("publisher", "queue_type = fifo", "queue_type"),  # not a choice
+        ("DEFAULT", "host = a b", "host"),  # would break the routing key
+        ("DEFAULT", "host = compute*", "host"),
+        ("publisher", "topic = hypervisor#events", "topic"),
+    ],
+)
+def test_a_bad_value_raises_config_error_naming_the_option(load_config, section, line, option):
+    with pytest.raises(conf.ConfigError, match=rf"\b{option}\b"):
+        load_config(f"[{section}]\n{line}\n")
+
+
+def test_every_group_of_the_service_is_listed():
+    groups = {group or "DEFAULT" for group, _ in conf.list_opts()}
+
+    assert {"DEFAULT", "libvirt", "publisher"} <= groups
+
+
+def test_every_option_has_help():
+    missing = [
+        f"[{group or 'DEFAULT'}] {opt.name}"
+        for group, opts in conf.list_opts()
+        for opt in opts
+        if not (opt.help or "").strip()
+    ]
+
+    assert missing == []
+
+
+def test_the_transport_url_is_secret():
+    # oslo.config then masks it when it logs the configuration.
+    (publisher_opts,) = [opts for group, opts in conf.list_opts() if group == "publisher"]
+
+    assert {opt.name: opt.secret for opt in publisher_opts}["transport_url"] is True
+
+
+def test_the_committed_sample_config_is_up_to_date(tmp_path):
+    generated = tmp_path / "sample.conf"
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oslo_config.generator",
+            "--config-file",
+            str(GENERATOR_CONF),
+            "--output-file",
+            str(generated),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+    assert generated.read_text() == SAMPLE.read_text(), "run: tox -e genconfig"
