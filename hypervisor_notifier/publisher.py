@@ -165,6 +165,11 @@ class Publisher:
                     len(self.outbox),
                 )
                 self._disconnect(graceful=False)
+            except Exception:
+                # A bug must not kill the only thread publishing: start over, after a pause.
+                LOG.exception("publisher failed; %d events kept, reconnecting", len(self.outbox))
+                self._disconnect(graceful=False)
+                self._stop_requested.wait(min(self.backoff.next(), self._time_left()))
         self._disconnect(graceful=True)
 
     def _finished(self) -> bool:

@@ -152,7 +152,7 @@ class Subscriber:
                 retry_backoff.reset()
             except _Redeliver:
                 self._stopping.wait(retry_backoff.next())
-            except Exception as exc:
+            except Exception as exc:  # any failure: reconnect, never let the thread die
                 self._ready.clear()
                 self._url_index += 1
                 delay = backoff.next()

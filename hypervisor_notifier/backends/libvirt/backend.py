@@ -176,6 +176,8 @@ class LibvirtBackend(base.Backend):
         except base.BackendUnavailable as exc:
             # The connection died during the resync: its close callback is queued.
             LOG.warning("resync after connecting to %s failed: %s", self.uri, exc)
+        except Exception:
+            LOG.exception("resync after connecting to %s failed", self.uri)
         while True:
             item = self._queue.get()
             if isinstance(item, _Stop):
@@ -185,8 +187,13 @@ class LibvirtBackend(base.Backend):
                     return item.reason
                 continue
             observation = self._translate(*item)
-            if observation is not None:
+            if observation is None:
+                continue
+            try:
                 listener.on_event(observation)
+            except Exception:
+                # A listener bug must not kill the only thread reporting events.
+                LOG.exception("reporting %s failed", observation)
 
     def _translate(
         self,
