@@ -64,9 +64,12 @@ from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
 LIBVIRT_URI = "test+unix:///default"
 TRANSPORT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 BROKER = {"host": "127.0.0.1:5672", "userid": "guest", "password": "guest"}
+# A guest launched by nova (its metadata): the service reports only those by default.
 DOMAIN_XML = (
     "<domain type='test'><name>{name}</name><memory>8192</memory>"
-    "<os><type>hvm</type></os></domain>"
+    "<os><type>hvm</type></os><metadata>"
+    "<nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'/>"
+    "</metadata></domain>"
 )
 FORWARDER = Path(__file__).with_name("oslo_forwarder.py")
 DRIVER = Path(__file__).with_name("driver.py")

@@ -1,10 +1,14 @@
-"""The service: backend -> outbox -> publisher, with a resync on every connect.
+"""The service: backend -> outbox -> publisher, with resyncs that publish only changes.
 
 Data flows one way. The backend reports observations from its own thread;
 the service stamps each with this host, a fresh ``event_id`` and the next
-``seq``, and puts it in the outbox; the publisher thread sends it. On every
-(re)connection of the backend, the service publishes a resync snapshot:
-each instance's current state, with ``resync: true``.
+``seq``, and puts it in the outbox; the publisher thread sends it.
+
+A resync lists every reported instance and publishes, with ``resync: true``,
+only the states that differ from what was last published: at start (where
+nothing was published yet, so every instance), after every reconnection to
+the hypervisor, and every ``[sync] interval`` seconds. In steady state a
+resync publishes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from hypervisor_notifier import events
 from hypervisor_notifier.backends.base import Backend
 from hypervisor_notifier.outbox import Outbox
 from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.resync import PublishedStates
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class Service:
         publisher: Publishes the outbox (not yet started).
         host: This compute host's name, stamped on every event.
         shutdown_timeout: Seconds :meth:`stop` waits for in-flight events.
+        sync_interval: Seconds between periodic resyncs; 0 for none.
 
     """
 
@@ -61,13 +67,16 @@ class Service:
         *,
         host: str,
         shutdown_timeout: float = 30.0,
+        sync_interval: float = 0,
     ) -> None:
         self.backend = backend
         self.outbox = outbox
         self.publisher = publisher
         self.host = host
         self.shutdown_timeout = shutdown_timeout
+        self.sync_interval = sync_interval
         self.sequence = SequenceCounter()
+        self.published_states = PublishedStates()
         self._stop = threading.Event()
 
     @classmethod
@@ -79,6 +88,7 @@ class Service:
             Publisher.from_conf(conf, outbox),
             host=conf.host,
             shutdown_timeout=conf.shutdown_timeout,
+            sync_interval=conf.sync.interval,
         )
 
     # -- BackendListener -------------------------------------------------------
@@ -87,33 +97,23 @@ class Service:
         """Stamp and queue a pushed event."""
         self._emit(observation, resync=False)
 
-    def on_connected(self) -> None:
-        """Publish every instance's current state: events may have been missed."""
+    def on_resync(self, reason: str) -> None:
+        """Publish what changed since the last published state of each instance."""
         started = time.monotonic()
         listing = self.backend.list_instances()
-        now = events.utcnow()
-        for instance in listing:
-            transition = events.TRANSITION_FOR_STATE.get(instance.power_state)
-            if transition is None:
-                continue
-            observation = events.Observation(
-                instance.instance_uuid,
-                instance.instance_name,
-                transition,
-                instance.power_state,
-                "RESYNC",
-                instance.state,
-                now,
-            )
+        missed = self.published_states.missed(listing, events.utcnow())
+        for observation in missed:
             self._emit(observation, resync=True)
         LOG.info(
-            "resync: %d instances listed in %.1f ms",
+            "resync (%s): %d instances listed, %d changes published, in %.1f ms",
+            reason,
             len(listing),
+            len(missed),
             (time.monotonic() - started) * 1000,
         )
 
     def on_disconnected(self, reason: str) -> None:
-        """Note the loss; the backend reconnects and calls ``on_connected`` again."""
+        """Note the loss; the backend reconnects and resyncs."""
         LOG.info("hypervisor connection lost (%s); events resume after the resync", reason)
 
     def _emit(self, observation: events.Observation, *, resync: bool) -> None:
@@ -125,6 +125,7 @@ class Service:
             resync=resync,
         )
         self.outbox.put(event)
+        self.published_states.record(event)
         LOG.debug(
             "%s %s (%s) %s/%s seq=%d",
             event.transition.value,
@@ -138,9 +139,18 @@ class Service:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Start publishing, then start watching the hypervisor."""
+        """Start publishing, then watching the hypervisor, then the periodic resync."""
         self.publisher.start()
         self.backend.connect(self)
+        if self.sync_interval > 0:
+            threading.Thread(
+                target=self._periodic_resync, name="resync-timer", daemon=True
+            ).start()
+
+    def _periodic_resync(self) -> None:
+        # wait() returns True once a stop is requested.
+        while not self._stop.wait(self.sync_interval):
+            self.backend.request_resync("periodic")
 
     def request_stop(self) -> None:
         """Ask :meth:`wait` to return (safe from a signal handler)."""

@@ -14,8 +14,9 @@ Delivery semantics a backend must honour:
   thread of the backend.
 - **Gaps are announced, not hidden.** A hypervisor does not replay events
   missed while disconnected. After every (re)connection, once its event
-  callbacks are registered, the backend calls ``on_connected``: the listener
-  then lists instances and reports what changed meanwhile (a resync).
+  callbacks are registered, the backend calls ``on_resync``: the listener
+  then lists instances and reports what changed meanwhile. It does the same
+  when asked through :meth:`Backend.request_resync` (a periodic resync).
   Events that arrive while the listener resyncs are queued, not dropped.
 - **Never give up.** An unreachable hypervisor is retried with backoff and
   logged; ``connect`` does not raise for it.
@@ -56,12 +57,13 @@ class BackendListener(Protocol):
     def on_event(self, observation: Observation) -> None:
         """Receive one guest change; called in order, from one backend thread."""
 
-    def on_connected(self) -> None:
-        """The backend (re)connected and its event callbacks are registered.
+    def on_resync(self, reason: str) -> None:
+        """Time to list instances and report what changed: events may have been missed.
 
-        Events may have been missed before this point: time to resync.
-        Called from the thread that calls ``on_event``, so no event is
-        reported while it runs.
+        Called after every (re)connection, once the event callbacks are
+        registered (``reason`` ``connected``), and after
+        :meth:`Backend.request_resync` (its ``reason``). Called from the thread
+        that calls ``on_event``, so no event is reported while it runs.
         """
 
     def on_disconnected(self, reason: str) -> None:
@@ -87,15 +89,24 @@ class Backend(abc.ABC):
         """Start watching: connect (retrying in the background) and report to ``listener``.
 
         Returns at once; the connection is made by the backend's threads, and
-        ``listener.on_connected`` says when it is up.
+        ``listener.on_resync`` says when it is up.
+        """
+
+    @abc.abstractmethod
+    def request_resync(self, reason: str) -> None:
+        """Ask for ``listener.on_resync(reason)`` from the backend's thread, after queued events.
+
+        Safe from any thread; ignored while disconnected (the reconnection
+        resyncs anyway).
         """
 
     @abc.abstractmethod
     def list_instances(self) -> list[InstanceState]:
         """Return every reported guest with its power state, in as few calls as possible.
 
-        Only call it from ``on_connected`` or ``on_event`` (the backend's own
-        thread). Raises :class:`BackendUnavailable` when not connected.
+        Which guests are reported is the backend's configuration. Only call it
+        from ``on_resync`` or ``on_event`` (the backend's own thread). Raises
+        :class:`BackendUnavailable` when not connected.
         """
 
     @abc.abstractmethod

@@ -32,6 +32,25 @@ opts = [
         help="Largest delay, in seconds, between attempts to reconnect to libvirt "
         "(the delay starts at 0.5 s and doubles).",
     ),
+    cfg.BoolOpt(
+        "report_inactive",
+        default=True,
+        help="Report shut-off (defined, not running) guests too. A resync then "
+        "sees every guest's state, including a guest destroyed while the service "
+        "was away.",
+    ),
+    cfg.BoolOpt(
+        "report_foreign",
+        default=False,
+        help="Report guests nova did not launch (libguestfs appliances, anything "
+        "without nova's metadata namespace http://openstack.org/xmlns/libvirt/nova/1.1 "
+        "or 1.0). Off by default: nova only needs its own guests.",
+    ),
+    cfg.BoolOpt(
+        "report_domain0",
+        default=False,
+        help="Report Xen's Domain-0 (domain ID 0), the host itself.",
+    ),
     cfg.IntOpt(
         "keepalive_interval",
         default=5,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from hypervisor_notifier.conf import default, libvirt, publisher
+from hypervisor_notifier.conf import default, libvirt, publisher, sync
 
-_MODULES = (default, libvirt, publisher)
+_MODULES = (default, libvirt, publisher, sync)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:

@@ -63,17 +63,37 @@ def hypervisor() -> Iterator[libvirt.virConnect]:
     conn.close()
 
 
+NOVA_METADATA = (
+    "<metadata><nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>"
+    "<nova:name>test-server</nova:name></nova:instance></metadata>"
+)
+LIBGUESTFS_CHANNEL = (
+    "<devices><channel type='unix'><source mode='bind' path='/tmp/guestfsd.sock'/>"
+    "<target type='virtio' name='org.libguestfs.channel.0'/></channel></devices>"
+)
+
+
+def domain_xml(name: str, extra: str = NOVA_METADATA) -> str:
+    """A test-driver domain; by default one nova launched (it carries nova's metadata)."""
+    return (
+        f"<domain type='test'><name>{name}</name><memory>8192</memory>"
+        f"<os><type>hvm</type></os>{extra}</domain>"
+    )
+
+
 @pytest.fixture
-def make_domain(hypervisor: libvirt.virConnect) -> Iterator[Callable[[], libvirt.virDomain]]:
-    """Define shut-off test domains with unique names; destroy and undefine them after."""
+def make_domain(
+    hypervisor: libvirt.virConnect,
+) -> Iterator[Callable[..., libvirt.virDomain]]:
+    """Define shut-off test domains with unique names; destroy and undefine them after.
+
+    ``make_domain()`` defines a nova guest; ``make_domain(extra)`` puts ``extra``
+    in its XML instead of nova's metadata.
+    """
     created: list[libvirt.virDomain] = []
 
-    def make() -> libvirt.virDomain:
-        xml = (
-            f"<domain type='test'><name>{unique('hn-dom')}</name><memory>8192</memory>"
-            "<os><type>hvm</type></os></domain>"
-        )
-        dom = hypervisor.defineXML(xml)
+    def make(extra: str = NOVA_METADATA) -> libvirt.virDomain:
+        dom = hypervisor.defineXML(domain_xml(unique("hn-dom"), extra))
         created.append(dom)
         return dom
 

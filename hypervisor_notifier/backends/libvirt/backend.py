@@ -5,10 +5,13 @@ Threads:
 - ``libvirt-event-loop`` (see :mod:`.eventloop`) runs libvirt's callbacks.
   They only put a tuple on a queue: no libvirt call, no logging, no lock.
 - ``libvirt-dispatch`` owns the connection: it connects with backoff and a
-  timeout, registers the callbacks, tells the listener it is connected,
-  then translates queued events and reports them, in order. A close
-  callback (daemon restart, keepalive timeout) goes through the same queue,
-  so the events before it are reported first; then it reconnects.
+  timeout, registers the callbacks, asks the listener to resync, then
+  translates queued events and reports them, in order. A close callback
+  (daemon restart, keepalive timeout) and a resync request go through the
+  same queue, so the events before them are reported first.
+
+Which guests are reported follows ``[libvirt] report_*`` (a
+:class:`~.listing.ListFilter`), for listings and events alike.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from oslo_config import cfg
 from hypervisor_notifier import events
 from hypervisor_notifier.backends import base
 from hypervisor_notifier.backends.libvirt import connection, eventloop, transitions
+from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
 from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import libvirt as libvirt_conf
@@ -46,6 +50,13 @@ class _Closed:
         self.reason = _CLOSE_REASONS.get(reason, f"reason {reason}")
 
 
+class _Resync:
+    """Queue item: a resync was requested."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 class LibvirtBackend(base.Backend):
     """Watch one libvirt connection URI (``[libvirt] connection_uri``)."""
 
@@ -62,7 +73,13 @@ class LibvirtBackend(base.Backend):
         self._opts = opts
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self.listing = ListFilter(
+            include_inactive=opts.report_inactive,
+            include_foreign=opts.report_foreign,
+            include_domain0=opts.report_domain0,
+        )
         self._conn: libvirt.virConnect | None = None
+        self._lister: DomainLister | None = None
         self._generation = 0
         self._callback_ids: list[int] = []
         self._thread: threading.Thread | None = None
@@ -82,25 +99,27 @@ class LibvirtBackend(base.Backend):
         if self._thread is not None:
             self._thread.join(timeout=self._opts.connect_timeout + 5)
 
+    def request_resync(self, reason: str) -> None:
+        """See :meth:`Backend.request_resync`."""
+        if self._conn is not None:
+            self._queue.put(_Resync(reason))
+
     def list_instances(self) -> list[base.InstanceState]:
-        """Every domain with its state, read in one ``getAllDomainStats`` RPC."""
-        conn = self._require_connection()
+        """The reported domains and their states: ``listAllDomains``, then one stats RPC."""
+        lister = self._lister
+        if lister is None:
+            raise base.BackendUnavailable(f"not connected to {self.uri}")
         try:
-            records = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+            states = lister.states(lister.list_instance_domains(self.listing))
         except libvirt.libvirtError as exc:
             raise base.BackendUnavailable(f"listing domains failed: {exc}") from exc
         listing = []
-        for dom, stats in records:
-            state_name, power_state = transitions.state(stats.get("state.state", 0))
+        for dom, code in states:
+            state_name, power_state = transitions.state(code)
             listing.append(
                 base.InstanceState(dom.UUIDString(), dom.name(), power_state, state_name)
             )
         return listing
-
-    def _require_connection(self) -> libvirt.virConnect:
-        if self._conn is None:
-            raise base.BackendUnavailable(f"not connected to {self.uri}")
-        return self._conn
 
     # -- libvirt callbacks: event-loop thread, hand off only -------------------
 
@@ -108,10 +127,10 @@ class LibvirtBackend(base.Backend):
         self, _conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object
     ) -> None:
         # UUIDString() and name() read the local virDomain struct: no RPC.
-        self._queue.put((dom.UUIDString(), dom.name(), event, detail, events.utcnow()))
+        self._queue.put((dom, dom.UUIDString(), dom.name(), event, detail, events.utcnow()))
 
     def _on_reboot(self, _conn: object, dom: libvirt.virDomain, _opaque: object) -> None:
-        self._queue.put((dom.UUIDString(), dom.name(), None, None, events.utcnow()))
+        self._queue.put((dom, dom.UUIDString(), dom.name(), None, None, events.utcnow()))
 
     def _on_close(self, _conn: object, reason: int, generation: int) -> None:
         self._queue.put(_Closed(generation, reason))
@@ -148,6 +167,7 @@ class LibvirtBackend(base.Backend):
             return False
         self._generation += 1
         self._conn = conn
+        self._lister = DomainLister(conn)
         try:
             if self._opts.keepalive_interval > 0:
                 conn.setKeepAlive(self._opts.keepalive_interval, self._opts.keepalive_count)
@@ -171,13 +191,7 @@ class LibvirtBackend(base.Backend):
 
     def _serve(self, listener: base.BackendListener) -> str | None:
         """Report events until the connection closes (its reason) or the backend stops (None)."""
-        try:
-            listener.on_connected()
-        except base.BackendUnavailable as exc:
-            # The connection died during the resync: its close callback is queued.
-            LOG.warning("resync after connecting to %s failed: %s", self.uri, exc)
-        except Exception:
-            LOG.exception("resync after connecting to %s failed", self.uri)
+        self._resync(listener, "connected")
         while True:
             item = self._queue.get()
             if isinstance(item, _Stop):
@@ -185,6 +199,9 @@ class LibvirtBackend(base.Backend):
             if isinstance(item, _Closed):
                 if item.generation == self._generation:
                     return item.reason
+                continue
+            if isinstance(item, _Resync):
+                self._resync(listener, item.reason)
                 continue
             observation = self._translate(*item)
             if observation is None:
@@ -195,8 +212,18 @@ class LibvirtBackend(base.Backend):
                 # A listener bug must not kill the only thread reporting events.
                 LOG.exception("reporting %s failed", observation)
 
+    def _resync(self, listener: base.BackendListener, reason: str) -> None:
+        try:
+            listener.on_resync(reason)
+        except base.BackendUnavailable as exc:
+            # The connection died during the resync: its close callback is queued.
+            LOG.warning("resync (%s) of %s failed: %s", reason, self.uri, exc)
+        except Exception:
+            LOG.exception("resync (%s) of %s failed", reason, self.uri)
+
     def _translate(
         self,
+        dom: libvirt.virDomain,
         uuid: str,
         name: str,
         event: int | None,
@@ -204,15 +231,17 @@ class LibvirtBackend(base.Backend):
         occurred_at: Any,
     ) -> events.Observation | None:
         if event is None or detail is None:
-            return events.Observation(
-                uuid, name, events.Transition.REBOOTED, events.PowerState.RUNNING,
-                "REBOOT", "", occurred_at,
-            )  # fmt: skip
-        translation = transitions.translate(event, detail)
-        if translation.outcome is None:
-            LOG.debug(
-                "%s %s/%s: no power state change", name, translation.reason, translation.detail
+            translation = transitions.Translation(
+                "REBOOT", "", (events.Transition.REBOOTED, events.PowerState.RUNNING)
             )
+        else:
+            translation = transitions.translate(event, detail)
+        if translation.outcome is None:
+            # A definition changed: who launched the domain may have too.
+            if self._lister is not None:
+                self._lister.forget(uuid)
+            return None
+        if not self._reported(dom, name):
             return None
         transition, power_state = translation.outcome
         return events.Observation(
@@ -225,9 +254,24 @@ class LibvirtBackend(base.Backend):
             occurred_at,
         )
 
+    def _reported(self, dom: libvirt.virDomain, name: str) -> bool:
+        """Whether the ``[libvirt] report_*`` filter admits ``dom``."""
+        if self._lister is None:
+            return True
+        try:
+            origin = self._lister.origin(dom)
+        except libvirt.libvirtError as exc:
+            # Unknown origin: better one event too many than a lost one.
+            LOG.warning("cannot tell who launched %s (%s); reporting it", name, exc)
+            return True
+        if self.listing.admits(origin):
+            return True
+        LOG.debug("not reporting %s (launched by %s)", name, origin.value)
+        return False
+
     def _release(self) -> None:
         """Deregister callbacks and close the connection, ignoring a dead daemon's errors."""
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._lister = self._conn, None, None
         if conn is None:
             return
         for callback_id in self._callback_ids:
