@@ -295,7 +295,9 @@ def write_service_conf(path: Path, *, host: str, exchange: str) -> str:
         f"[DEFAULT]\nhost = {host}\n\n"
         f"[libvirt]\nconnection_uri = {LIBVIRT_URI}\n\n"
         f"[publisher]\ntransport_url = {TRANSPORT_URL}\nexchange = {exchange}\n"
-        f"topic = {HN_TOPIC}\n"
+        f"topic = {HN_TOPIC}\n\n"
+        f"[outbox]\npath = {path.with_suffix('.sqlite')}\n\n"
+        "[health]\nport = 0\n"
     )
     return str(path)
 

@@ -13,7 +13,9 @@ Delivery semantics:
   bound) before anything is published, so events wait for their consumer.
 - **Never gives up.** An unreachable or refusing broker is retried with
   backoff and jitter, failing over between the URL's hosts; each failed
-  attempt is logged in one line, without the password.
+  attempt is logged in one line, without the password. A broker that blocks
+  publishers (a memory or disk alarm) is waited for: nothing is written
+  until it unblocks the connection, and the events wait in the outbox.
 
 One thread (``publisher``) owns the connection: py-amqp is not thread-safe.
 It waits in ``select`` on the broker socket and the outbox's wake
@@ -26,6 +28,7 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Callable
 
 import amqp
 from oslo_config import cfg
@@ -84,6 +87,7 @@ class Publisher:
         self.url = url
         self.host = host
         self.exchange = exchange
+        self.topic = topic
         self.routing_key = wire.routing_key(topic, host)
         self.queue_name = wire.host_queue_name(topic, host) if declare_host_queue else None
         self.queue_arguments = wire.queue_arguments(queue_type)
@@ -91,9 +95,16 @@ class Publisher:
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(maximum=reconnect_interval_max)
-        #: Counters, for logs and health.
+        #: Counters, for logs and metrics.
         self.published = 0
         self.confirmed = 0
+        #: Events sent again after a nack or a lost connection.
+        self.resent = 0
+        #: Why the publisher is not publishing now (None while it is).
+        self.problem: str | None = "not connected yet"
+        #: Called with each confirmed event's seconds from outbox to confirm.
+        self.observe_latency: Callable[[float], None] = lambda _seconds: None
+        self._blocked = False
         self._connection: amqp.Connection | None = None
         self._channel: amqp.Channel | None = None
         self._inflight: dict[int, Entry] = {}
@@ -158,15 +169,14 @@ class Publisher:
             try:
                 self._pump()
             except (*CONNECTION_ERRORS, _Nacked) as exc:
-                LOG.warning(
-                    "lost broker %s: %s; %d events kept, reconnecting",
-                    self._broker_name(),
-                    mask_secrets(str(exc) or type(exc).__name__),
-                    len(self.outbox),
+                self.problem = f"lost broker {self._broker_name()}: " + mask_secrets(
+                    str(exc) or type(exc).__name__
                 )
+                LOG.warning("%s; %d events kept, reconnecting", self.problem, len(self.outbox))
                 self._disconnect(graceful=False)
-            except Exception:
+            except Exception as exc:
                 # A bug must not kill the only thread publishing: start over, after a pause.
+                self.problem = f"publisher failed: {type(exc).__name__}"
                 LOG.exception("publisher failed; %d events kept, reconnecting", len(self.outbox))
                 self._disconnect(graceful=False)
                 self._stop_requested.wait(min(self.backoff.next(), self._time_left()))
@@ -195,6 +205,8 @@ class Publisher:
             write_timeout=self.connect_timeout,
             heartbeat=self.heartbeat,
             client_properties={"connection_name": f"hypervisor-notifier {self.host}"},
+            on_blocked=self._on_blocked,
+            on_unblocked=self._on_unblocked,
         )
         try:
             connection.connect()
@@ -203,12 +215,10 @@ class Publisher:
             channel.confirm_select()
         except CONNECTION_ERRORS as exc:
             connection.collect()
-            LOG.error(
-                "cannot publish to broker %s: %s; %d events kept, retrying",
-                self._broker_name(),
-                mask_secrets(str(exc) or type(exc).__name__),
-                len(self.outbox),
+            self.problem = f"cannot publish to broker {self._broker_name()}: " + mask_secrets(
+                str(exc) or type(exc).__name__
             )
+            LOG.error("%s; %d events kept, retrying", self.problem, len(self.outbox))
             # Fail over: the next attempt goes to the URL's next host.
             self._host_index += 1
             return False
@@ -217,6 +227,8 @@ class Publisher:
         self._connection, self._channel = connection, channel
         self._next_tag = 1
         self._nacked = False
+        self._blocked = False
+        self.problem = None
         self.backoff.reset()
         LOG.info(
             "connected to broker %s; publishing to exchange %r with routing key %r",
@@ -236,6 +248,8 @@ class Publisher:
 
     def _disconnect(self, *, graceful: bool) -> None:
         connection, self._connection, self._channel = self._connection, None, None
+        if not graceful:
+            self.resent += len(self._inflight)
         self._inflight.clear()
         self.outbox.release_inflight()
         if connection is None:
@@ -252,8 +266,10 @@ class Publisher:
     def _pump(self) -> None:
         """Publish what the window allows, then wait for acks or new entries."""
         assert self._connection is not None and self._channel is not None  # noqa: S101
-        room = self.confirm_window - len(self._inflight)
+        # A blocked connection is not read by the broker: publishing would hang.
+        room = 0 if self._blocked else self.confirm_window - len(self._inflight)
         wait_for = [self._connection.sock]
+        self.outbox.flush()
         if room > 0:
             self.outbox.clear_wake()
             for entry in self.outbox.take(room):
@@ -278,7 +294,9 @@ class Publisher:
             delivery_mode=2,
             message_id=entry.event.event_id,
         )
-        channel.basic_publish(message, exchange=self.exchange, routing_key=self.routing_key)
+        # The event's own host: events recovered from the outbox keep theirs.
+        routing_key = wire.routing_key(self.topic, entry.event.host)
+        channel.basic_publish(message, exchange=self.exchange, routing_key=routing_key)
         self._inflight[self._next_tag] = entry
         self._next_tag += 1
         self.published += 1
@@ -309,6 +327,19 @@ class Publisher:
         confirmed = self._pop_confirmed(tag, multiple)
         self.outbox.confirm(confirmed)
         self.confirmed += len(confirmed)
+        now = time.monotonic()
+        for entry in confirmed:
+            self.observe_latency(now - entry.put_at)
+
+    def _on_blocked(self, reason: str) -> None:
+        self._blocked = True
+        self.problem = f"broker {self._broker_name()} blocks publishing: {reason}"
+        LOG.warning("%s; events wait in the outbox", self.problem)
+
+    def _on_unblocked(self) -> None:
+        self._blocked = False
+        self.problem = None
+        LOG.info("broker %s unblocked publishing", self._broker_name())
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
         # Left in the outbox: the reconnect sends them again.

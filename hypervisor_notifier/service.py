@@ -77,6 +77,8 @@ class Service:
         self.sync_interval = sync_interval
         self.sequence = SequenceCounter()
         self.published_states = PublishedStates()
+        #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
+        self.received = {"pushed": 0, "resync": 0}
         self._stop = threading.Event()
 
     @classmethod
@@ -126,6 +128,7 @@ class Service:
         )
         self.outbox.put(event)
         self.published_states.record(event)
+        self.received["resync" if resync else "pushed"] += 1
         LOG.debug(
             "%s %s (%s) %s/%s seq=%d",
             event.transition.value,
@@ -161,15 +164,15 @@ class Service:
         self._stop.wait()
 
     def stop(self) -> int:
-        """Stop watching, then publish what was received; return how many were left unsent."""
+        """Stop watching, then publish what was received; return how many were left unconfirmed."""
         self.backend.close()
         left = self.publisher.stop(self.shutdown_timeout)
-        if left:
+        if not left:
+            LOG.info("stopped: every event was confirmed by the broker")
+        elif self.outbox.problem:
             LOG.error(
-                "stopping with %d events unconfirmed by the broker after %.0f s",
-                left,
-                self.shutdown_timeout,
+                "stopping with %d events unconfirmed and lost: %s", left, self.outbox.problem
             )
         else:
-            LOG.info("stopped: every event was confirmed by the broker")
+            LOG.warning("stopping with %d events unconfirmed; the next start publishes them", left)
         return left

@@ -70,6 +70,12 @@ report_foreign = true
 [publisher]
 transport_url = rabbit://guest:guest@127.0.0.1:5672/
 exchange = hypervisor-demo
+
+[outbox]
+path = $tmp/outbox.sqlite
+
+[health]
+port = 0
 EOF
     cat >"$tmp/domain.xml" <<EOF
 <domain type='test'>

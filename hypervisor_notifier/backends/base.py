@@ -83,6 +83,8 @@ class Backend(abc.ABC):
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
+        #: Why the hypervisor is not being watched now (None while it is).
+        self.problem: str | None = "not connected yet"
 
     @abc.abstractmethod
     def connect(self, listener: BackendListener) -> None:

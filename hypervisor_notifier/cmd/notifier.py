@@ -9,21 +9,32 @@ from collections.abc import Sequence
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import logs
 from hypervisor_notifier.backends import UnknownBackend, load_backend
-from hypervisor_notifier.outbox import MemoryOutbox
+from hypervisor_notifier.health import HealthServer
+from hypervisor_notifier.outbox import SQLiteOutbox
 from hypervisor_notifier.service import Service
 
 PROG = "hypervisor-notifier"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the service; return 0 once stopped with every event confirmed."""
+    """Run the service; return 0 once stopped with no event lost."""
     try:
         conf = config.load(sys.argv[1:] if argv is None else argv, prog=PROG)
         logs.setup(debug=conf.debug, log_file=conf.log_file)
         backend = load_backend(conf)
-        service = Service.from_conf(conf, backend, MemoryOutbox())
+        outbox = SQLiteOutbox(conf.outbox.path, conf.outbox.max_events, conf.outbox.synchronous)
+        service = Service.from_conf(conf, backend, outbox)
+        health = None
+        if conf.health.enabled:
+            health = HealthServer(
+                service, conf.health.listen, conf.health.port, conf.health.max_event_age
+            )
     except (config.ConfigError, UnknownBackend) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the health port is taken or not ours to bind
+        print(f"{PROG}: error: [health] {conf.health.listen}:{conf.health.port}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
         return 2
     except ImportError as exc:
         print(
@@ -35,9 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: service.request_stop())
+    if health is not None:
+        health.start()
     service.start()
     service.wait()
-    return 1 if service.stop() else 0
+    left = service.stop()
+    if health is not None:
+        health.stop()
+    outbox.close()
+    # Unconfirmed events in a durable outbox are published by the next start.
+    return 1 if left and outbox.problem else 0
 
 
 if __name__ == "__main__":

@@ -171,6 +171,9 @@ def start_service(
     ) -> ServiceProcess:
         config = {
             "DEFAULT": {"host": names["host"], "shutdown_timeout": "10"},
+            # One outbox per test, shared by its services as on a real host.
+            "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+            "health": {"port": "0"},
             "libvirt": {"connection_uri": uri, "reconnect_interval_max": "1"},
             "publisher": {
                 "transport_url": transport_url,

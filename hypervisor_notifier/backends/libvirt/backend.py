@@ -146,7 +146,8 @@ class LibvirtBackend(base.Backend):
             self._release()
             if reason is None:
                 return
-            LOG.warning("lost libvirt %s (%s); reconnecting", self.uri, reason)
+            self.problem = f"lost libvirt {mask_secrets(self.uri)} ({reason})"
+            LOG.warning("%s; reconnecting", self.problem)
             listener.on_disconnected(reason)
 
     def _open(self, backoff: Backoff) -> bool:
@@ -157,12 +158,10 @@ class LibvirtBackend(base.Backend):
             )
         except (connection.ConnectTimeout, libvirt.libvirtError) as exc:
             delay = backoff.next()
-            LOG.warning(
-                "cannot connect to libvirt %s: %s; retrying in %.1f s",
-                mask_secrets(self.uri),
-                mask_secrets(str(exc)),
-                delay,
+            self.problem = f"cannot connect to libvirt {mask_secrets(self.uri)}: " + mask_secrets(
+                str(exc)
             )
+            LOG.warning("%s; retrying in %.1f s", self.problem, delay)
             self._stopping.wait(delay)
             return False
         self._generation += 1
@@ -186,6 +185,7 @@ class LibvirtBackend(base.Backend):
             self._stopping.wait(backoff.next())
             return False
         backoff.reset()
+        self.problem = None
         LOG.info("connected to libvirt %s (read-only: %s)", self.uri, self._opts.read_only)
         return True
 

@@ -150,25 +150,28 @@ class DomainLister:
             return None
 
     def _list_legacy(self, include_inactive: bool) -> list[libvirt.virDomain]:
-        """List with the pre-0.9.13 calls, retrying while guests move between them."""
-        domains: list[libvirt.virDomain] = []
-        for _attempt in range(LEGACY_ATTEMPTS):
+        """List with the pre-0.9.13 calls, listing again while guests move between them."""
+        for attempt in range(1, LEGACY_ATTEMPTS + 1):
             running = self._running_ids()
             if not include_inactive:
                 return self._lookup(self.conn.lookupByID, running)[0]
             names = self.conn.listDefinedDomains() if self.conn.numOfDefinedDomains() else []
             # A guest that started after the first list and before the second is
-            # in neither: the running list then differs, so list again.
-            if self._running_ids() != running:
+            # in neither list; the running list then differs: list again.
+            running_after = self._running_ids()
+            moved = running_after != running
+            if moved and attempt < LEGACY_ATTEMPTS:
                 continue
-            domains, vanished = self._lookup(self.conn.lookupByID, running)
+            # The last attempt keeps what either running list saw.
+            ids = sorted(set(running) | set(running_after))
+            domains, vanished = self._lookup(self.conn.lookupByID, ids)
             defined, gone = self._lookup(self.conn.lookupByName, names)
-            domains += defined
-            # A guest that stopped before its lookup by ID is now only defined.
-            if not vanished and not gone:
-                return _unique(domains)
-        LOG.warning("guests kept changing during %d legacy listings", LEGACY_ATTEMPTS)
-        return _unique(domains)
+            # A guest that stopped before its lookup by ID may now be only defined.
+            if not (vanished or gone or moved) or attempt == LEGACY_ATTEMPTS:
+                break
+        if moved or vanished or gone:
+            LOG.warning("guests kept changing during %d legacy listings", LEGACY_ATTEMPTS)
+        return _unique(domains + defined)
 
     def _running_ids(self) -> list[int]:
         # numOfDomains first: listDomainsID of old libvirt fails on an empty host.

@@ -1,0 +1,159 @@
+"""``/healthz`` and ``/metrics`` (Prometheus) on a local HTTP port.
+
+Metrics are read from the service's own counters when scraped, except the
+publish latency histogram, which the publisher feeds at each confirm.
+``/healthz`` answers 200 ``{"status": "ok", "problems": []}`` when events
+flow, and 503 with one sentence per problem otherwise: it is meant for
+alerts (a restart cures none of these problems).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from hypervisor_notifier.service import Service
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = "hypervisor_notifier_"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5, 30, 120, 600)
+
+
+class ServiceCollector:
+    """A Prometheus collector that reads the service's state at scrape time.
+
+    Arguments:
+        service: The running service.
+
+    """
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric's current value."""
+        service, publisher, outbox = self.service, self.service.publisher, self.service.outbox
+        received = CounterMetricFamily(
+            PREFIX + "events_received", "Events from the hypervisor", labels=["kind"]
+        )
+        for kind, count in service.received.items():
+            received.add_metric([kind], count)
+        yield received
+        counters = {
+            "events_published": ("Messages sent, resends included", publisher.published),
+            "events_confirmed": ("Events the broker confirmed", publisher.confirmed),
+            "events_failed": (
+                "Events sent again after a nack or lost connection",
+                publisher.resent,
+            ),
+            "events_coalesced": ("Older events dropped by a full outbox", outbox.coalesced),
+        }
+        for name, (text, value) in counters.items():
+            yield CounterMetricFamily(PREFIX + name, text, value=value)
+        gauges = {
+            "outbox_depth": ("Events waiting for the broker's confirm", len(outbox)),
+            "outbox_oldest_age_seconds": ("Age of the oldest waiting event", outbox.oldest_age()),
+            "outbox_durable": ("1 if the outbox survives a crash", outbox.problem is None),
+            "broker_connected": ("1 if publishing to the broker", publisher.problem is None),
+            "hypervisor_connected": (
+                "1 if watching the hypervisor",
+                service.backend.problem is None,
+            ),
+        }
+        for name, (text, value) in gauges.items():
+            yield GaugeMetricFamily(PREFIX + name, text, value=float(value))
+
+
+def problems(service: Service, max_event_age: float) -> list[str]:
+    """What keeps events from flowing, or from being kept safe; empty when all is well."""
+    found = [
+        problem
+        for problem in (service.backend.problem, service.publisher.problem, service.outbox.problem)
+        if problem
+    ]
+    age = service.outbox.oldest_age()
+    if age > max_event_age:
+        found.append(f"an event has waited {age:.0f} s for the broker's confirm")
+    return found
+
+
+class HealthServer:
+    """Serve ``/healthz`` and ``/metrics`` from a thread.
+
+    Arguments:
+        service: The service to report on.
+        listen: Address to bind (keep it local: no authentication).
+        port: Port to bind; 0 for a free one (see :attr:`port`).
+        max_event_age: Seconds an event may wait for its confirm before it is a problem.
+
+    """
+
+    def __init__(self, service: Service, listen: str, port: int, max_event_age: float) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(ServiceCollector(service))  # type: ignore[arg-type]
+        latency = Histogram(
+            PREFIX + "publish_latency_seconds",
+            "Seconds from an event entering the outbox to the broker's confirm",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        service.publisher.observe_latency = latency.observe
+        self.server = http.server.ThreadingHTTPServer(
+            (listen, port), self._handler(service, max_event_age)
+        )
+        self.server.daemon_threads = True
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        threading.Thread(target=self.server.serve_forever, name="health", daemon=True).start()
+        host = self.server.server_address[0]
+        LOG.info("health and metrics on http://%s:%d/healthz and /metrics", host, self.port)
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(
+        self, service: Service, max_event_age: float
+    ) -> type[http.server.BaseHTTPRequestHandler]:
+        registry = self.registry
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._send(200, "text/plain; version=0.0.4", generate_latest(registry))
+                elif self.path == "/healthz":
+                    found = problems(service, max_event_age)
+                    body = {"status": "unhealthy" if found else "ok", "problems": found}
+                    self._send(
+                        503 if found else 200, "application/json", json.dumps(body).encode()
+                    )
+                else:
+                    self._send(404, "text/plain", b"try /healthz or /metrics\n")
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                LOG.debug("health endpoint: " + format, *args)
+
+        return Handler
