@@ -148,7 +148,10 @@ class MemoryOutbox(Outbox):
         self._lock = threading.Lock()
         self._waiting: collections.deque[Entry] = collections.deque()
         self._inflight: dict[int, Entry] = {}
-        self._per_instance: collections.Counter[str] = collections.Counter()
+        # Waiting (not in flight) entries per instance: in-flight ones are older
+        # and already sent, so a waiting entry is its instance's latest when it
+        # is the only waiting one.
+        self._waiting_per_instance: collections.Counter[str] = collections.Counter()
         self._next_id = 1
 
     def put(self, event: LifecycleEvent) -> None:
@@ -159,7 +162,7 @@ class MemoryOutbox(Outbox):
             self._next_id += 1
             self._store(entry)
             self._waiting.append(entry)
-            self._per_instance[event.instance_uuid] += 1
+            self._waiting_per_instance[event.instance_uuid] += 1
             if len(self._waiting) + len(self._inflight) > self.max_events:
                 self._coalesce()
         self.wake()
@@ -172,14 +175,13 @@ class MemoryOutbox(Outbox):
             taken = [self._waiting.popleft() for _ in range(count)]
             for entry in taken:
                 self._inflight[entry.entry_id] = entry
+                self._uncount(entry)
         return taken
 
     def confirm(self, entries: list[Entry]) -> None:
         """See :meth:`Outbox.confirm`."""
         with self._lock:
             removed = [e for e in entries if self._inflight.pop(e.entry_id, None) is not None]
-            for entry in removed:
-                self._per_instance[entry.event.instance_uuid] -= 1
             self._discard(removed)
 
     def release_inflight(self) -> None:
@@ -188,6 +190,7 @@ class MemoryOutbox(Outbox):
             released = sorted(self._inflight.values(), key=lambda entry: entry.entry_id)
             self._inflight.clear()
             self._waiting.extendleft(reversed(released))
+            self._waiting_per_instance.update(entry.event.instance_uuid for entry in released)
         if released:
             self.wake()
 
@@ -209,8 +212,8 @@ class MemoryOutbox(Outbox):
         for entry in self._waiting:
             if len(dropped) >= excess:
                 break
-            if self._per_instance[entry.event.instance_uuid] > 1:
-                self._per_instance[entry.event.instance_uuid] -= 1
+            if self._waiting_per_instance[entry.event.instance_uuid] > 1:
+                self._uncount(entry)
                 dropped.append(entry)
         if not dropped:
             return  # every waiting entry is an instance's latest: keep them all
@@ -223,6 +226,13 @@ class MemoryOutbox(Outbox):
             self.max_events,
             len(dropped),
         )
+
+    def _uncount(self, entry: Entry) -> None:
+        """An entry stopped waiting; forget instances with none left (UUIDs churn)."""
+        uuid = entry.event.instance_uuid
+        self._waiting_per_instance[uuid] -= 1
+        if not self._waiting_per_instance[uuid]:
+            del self._waiting_per_instance[uuid]
 
     # Hooks for a durable subclass; called with the lock held.
 
@@ -299,7 +309,7 @@ class SQLiteOutbox(MemoryOutbox):
                 unreadable.append(entry_id)
                 continue
             self._waiting.append(Entry(entry_id, event, body))
-            self._per_instance[event.instance_uuid] += 1
+            self._waiting_per_instance[event.instance_uuid] += 1
         if unreadable:
             LOG.error("outbox %s: dropping %d unreadable entries", self.path, len(unreadable))
             db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in unreadable])

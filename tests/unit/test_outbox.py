@@ -1,4 +1,9 @@
-"""MemoryOutbox: ordered, nothing leaves before confirm, and a wake fd that never misses a put."""
+"""Outboxes: ordered, nothing leaves before confirm, a wake fd that never misses a put.
+
+The contract tests run on both MemoryOutbox and SQLiteOutbox; the durable
+one's own promises (recovery after a crash, going on in memory when its file
+is unusable) follow, and the coalescing bound of both.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,13 @@ from collections.abc import Iterator
 import pytest
 
 from hypervisor_notifier import wire
-from hypervisor_notifier.outbox import MemoryOutbox
+from hypervisor_notifier.outbox import MemoryOutbox, SQLiteOutbox
 from tests.factories import make_event
 
 
-@pytest.fixture
-def outbox() -> Iterator[MemoryOutbox]:
-    box = MemoryOutbox()
+@pytest.fixture(params=["memory", "sqlite"])
+def outbox(request, tmp_path) -> Iterator[MemoryOutbox]:
+    box = MemoryOutbox() if request.param == "memory" else SQLiteOutbox(str(tmp_path / "o.db"))
     yield box
     box.close()
 
@@ -190,3 +195,141 @@ def test_a_put_racing_with_clear_wake_is_never_lost(outbox):
 
     assert taken == list(range(count))
     assert len(outbox) == 0
+
+
+# -- durability (SQLiteOutbox) -----------------------------------------------------------
+
+
+def reopen(path) -> SQLiteOutbox:
+    """What a restarted service finds: a new outbox on the same file."""
+    return SQLiteOutbox(str(path))
+
+
+def test_unconfirmed_events_survive_a_crash_in_order(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    first = SQLiteOutbox(str(path))
+    put_events(first, 10)
+    taken = first.take(4)  # in flight when the service dies: not confirmed
+    first.confirm(taken[:2])
+    # No close(): a crash. take() committed everything put before it.
+
+    second = reopen(path)
+    assert second.problem is None
+    assert len(second) == 8
+    assert seqs(second.take(100)) == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert readable(second.wake_fd), "recovered events must wake the publisher"
+    second.close()
+
+
+def test_events_put_after_a_recovery_come_after_the_recovered_ones(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    first = SQLiteOutbox(str(path))
+    put_events(first, 3)
+    first.close()
+
+    second = reopen(path)
+    put_events(second, 2, first_seq=4)
+    entries = second.take(100)
+    assert seqs(entries) == [1, 2, 3, 4, 5]
+    assert [entry.entry_id for entry in entries] == sorted({e.entry_id for e in entries})
+    second.confirm(entries)
+    second.close()
+    assert len(reopen(path)) == 0
+
+
+def test_an_unusable_path_degrades_to_memory_and_says_why(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    box = SQLiteOutbox(str(blocker / "outbox.sqlite"))
+
+    assert "is not usable" in box.problem
+    assert str(blocker) in box.problem
+    put_events(box, 3)  # publishing goes on from memory
+    assert seqs(box.take(10)) == [1, 2, 3]
+    box.close()
+
+
+def test_an_unreadable_row_is_dropped_not_fatal(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    first = SQLiteOutbox(str(path))
+    put_events(first, 2)
+    first.close()
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO events VALUES (?, ?)", (99, b"garbage"))
+
+    second = reopen(path)
+    assert seqs(second.take(10)) == [1, 2]
+    second.close()
+
+
+# -- the bound: coalescing ----------------------------------------------------------------
+
+
+def put_states(outbox, *instances: str) -> None:
+    for seq, instance in enumerate(instances, start=1):
+        outbox.put(make_event(instance_uuid=instance, seq=seq))
+
+
+def test_a_full_outbox_drops_the_oldest_event_of_an_instance_with_a_later_one():
+    box = MemoryOutbox(max_events=4)
+    put_states(box, "a", "b", "a", "c", "a")  # the fifth exceeds the bound
+
+    waiting = box.take(10)
+    assert [(e.event.instance_uuid, e.event.seq) for e in waiting] == [
+        ("b", 2), ("a", 3), ("c", 4), ("a", 5),
+    ]  # fmt: skip
+    assert box.coalesced == 1
+    box.close()
+
+
+def test_the_latest_event_of_every_instance_is_never_dropped():
+    box = MemoryOutbox(max_events=2)
+    put_states(box, "a", "b", "c")
+
+    assert sorted(e.event.instance_uuid for e in box.take(10)) == ["a", "b", "c"]
+    assert box.coalesced == 0
+    box.close()
+
+
+def test_in_flight_events_are_not_coalesced():
+    box = MemoryOutbox(max_events=2)
+    put_states(box, "a", "a")
+    in_flight = box.take(2)
+    put_states(box, "a")  # over the bound, but both older ones are already sent
+
+    assert box.coalesced == 0
+    assert len(box) == 3
+    box.confirm(in_flight)
+    box.close()
+
+
+def test_coalesced_events_are_gone_from_the_durable_file_too(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    box = SQLiteOutbox(str(path), max_events=2)
+    put_states(box, "a", "a", "a")
+    box.close()
+
+    again = reopen(path)
+    assert [e.event.seq for e in again.take(10)] == [2, 3]
+    again.close()
+
+
+def test_oldest_age_follows_the_oldest_unconfirmed_event(outbox):
+    assert outbox.oldest_age() == 0.0
+    put_events(outbox, 2)
+    taken = outbox.take(1)
+    assert outbox.oldest_age() > 0.0
+    outbox.confirm(taken)
+    outbox.confirm(outbox.take(1))
+    assert outbox.oldest_age() == 0.0
+
+
+def test_instances_with_nothing_waiting_are_forgotten(outbox):
+    # Instance UUIDs churn for months: the outbox must not keep one entry each forever.
+    for _ in range(3):
+        put_states(outbox, "a", "b")
+        outbox.confirm(outbox.take(10))
+    assert len(outbox) == 0
+    assert not outbox._waiting_per_instance
