@@ -112,6 +112,7 @@ class Publisher:
         self._nacked = False
         self._host_index = 0
         self._stop_requested = threading.Event()
+        self._wakeup = threading.Event()
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
 
@@ -154,6 +155,7 @@ class Publisher:
         """
         self._deadline = time.monotonic() + timeout
         self._stop_requested.set()
+        self._wakeup.set()
         self.outbox.wake()
         if self._thread is not None:
             self._thread.join(timeout + self.connect_timeout + 1)
@@ -164,23 +166,30 @@ class Publisher:
     def _run(self) -> None:
         while not self._finished():
             if self._connection is None and not self._connect():
-                self._stop_requested.wait(min(self.backoff.next(), self._time_left()))
+                self._pause()
                 continue
             try:
                 self._pump()
+                continue
             except (*CONNECTION_ERRORS, _Nacked) as exc:
                 self.problem = f"lost broker {self._broker_name()}: " + mask_secrets(
                     str(exc) or type(exc).__name__
                 )
                 LOG.warning("%s; %d events kept, reconnecting", self.problem, len(self.outbox))
-                self._disconnect(graceful=False)
             except Exception as exc:
-                # A bug must not kill the only thread publishing: start over, after a pause.
+                # A bug must not kill the only thread publishing: start over.
                 self.problem = f"publisher failed: {type(exc).__name__}"
                 LOG.exception("publisher failed; %d events kept, reconnecting", len(self.outbox))
-                self._disconnect(graceful=False)
-                self._stop_requested.wait(min(self.backoff.next(), self._time_left()))
+            self._disconnect(graceful=False)
+            # Also after a connection that worked: a broker that nacks everything
+            # must not get a reconnect storm. A confirm resets the backoff.
+            self._pause()
         self._disconnect(graceful=True)
+
+    def _pause(self) -> None:
+        """Wait the next backoff delay (cut short once by a stop request, or by its deadline)."""
+        self._wakeup.wait(min(self.backoff.next(), self._time_left()))
+        self._wakeup.clear()
 
     def _finished(self) -> bool:
         if not self._stop_requested.is_set():
@@ -229,7 +238,6 @@ class Publisher:
         self._nacked = False
         self._blocked = False
         self.problem = None
-        self.backoff.reset()
         LOG.info(
             "connected to broker %s; publishing to exchange %r with routing key %r",
             self._broker_name(),
@@ -327,6 +335,7 @@ class Publisher:
         confirmed = self._pop_confirmed(tag, multiple)
         self.outbox.confirm(confirmed)
         self.confirmed += len(confirmed)
+        self.backoff.reset()
         now = time.monotonic()
         for entry in confirmed:
             self.observe_latency(now - entry.put_at)
