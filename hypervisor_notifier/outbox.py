@@ -31,7 +31,7 @@ import threading
 import time
 
 from hypervisor_notifier import wire
-from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
+from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, PowerState
 
 LOG = logging.getLogger(__name__)
 
@@ -108,6 +108,13 @@ class Outbox(abc.ABC):
 
     def flush(self) -> None:  # noqa: B027 - a hook: nothing to do where nothing is durable
         """Make every put entry durable (a no-op where nothing is durable)."""
+
+    def known_states(self) -> dict[str, tuple[str, PowerState]]:
+        """The last state put for each instance by a previous run: {uuid: (name, state)}."""
+        return {}
+
+    def forget_states(self, uuids: list[str]) -> None:  # noqa: B027 - a hook, as flush
+        """Stop keeping the last state of these instances (they are gone)."""
 
     @abc.abstractmethod
     def put(self, event: LifecycleEvent) -> None:
@@ -296,6 +303,10 @@ class SQLiteOutbox(MemoryOutbox):
         db.execute(
             "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body BLOB NOT NULL)"
         )
+        # The last state put for each instance: a restart resyncs against it.
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS states (uuid TEXT PRIMARY KEY, name TEXT, power_state INT)"
+        )
         return db
 
     def _recover(self, db: sqlite3.Connection) -> None:
@@ -326,11 +337,14 @@ class SQLiteOutbox(MemoryOutbox):
     def _store(self, entry: Entry) -> None:
         if self._db is None:
             return
+        event = entry.event
         try:
             if not self._uncommitted:
                 self._db.execute("BEGIN")
+            self._db.execute("INSERT INTO events VALUES (?, ?)", (entry.entry_id, entry.body))
             self._db.execute(
-                "INSERT INTO events (id, body) VALUES (?, ?)", (entry.entry_id, entry.body)
+                "INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
+                (event.instance_uuid, event.instance_name, int(event.power_state)),
             )
             self._uncommitted += 1
             if self._uncommitted >= COMMIT_BATCH:
@@ -357,6 +371,33 @@ class SQLiteOutbox(MemoryOutbox):
         except sqlite3.Error as exc:
             self._degrade(exc)
         self._uncommitted = 0
+
+    def known_states(self) -> dict[str, tuple[str, PowerState]]:
+        """See :meth:`Outbox.known_states`."""
+        with self._lock:
+            if self._db is None:
+                return {}
+            try:
+                rows = self._db.execute("SELECT uuid, name, power_state FROM states").fetchall()
+            except sqlite3.Error as exc:
+                self._degrade(exc)
+                return {}
+        states = {}
+        for uuid, name, code in rows:
+            with contextlib.suppress(ValueError):  # a state this version does not know
+                states[uuid] = (name, PowerState(code))
+        return states
+
+    def forget_states(self, uuids: list[str]) -> None:
+        """See :meth:`Outbox.forget_states`."""
+        with self._lock:
+            if self._db is None:
+                return
+            try:
+                self._commit()
+                self._db.executemany("DELETE FROM states WHERE uuid = ?", [(u,) for u in uuids])
+            except sqlite3.Error as exc:
+                self._degrade(exc)
 
     def _degrade(self, exc: Exception) -> None:
         """Go on in memory: publishing matters more than durability."""

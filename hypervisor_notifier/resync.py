@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Mapping
 
 from hypervisor_notifier.backends.base import InstanceState
 from hypervisor_notifier.events import (
@@ -18,15 +19,30 @@ RESYNC_REASON = "RESYNC"
 MISSING_DETAIL = "MISSING"
 
 
+#: instance UUID -> (instance name, last published power state)
+States = Mapping[str, tuple[str, PowerState]]
+
+
 class PublishedStates:
     """The last published power state of each instance.
 
     Not thread-safe: the service uses it from the backend's thread only
     (``on_event`` and ``on_resync`` are called there).
+
+    Arguments:
+        known: The states a previous run published (the durable outbox keeps
+            them), so that a restart publishes only what changed meanwhile.
+        forget: Called with the UUIDs this forgets, so the keeper forgets them too.
+
     """
 
-    def __init__(self) -> None:
-        self._states: dict[str, tuple[str, PowerState]] = {}
+    def __init__(
+        self,
+        known: States | None = None,
+        forget: Callable[[list[str]], None] = lambda _uuids: None,
+    ) -> None:
+        self._states: dict[str, tuple[str, PowerState]] = dict(known or {})
+        self._forget = forget
 
     def __len__(self) -> int:
         return len(self._states)
@@ -61,11 +77,13 @@ class PublishedStates:
                     now,
                 )
             )
+        forgotten = []
         for uuid, (name, power_state) in list(self._states.items()):
             if uuid in listed:
                 continue
             if power_state is PowerState.SHUTDOWN:
                 del self._states[uuid]
+                forgotten.append(uuid)
                 continue
             missed.append(
                 Observation(
@@ -78,4 +96,6 @@ class PublishedStates:
                     now,
                 )
             )
+        if forgotten:
+            self._forget(forgotten)
         return missed

@@ -5,10 +5,10 @@ the service stamps each with this host, a fresh ``event_id`` and the next
 ``seq``, and puts it in the outbox; the publisher thread sends it.
 
 A resync lists every reported instance and publishes, with ``resync: true``,
-only the states that differ from what was last published: at start (where
-nothing was published yet, so every instance), after every reconnection to
-the hypervisor, and every ``[sync] interval`` seconds. In steady state a
-resync publishes nothing.
+only the states that differ from what was last published: at start (against
+what the previous run published, kept by a durable outbox), after every
+reconnection to the hypervisor, and every ``[sync] interval`` seconds. In
+steady state a resync publishes nothing.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Service:
         self.shutdown_timeout = shutdown_timeout
         self.sync_interval = sync_interval
         self.sequence = SequenceCounter()
-        self.published_states = PublishedStates()
+        self.published_states = PublishedStates(outbox.known_states(), outbox.forget_states)
         #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
         self.received = {"pushed": 0, "resync": 0}
         self._stop = threading.Event()

@@ -13,20 +13,22 @@ def of(dom):
     return lambda event: event.instance_uuid == dom.UUIDString()
 
 
-def test_a_guest_suspended_while_the_service_was_stopped_gets_one_resync_event(
+def test_a_restarted_service_publishes_only_what_changed_while_it_was_stopped(
     make_domain, start_service, subscribe
 ):
-    dom = make_domain()
+    dom, unchanged = make_domain(), make_domain()
     dom.create()
+    unchanged.create()
     _, collector = subscribe()
     first = start_service()
     collector.wait_for(of(dom))
+    collector.wait_for(of(unchanged))
     assert first.stop() == 0
 
     dom.suspend()
     second = start_service()
     paused = collector.wait_for(lambda e: of(dom)(e) and e.transition is Transition.PAUSED)
-    second.wait_for_log("resync (connected)")
+    resync = second.wait_for_log("resync (connected)")[0]
 
     assert (paused.resync, paused.power_state, paused.detail) == (
         True,
@@ -37,6 +39,9 @@ def test_a_guest_suspended_while_the_service_was_stopped_gets_one_resync_event(
         Transition.STARTED,  # the first service's snapshot
         Transition.PAUSED,  # the one change, from the second service
     ]
+    # The outbox kept what the first service published: nothing else is repeated.
+    assert "1 changes published" in resync
+    assert len(collector.of(unchanged.UUIDString())) == 1
 
 
 def test_a_guest_destroyed_while_libvirt_was_away_gets_one_resync_event_and_no_other(

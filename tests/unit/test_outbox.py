@@ -333,3 +333,36 @@ def test_instances_with_nothing_waiting_are_forgotten(outbox):
         outbox.confirm(outbox.take(10))
     assert len(outbox) == 0
     assert not outbox._waiting_per_instance
+
+
+# -- the last state put per instance (what a restart resyncs against) --------------------
+
+
+def test_the_last_state_put_per_instance_survives_a_restart(tmp_path):
+    from hypervisor_notifier.events import PowerState, Transition
+
+    path = tmp_path / "outbox.sqlite"
+    first = SQLiteOutbox(str(path))
+    first.put(make_event(instance_uuid="a", instance_name="vm-a", power_state=PowerState.RUNNING,
+                         transition=Transition.STARTED))  # fmt: skip
+    first.put(make_event(instance_uuid="a", instance_name="vm-a", power_state=PowerState.PAUSED,
+                         transition=Transition.PAUSED))  # fmt: skip
+    first.put(make_event(instance_uuid="b", instance_name="vm-b"))
+    first.confirm(first.take(10))  # confirmed events are gone; their states stay
+    first.close()
+
+    second = reopen(path)
+    assert second.known_states() == {
+        "a": ("vm-a", PowerState.PAUSED),
+        "b": ("vm-b", PowerState.SHUTDOWN),
+    }
+    second.forget_states(["b"])
+    second.close()
+    assert set(reopen(path).known_states()) == {"a"}
+
+
+def test_a_memory_outbox_knows_no_previous_states():
+    box = MemoryOutbox()
+    put_events(box, 2)
+    assert box.known_states() == {}
+    box.close()

@@ -149,3 +149,22 @@ def test_a_live_stop_event_makes_a_vanished_instance_forgotten_silently():
 
     assert resync(published, []) == []
     assert len(published) == 0
+
+
+def test_states_known_from_a_previous_run_are_not_reported_again():
+    running = listed(PowerState.RUNNING)
+    known = {running.instance_uuid: (running.instance_name, PowerState.RUNNING)}
+    published = PublishedStates(known)
+
+    assert resync(published, [running]) == []
+
+
+def test_forgotten_instances_are_handed_to_the_keeper():
+    gone = listed(PowerState.SHUTDOWN)
+    forgotten: list[list[str]] = []
+    published = PublishedStates(
+        {gone.instance_uuid: (gone.instance_name, PowerState.SHUTDOWN)}, forgotten.append
+    )
+
+    assert resync(published, []) == []
+    assert forgotten == [[gone.instance_uuid]]
