@@ -250,6 +250,50 @@ def test_states_without_domain_list_get_stats_reads_the_same_states(conn, fleet,
     assert proxy.calls["domainListGetStats"] == 1
 
 
+def listed_states(lister: DomainLister, listing: ListFilter, fleet) -> dict[str, int]:
+    role_of = {dom.UUIDString(): role for role, dom in fleet.items()}
+    return {
+        role_of[dom.UUIDString()]: code
+        for dom, code in lister.list_instance_states(listing)
+        if dom.UUIDString() in role_of
+    }
+
+
+@pytest.mark.parametrize(("listing", "expected"), FILTERS, ids=FILTER_IDS)
+def test_list_instance_states_lists_the_filtered_domains_and_states_in_one_call(
+    conn, fleet, listing, expected
+):
+    lister = DomainLister(conn)
+    lister.list_instance_domains(EVERYTHING)  # learn who launched each domain
+    proxy = Proxy(conn)
+    lister.conn = proxy
+
+    assert listed_states(lister, listing, fleet) == {role: FLEET[role][1] for role in expected}
+    assert proxy.calls == {"getAllDomainStats": 1}
+
+
+@pytest.mark.parametrize("unsupported", UNSUPPORTED)
+@pytest.mark.parametrize(("listing", "expected"), FILTERS, ids=FILTER_IDS)
+def test_list_instance_states_without_get_all_domain_stats_lists_the_same(
+    conn, fleet, listing, expected, unsupported
+):
+    proxy = Proxy(conn, "getAllDomainStats", unsupported)
+    lister = DomainLister(proxy)
+
+    assert listed_states(lister, listing, fleet) == {role: FLEET[role][1] for role in expected}
+    assert listed_states(lister, listing, fleet) == {role: FLEET[role][1] for role in expected}
+    assert proxy.calls["getAllDomainStats"] == 1  # not tried again on this connection
+
+
+def test_including_foreign_domains_reads_no_domain_xml(conn, fleet):
+    lister = DomainLister(conn)
+    listed = lister.list_instance_domains(EVERYTHING)
+
+    assert roles(listed, fleet) == sorted(FLEET)
+    # Who launched them did not matter: no XML was read (its cache is empty).
+    assert lister._origins == {}
+
+
 @pytest.mark.parametrize("unsupported", [None, *UNSUPPORTED], ids=["supported", *UNSUPPORTED])
 def test_states_skips_a_domain_undefined_since_its_listing(
     conn, make_domain, make_vanishing, unsupported

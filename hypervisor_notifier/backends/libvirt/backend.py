@@ -105,12 +105,12 @@ class LibvirtBackend(base.Backend):
             self._queue.put(_Resync(reason))
 
     def list_instances(self) -> list[base.InstanceState]:
-        """The reported domains and their states: ``listAllDomains``, then one stats RPC."""
+        """The reported domains and their states, in one ``getAllDomainStats`` RPC."""
         lister = self._lister
         if lister is None:
             raise base.BackendUnavailable(f"not connected to {self.uri}")
         try:
-            states = lister.states(lister.list_instance_domains(self.listing))
+            states = lister.list_instance_states(self.listing)
         except libvirt.libvirtError as exc:
             raise base.BackendUnavailable(f"listing domains failed: {exc}") from exc
         listing = []

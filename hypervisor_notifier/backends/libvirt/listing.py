@@ -92,7 +92,37 @@ class DomainLister:
         domains = None if self.legacy else self._list_all(listing.include_inactive)
         if domains is None:
             domains = self._list_legacy(listing.include_inactive)
-        return [dom for dom in domains if listing.admits(self.origin(dom))]
+        return [dom for dom in domains if self._admits(listing, dom)]
+
+    def list_instance_states(
+        self, listing: ListFilter | None = None
+    ) -> list[tuple[libvirt.virDomain, int]]:
+        """Return what :meth:`list_instance_domains` returns, each with its state code.
+
+        One ``getAllDomainStats`` RPC (the state group) lists the domains and
+        reads their states at once; where it is missing, the listing falls
+        back as :meth:`list_instance_domains` does, then reads the states with
+        :meth:`states`.
+        """
+        listing = listing or ListFilter()
+        if not (self.legacy or self._legacy_stats):
+            flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+            if listing.include_inactive:
+                flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE
+            try:
+                records = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, flags)
+            except (AttributeError, libvirt.libvirtError) as exc:
+                if not _unsupported(exc):
+                    raise
+                LOG.info("getAllDomainStats unsupported (%s): listing, then states", exc)
+                self._legacy_stats = True
+            else:
+                return [
+                    (dom, stats.get("state.state", 0))
+                    for dom, stats in records
+                    if self._admits(listing, dom)
+                ]
+        return self.states(self.list_instance_domains(listing))
 
     def states(self, domains: list[libvirt.virDomain]) -> list[tuple[libvirt.virDomain, int]]:
         """Return ``(domain, virDomainState code)`` for each domain still defined.
@@ -131,6 +161,13 @@ class DomainLister:
                 return Origin.OTHER
             known = self._origins[uuid] = origin_of_xml(xml)
         return known
+
+    def _admits(self, listing: ListFilter, dom: libvirt.virDomain) -> bool:
+        """Whether ``listing`` admits ``dom``; its XML is read only when that decides."""
+        # ID() reads the local virDomain struct: Domain-0 costs no RPC to tell.
+        if dom.ID() == 0:
+            return listing.include_domain0
+        return listing.include_foreign or self.origin(dom) is Origin.NOVA
 
     def forget(self, uuid: str) -> None:
         """Drop what is remembered of a domain (it was redefined or undefined)."""
