@@ -270,3 +270,24 @@ def subscribe(names: dict[str, str]) -> Iterator[Callable[..., tuple[Subscriber,
     yield start
     for subscriber in subscribers:
         subscriber.stop()
+
+
+# -- the vSphere simulator -----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vcsim_binary() -> str:
+    from .vcsim import build
+
+    return build()
+
+
+@pytest.fixture
+def vcsim(vcsim_binary: str, tmp_path: Path):
+    """A simulated ESXi host of this test's own, started; stopped after."""
+    from .vcsim import Simulator
+
+    simulator = Simulator(vcsim_binary, tmp_path)
+    simulator.start()
+    yield simulator
+    simulator.stop()

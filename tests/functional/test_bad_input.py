@@ -23,7 +23,7 @@ LIBVIRTD_SOCKET = "/var/run/libvirt/libvirt-sock"
     ("section", "option", "value", "message"),
     [
         ("DEFAULT", "backend", "nonesuch", "unknown backend 'nonesuch' in [DEFAULT] backend; "
-                                           "installed backends: libvirt"),
+                                           "installed backends: esx, libvirt"),
         ("publisher", "confirm_window", "lots", "confirm_window"),
         ("publisher", "transport_url", "kafka://broker:9092", "[publisher] transport_url"),
         ("libvirt", "connection_uri", "not a uri", "[libvirt] connection_uri"),

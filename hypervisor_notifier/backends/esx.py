@@ -1,0 +1,358 @@
+"""The ESX backend: VM power-state changes from an ESXi host or vCenter, through pyVmomi.
+
+nova's VMware driver has no lifecycle events: it only polls. This backend
+gives VMware compute hosts what libvirt hosts have. Install the ``esx`` extra.
+
+One thread (``esx-dispatch``) owns the vSphere session:
+
+1. log in (backoff; the server's certificate is verified unless told otherwise);
+2. one PropertyCollector filter over a container view of the VMs in scope
+   (``name``, ``config.instanceUuid``, ``runtime.powerState``) and over an
+   EventHistoryCollector of the same scope (its ``latestPage``);
+3. a resync (``listener.on_resync``), which lists every VM with its power
+   state in one ``RetrievePropertiesEx`` over the view;
+4. ``WaitForUpdatesEx`` in a loop: each change of a VM's power state is an
+   observation. The events tell why: a ``VmGuestShutdownEvent`` (the guest
+   was asked to shut down) is reported as ``shutting_down`` and names the
+   ``stopped`` that follows, where an API power-off is a ``VmPoweredOffEvent``.
+
+A lost session (``NotAuthenticated``, a restarted vCenter, a network error)
+is logged in again with backoff, the filter recreated, and a resync run.
+Instance identity is the VM's ``config.instanceUuid`` (what nova uses); its
+name is ``instance_name``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import ssl
+import threading
+from typing import Any
+
+from oslo_config import cfg
+from pyVim import connect
+from pyVmomi import vim, vmodl
+
+from hypervisor_notifier import events
+from hypervisor_notifier.backends import base
+from hypervisor_notifier.backoff import Backoff
+from hypervisor_notifier.conf import esx as esx_conf
+
+LOG = logging.getLogger(__name__)
+
+PC = vmodl.query.PropertyCollector
+VM_PROPERTIES = ["name", "config.instanceUuid", "runtime.powerState"]
+
+#: runtime.powerState -> (transition, power state, the event that usually explains it)
+POWER_STATES: dict[str, tuple[events.Transition, events.PowerState, str]] = {
+    "poweredOn": (events.Transition.STARTED, events.PowerState.RUNNING, "VmPoweredOnEvent"),
+    "poweredOff": (events.Transition.STOPPED, events.PowerState.SHUTDOWN, "VmPoweredOffEvent"),
+    "suspended": (events.Transition.SUSPENDED, events.PowerState.SUSPENDED, "VmSuspendedEvent"),
+}
+#: Events reported on their own, while the VM runs: the guest was asked to shut
+#: down or reboot -> (transition, power state, the power state it announces).
+GUEST_EVENTS: dict[str, tuple[events.Transition, events.PowerState, str | None]] = {
+    "VmGuestShutdownEvent": (
+        events.Transition.SHUTTING_DOWN, events.PowerState.RUNNING, "poweredOff",
+    ),
+    "VmGuestRebootEvent": (events.Transition.REBOOTED, events.PowerState.RUNNING, None),
+}  # fmt: skip
+#: Event types collected: the guest events, and those that explain a power state.
+EVENT_TYPES = sorted({*GUEST_EVENTS, *(reason for _, _, reason in POWER_STATES.values())})
+
+
+class LoginFailed(Exception):
+    """The vSphere API could not be reached or refused the login; the text says why."""
+
+
+@dataclasses.dataclass
+class _Vm:
+    uuid: str
+    name: str
+    power_state: str
+    #: A guest event, and the power state it announced but that did not come yet.
+    pending: tuple[str, str] | None = None
+
+
+class EsxBackend(base.Backend):
+    """Watch the VMs of an ESXi host or vCenter (``[esx]`` options)."""
+
+    name = "esx"
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        super().__init__(conf)
+        self.opts = conf[esx_conf.GROUP]
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._si: Any = None
+        self._view: Any = None
+        self._vms: dict[str, _Vm] = {}
+        self._last_event_key = -1
+
+    @property
+    def endpoint(self) -> str:
+        """``user@host:port``: who logs in where (never the password)."""
+        return f"{self.opts.username}@{self.opts.host}:{self.opts.port}"
+
+    def connect(self, listener: base.BackendListener) -> None:
+        """See :meth:`Backend.connect`."""
+        self._thread = threading.Thread(
+            target=self._dispatch, args=(listener,), name="esx-dispatch", daemon=True
+        )
+        self._thread.start()
+
+    def request_resync(self, reason: str) -> None:
+        """See :meth:`Backend.request_resync`."""
+        if self._si is not None:
+            self._requests.put(reason)
+
+    def close(self) -> None:
+        """See :meth:`Backend.close`."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(self.opts.wait_seconds + self.opts.connect_timeout + 5)
+
+    def list_instances(self) -> list[base.InstanceState]:
+        """Every VM in scope with its power state: one RetrievePropertiesEx over the view."""
+        if self._si is None:
+            raise base.BackendUnavailable(f"not logged in to {self.endpoint}")
+        listing = []
+        for obj in self._retrieve_vms():
+            props = {prop.name: prop.val for prop in obj.propSet}
+            uuid = props.get("config.instanceUuid")
+            if not uuid:
+                continue  # a VM being created has no config yet
+            raw = str(props.get("runtime.powerState", ""))
+            power_state = POWER_STATES.get(raw, (None, events.PowerState.NOSTATE, ""))[1]
+            listing.append(base.InstanceState(uuid, props.get("name", ""), power_state, raw))
+        return listing
+
+    # -- the dispatch thread -----------------------------------------------------
+
+    def _dispatch(self, listener: base.BackendListener) -> None:
+        backoff = Backoff(maximum=self.opts.reconnect_interval_max)
+        while not self._stopping.is_set():
+            try:
+                self._login()
+                pc_filter = self._watch()
+                backoff.reset()
+                self.problem = None
+                LOG.info("logged in to vSphere %s; watching %d VMs", self.endpoint, len(self._vms))
+                self._resync(listener, "connected")
+                self._serve(listener, pc_filter)
+            except LoginFailed as exc:
+                self.problem = str(exc)
+            except Exception as exc:  # any failure: log in again, never let the thread die
+                self.problem = f"lost vSphere session {self.endpoint}: {_describe(exc)}"
+                if self._si is not None:
+                    listener.on_disconnected(self.problem)
+            finally:
+                self._logout()
+            if not self._stopping.is_set():
+                delay = backoff.next()
+                LOG.warning("%s; retrying in %.1f s", self.problem, delay)
+                self._stopping.wait(delay)
+
+    def _login(self) -> None:
+        opts = self.opts
+        try:
+            self._si = connect.SmartConnect(
+                host=opts.host,
+                port=opts.port,
+                user=opts.username,
+                pwd=opts.password,
+                sslContext=self._ssl_context(),
+                httpConnectionTimeout=opts.connect_timeout + opts.wait_seconds,
+            )
+        except vim.fault.InvalidLogin:
+            raise LoginFailed(f"vSphere {self.endpoint} refused the login") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise LoginFailed(
+                f"certificate of vSphere {opts.host}:{opts.port} does not verify "
+                f"({exc.verify_message}); set [esx] ca_file (or insecure = true, for tests)"
+            ) from None
+        except Exception as exc:
+            raise LoginFailed(f"cannot reach vSphere {self.endpoint}: {_describe(exc)}") from None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self.opts.insecure:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        return ssl.create_default_context(cafile=self.opts.ca_file)
+
+    def _scope(self, content: Any) -> Any:
+        """The object whose VMs are reported: a cluster, a host, or the root folder."""
+        for kind, name in (
+            (vim.ClusterComputeResource, self.opts.cluster),
+            (vim.HostSystem, self.opts.esx_host),
+        ):
+            if not name:
+                continue
+            view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
+            try:
+                for candidate in view.view:
+                    if candidate.name == name:
+                        return candidate
+            finally:
+                view.Destroy()
+            raise LoginFailed(f"vSphere {self.endpoint} has no {kind.__name__} named {name!r}")
+        return content.rootFolder
+
+    def _watch(self) -> Any:
+        """Create the view, the event collector and the filter; read the initial state."""
+        content = self._si.RetrieveContent()
+        scope = self._scope(content)
+        self._view = content.viewManager.CreateContainerView(scope, [vim.VirtualMachine], True)
+        collector = content.eventManager.CreateCollectorForEvents(
+            vim.event.EventFilterSpec(
+                eventTypeId=EVENT_TYPES,
+                entity=vim.event.EventFilterSpec.ByEntity(entity=scope, recursion="all"),
+            )
+        )
+        spec = PC.FilterSpec(
+            objectSet=[self._view_object_spec(), PC.ObjectSpec(obj=collector)],
+            # The collector's spec first: govmomi's simulator (0.24) matches a
+            # change against every spec in order and, for a spec of another
+            # type, looks the object up where session objects (the collector)
+            # are missing, and panics. vSphere itself ignores the order.
+            propSet=[
+                PC.PropertySpec(type=vim.event.EventHistoryCollector, pathSet=["latestPage"]),
+                PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES),
+            ],
+        )
+        pc_filter = content.propertyCollector.CreateFilter(spec, partialUpdates=False)
+        self._vms, self._last_event_key = {}, -1
+        # The first wait returns everything as it is now: a baseline, not changes.
+        # (Its event page may be out of order: only its newest key matters.)
+        self._version = ""
+        self._wait(lambda _observation: None)
+        return pc_filter
+
+    def _view_object_spec(self) -> Any:
+        traversal = PC.TraversalSpec(
+            name="view", path="view", skip=False, type=vim.view.ContainerView
+        )
+        return PC.ObjectSpec(obj=self._view, skip=True, selectSet=[traversal])
+
+    def _retrieve_vms(self) -> list[Any]:
+        collector = self._si.content.propertyCollector
+        spec = PC.FilterSpec(
+            objectSet=[self._view_object_spec()],
+            propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES)],
+        )
+        result = collector.RetrievePropertiesEx([spec], PC.RetrieveOptions())
+        objects = list(result.objects) if result else []
+        while result is not None and result.token:
+            result = collector.ContinueRetrievePropertiesEx(result.token)
+            objects += list(result.objects)
+        return objects
+
+    def _serve(self, listener: base.BackendListener, pc_filter: Any) -> None:
+        try:
+            while not self._stopping.is_set():
+                while not self._requests.empty():
+                    self._resync(listener, self._requests.get())
+                self._wait(listener.on_event)
+        finally:
+            _quietly(pc_filter.Destroy)
+
+    def _resync(self, listener: base.BackendListener, reason: str) -> None:
+        try:
+            listener.on_resync(reason)
+        except Exception:
+            LOG.exception("resync (%s) of %s failed", reason, self.endpoint)
+
+    def _wait(self, report: Any) -> None:
+        """Wait for one batch of updates (at most ``wait_seconds``) and report its changes."""
+        options = PC.WaitOptions(maxWaitSeconds=self.opts.wait_seconds)
+        update_set = self._si.content.propertyCollector.WaitForUpdatesEx(self._version, options)
+        if update_set is None:
+            return
+        self._version = update_set.version
+        vm_changes, pages = [], []
+        for filter_update in update_set.filterSet or []:
+            for update in filter_update.objectSet or []:
+                if isinstance(update.obj, vim.event.EventHistoryCollector):
+                    pages += [change.val or [] for change in update.changeSet or []]
+                else:
+                    vm_changes.append(update)
+        # Events first: they explain the power-state changes of the same batch.
+        for page in pages:
+            self._note_events(page, report)
+        for update in vm_changes:
+            self._note_vm(update, report)
+
+    def _note_events(self, page: list[Any], report: Any) -> None:
+        # A page is newest first; each event comes once more in later pages.
+        for event in sorted(page, key=lambda e: e.key):
+            if event.key <= self._last_event_key:
+                continue
+            self._last_event_key = event.key
+            vm = self._vms.get(event.vm.vm._moId) if event.vm and event.vm.vm else None
+            kind = type(event)._wsdlName
+            # A guest event after the VM stopped came too late to announce anything.
+            if vm is None or kind not in GUEST_EVENTS or vm.power_state != "poweredOn":
+                continue
+            transition, power_state, announced = GUEST_EVENTS[kind]
+            vm.pending = (kind, announced) if announced else None
+            report(self._observation(vm, transition, power_state, kind, "guest"))
+
+    def _note_vm(self, update: Any, report: Any) -> None:
+        key = update.obj._moId
+        if update.kind == "leave":
+            self._vms.pop(key, None)  # destroyed or moved out of scope: a resync tells
+            return
+        props = {change.name: change.val for change in update.changeSet or []}
+        vm = self._vms.get(key)
+        if vm is None:
+            vm = self._vms[key] = _Vm(
+                props.get("config.instanceUuid") or "", props.get("name", ""), ""
+            )
+        vm.name = props.get("name", vm.name)
+        vm.uuid = props.get("config.instanceUuid") or vm.uuid
+        raw = props.get("runtime.powerState")
+        if raw is None or str(raw) == vm.power_state:
+            return
+        vm.power_state = str(raw)
+        if vm.power_state not in POWER_STATES or not vm.uuid:
+            return
+        transition, power_state, reason = POWER_STATES[vm.power_state]
+        if vm.pending and vm.pending[1] == vm.power_state:
+            reason = vm.pending[0]  # e.g. VmGuestShutdownEvent, not an API power-off
+        vm.pending = None
+        report(self._observation(vm, transition, power_state, reason, vm.power_state))
+
+    @staticmethod
+    def _observation(
+        vm: _Vm,
+        transition: events.Transition,
+        power_state: events.PowerState,
+        reason: str,
+        detail: str,
+    ) -> events.Observation:
+        return events.Observation(
+            vm.uuid, vm.name, transition, power_state, reason, detail, events.utcnow()
+        )
+
+    def _logout(self) -> None:
+        si, self._si, self._view = self._si, None, None
+        if si is not None:
+            _quietly(connect.Disconnect, si)
+
+
+def _describe(exc: Exception) -> str:
+    """A one-line description of an exception (vSphere faults carry ``msg``)."""
+    text = getattr(exc, "msg", None) or str(exc) or ""
+    return f"{type(exc).__name__}: {text}".strip().rstrip(":")
+
+
+def _quietly(call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except Exception:  # cleanup of a session that may already be dead
+        LOG.debug("vSphere cleanup call failed", exc_info=True)

@@ -1,0 +1,122 @@
+"""The esx backend against VMware's vSphere API simulator (govmomi, from Debian)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import pytest
+from pyVim import connect
+
+from hypervisor_notifier.events import PowerState, Transition
+
+VM = "ha-host_VM{}"  # the simulator's VM names with -esx
+
+
+@pytest.fixture
+def session(vcsim):
+    session = vcsim.session()
+    yield session
+    with contextlib.suppress(Exception):  # the simulator may have dropped it already
+        connect.Disconnect(session)
+
+
+def start_esx_service(start_service, vcsim, **esx):
+    return start_service(DEFAULT={"backend": "esx"}, esx=vcsim.config(**esx))
+
+
+def of(vm):
+    uuid = vm.config.instanceUuid  # read now: the session may be gone when it is used
+    return lambda event: event.instance_uuid == uuid
+
+
+def pushed(collector, vm):
+    return [
+        (e.transition, e.power_state, e.reason, e.detail)
+        for e in collector.of(vm.config.instanceUuid, resync=False)
+    ]
+
+
+def test_power_operations_from_another_session_reach_the_subscriber_once_each(
+    vcsim, session, start_service, subscribe
+):
+    vms = vcsim.vms_by_name(session)
+    api, guest, sentinel = vms[VM.format(0)], vms[VM.format(1)], vms[VM.format(2)]
+    _, collector = subscribe()
+    start_esx_service(start_service, vcsim)
+    for vm in vms.values():  # the start-up resync: every VM, powered on
+        snapshot = collector.wait_for(of(vm))
+        assert (snapshot.resync, snapshot.power_state) == (True, PowerState.RUNNING)
+        assert snapshot.instance_name == vm.name
+        assert snapshot.hypervisor == "esx"
+
+    api.PowerOffVM_Task()
+    api.PowerOnVM_Task()
+    api.SuspendVM_Task()
+    api.PowerOnVM_Task()
+    guest.ShutdownGuest()
+    sentinel.PowerOffVM_Task()  # one ordered stream: once it is in, all are
+    collector.wait_for(lambda e: of(sentinel)(e) and not e.resync)
+
+    assert pushed(collector, api) == [
+        (Transition.STOPPED, PowerState.SHUTDOWN, "VmPoweredOffEvent", "poweredOff"),
+        (Transition.STARTED, PowerState.RUNNING, "VmPoweredOnEvent", "poweredOn"),
+        (Transition.SUSPENDED, PowerState.SUSPENDED, "VmSuspendedEvent", "suspended"),
+        (Transition.STARTED, PowerState.RUNNING, "VmPoweredOnEvent", "poweredOn"),
+    ]
+    # A guest-initiated shutdown is told from an API power-off.
+    assert pushed(collector, guest) == [
+        (Transition.SHUTTING_DOWN, PowerState.RUNNING, "VmGuestShutdownEvent", "guest"),
+        (Transition.STOPPED, PowerState.SHUTDOWN, "VmGuestShutdownEvent", "poweredOff"),
+    ]
+
+
+def test_a_restarted_simulator_is_logged_in_again_and_resynced(
+    vcsim, session, start_service, subscribe
+):
+    vm = vcsim.vms_by_name(session)[VM.format(0)]
+    is_vm = of(vm)
+    _, collector = subscribe()
+    service = start_esx_service(start_service, vcsim)
+    collector.wait_for(is_vm)
+    vm.PowerOffVM_Task()
+    stopped = collector.wait_for(lambda e: is_vm(e) and e.transition is Transition.STOPPED)
+
+    vcsim.restart()  # a restarted vCenter: every VM is powered on again
+    service.wait_for_log("lost vSphere session")
+    resynced = collector.wait_for(lambda e: is_vm(e) and e.seq > stopped.seq)
+    resync = service.wait_for_log("resync (connected)", count=2)[1]
+
+    assert (resynced.resync, resynced.transition) == (True, Transition.STARTED)
+    assert resynced.power_state is PowerState.RUNNING
+    assert "1 changes published" in resync  # the other VMs did not change
+    assert service.process.poll() is None
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("esx", "message"),
+    [
+        ({"password": "not-the-password"}, "refused the login"),
+        ({"port": "FREE"}, "cannot reach vSphere"),
+        ({"ca_file": ""}, "does not verify"),  # the system CAs do not know the simulator's
+    ],
+    ids=["wrong-password", "unreachable", "unverified-certificate"],
+)
+def test_bad_esx_settings_are_one_clear_line_each_retried_never_a_crash(
+    vcsim, start_service, esx, message
+):
+    if esx.get("port") == "FREE":
+        esx = {"port": str(free_port())}
+    service = start_esx_service(start_service, vcsim, **esx)
+
+    failures = service.wait_for_log(message, count=2)
+    assert all("retrying in" in line for line in failures)
+    assert service.process.poll() is None
+    assert vcsim.password not in service.log
+    assert service.stop() == 0

@@ -1,0 +1,108 @@
+"""VMware's vSphere API simulator (govmomi's, from Debian), one per test, on a loopback port.
+
+``tools/vcsim.sh build`` builds the project's small main once per machine
+(cached); each simulator serves HTTPS with a certificate it writes for the
+test, on a free port, and forgets every change when restarted.
+"""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from pyVim import connect
+from pyVmomi import vim
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def build() -> str:
+    """The simulator binary (built now if this machine has none)."""
+    result = subprocess.run(
+        ["bash", str(REPO / "tools" / "vcsim.sh"), "build"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
+class Simulator:
+    """A simulated ESXi host (``-esx``) with ``vms`` VMs, all powered on at start.
+
+    Arguments:
+        binary: The simulator binary.
+        directory: Where its certificate and log go.
+        vms: How many VMs.
+    """
+
+    def __init__(self, binary: str, directory: Path, vms: int = 4) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.vms = vms
+        self.ca_file = str(directory / "vcsim-cert.pem")
+        self.port = 0
+        self.username = self.password = ""
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        """Start on ``self.port`` (a free port the first time) and read its URL line."""
+        log = (self.directory / "vcsim.log").open("a")
+        self.process = subprocess.Popen(
+            [self.binary, "-esx", "-vms", str(self.vms), "-listen", f"127.0.0.1:{self.port}",
+             "-cert-out", self.ca_file],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("URL="):
+            raise AssertionError(f"vcsim did not start (exit {self.process.wait()})")
+        url = urllib.parse.urlsplit(line.split()[0].removeprefix("URL="))
+        self.port = url.port or 443
+        self.username = urllib.parse.unquote(url.username or "")
+        self.password = urllib.parse.unquote(url.password or "")
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+            if process.stdout is not None:
+                process.stdout.close()
+
+    def restart(self) -> None:
+        """Stop, and start again on the same port: every VM is powered on again."""
+        self.stop()
+        self.start()
+
+    def config(self, **overrides: str) -> dict[str, str]:
+        """The service's ``[esx]`` section for this simulator, certificate verified."""
+        return {
+            "host": "127.0.0.1",
+            "port": str(self.port),
+            "username": self.username,
+            "password": self.password,
+            "ca_file": self.ca_file,
+            "reconnect_interval_max": "1",
+            **overrides,
+        }
+
+    def session(self) -> Any:
+        """A pyVmomi session of the test's own, acting as another client would."""
+        return connect.SmartConnect(
+            host="127.0.0.1", port=self.port, user=self.username, pwd=self.password,
+            sslContext=ssl.create_default_context(cafile=self.ca_file),
+        )  # fmt: skip
+
+    @staticmethod
+    def vms_by_name(session: Any) -> dict[str, Any]:
+        content = session.RetrieveContent()
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.VirtualMachine], True
+        )
+        try:
+            return {vm.name: vm for vm in view.view}
+        finally:
+            view.Destroy()
