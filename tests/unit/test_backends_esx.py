@@ -1,0 +1,159 @@
+"""The esx backend's reading of vSphere update sets: real pyVmomi objects, a fake collector."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+from oslo_config import cfg
+from pyVmomi import vim, vmodl
+
+from hypervisor_notifier.backends.esx import EsxBackend
+from hypervisor_notifier.conf import esx as esx_conf
+from hypervisor_notifier.events import PowerState, Transition
+
+PC = vmodl.query.PropertyCollector
+VM_REF = "vm-7"
+
+
+def vm_update(kind="modify", **properties):
+    changes = [PC.Change(name=name, op="assign", val=val) for name, val in properties.items()]
+    return PC.ObjectUpdate(kind=kind, obj=vim.VirtualMachine(VM_REF), changeSet=changes)
+
+
+def event(kind, key, vm_ref=VM_REF):
+    argument = vim.event.VmEventArgument(vm=vim.VirtualMachine(vm_ref), name="web-1")
+    return getattr(vim.event, kind)(key=key, vm=argument)
+
+
+def page_update(*page):
+    change = PC.Change(name="latestPage", op="assign", val=vim.event.Event.Array(page))
+    return PC.ObjectUpdate(
+        kind="modify", obj=vim.event.EventHistoryCollector("collector-1"), changeSet=[change]
+    )
+
+
+class FakeCollector:
+    """Hands out prepared update sets, one per WaitForUpdatesEx."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[PC.ObjectUpdate]] = []
+
+    def WaitForUpdatesEx(self, version, options):  # the vSphere API's name
+        updates = self.batches.pop(0)
+        return PC.UpdateSet(version="-", filterSet=[PC.FilterUpdate(objectSet=updates)])
+
+
+@pytest.fixture
+def backend():
+    conf = cfg.ConfigOpts()
+    esx_conf.register_opts(conf)
+    conf([])
+    backend = EsxBackend(conf)
+    backend._collector = FakeCollector()
+    backend._si = types.SimpleNamespace(
+        content=types.SimpleNamespace(propertyCollector=backend._collector)
+    )
+    backend._version = ""
+    return backend
+
+
+def run(backend, baseline, *batches):
+    """Apply the baseline as the backend's first wait does, then report the batches' changes."""
+    reported = []
+    backend._collector.batches = [list(baseline), *(list(batch) for batch in batches)]
+    backend._wait(lambda _observation: None)
+    for _ in batches:
+        backend._wait(reported.append)
+    return [(o.transition, o.power_state, o.reason, o.detail) for o in reported]
+
+
+BASELINE = [
+    vm_update(
+        "enter",
+        name="web-1",
+        **{"config.instanceUuid": "uuid-7", "runtime.powerState": "poweredOn"},
+    ),
+    page_update(event("VmPoweredOnEvent", 5)),
+]
+
+
+def test_a_vm_appearing_after_the_baseline_is_reported_in_its_state(backend):
+    migrated_in = PC.ObjectUpdate(
+        kind="enter",
+        obj=vim.VirtualMachine("vm-8"),
+        changeSet=[
+            PC.Change(name="name", op="assign", val="db-1"),
+            PC.Change(name="config.instanceUuid", op="assign", val="uuid-8"),
+            PC.Change(name="runtime.powerState", op="assign", val="poweredOn"),
+        ],
+    )
+
+    assert run(backend, BASELINE, [migrated_in]) == [
+        (Transition.STARTED, PowerState.RUNNING, "VmPoweredOnEvent", "poweredOn"),
+    ]
+
+
+def test_an_api_power_off_is_reported_with_its_event(backend):
+    power_off = [
+        page_update(event("VmPoweredOffEvent", 6)),
+        vm_update(**{"runtime.powerState": "poweredOff"}),
+    ]
+
+    assert run(backend, BASELINE, power_off) == [
+        (Transition.STOPPED, PowerState.SHUTDOWN, "VmPoweredOffEvent", "poweredOff"),
+    ]
+
+
+def test_a_guest_shutdown_names_the_stop_that_follows_even_in_a_later_batch(backend):
+    asked = [page_update(event("VmGuestShutdownEvent", 6))]
+    off = [vm_update(**{"runtime.powerState": "poweredOff"})]
+
+    assert run(backend, BASELINE, asked, off) == [
+        (Transition.SHUTTING_DOWN, PowerState.RUNNING, "VmGuestShutdownEvent", "guest"),
+        (Transition.STOPPED, PowerState.SHUTDOWN, "VmGuestShutdownEvent", "poweredOff"),
+    ]
+
+
+def test_a_guest_shutdown_does_not_explain_a_later_suspend(backend):
+    asked = [page_update(event("VmGuestShutdownEvent", 6))]
+    suspended = [vm_update(**{"runtime.powerState": "suspended"})]
+    off_later = [vm_update(**{"runtime.powerState": "poweredOff"})]
+
+    reasons = [reason for *_, reason, _ in run(backend, BASELINE, asked, suspended, off_later)]
+    assert reasons == ["VmGuestShutdownEvent", "VmSuspendedEvent", "VmPoweredOffEvent"]
+
+
+def test_a_guest_event_arriving_after_the_stop_is_not_reported(backend):
+    off = [vm_update(**{"runtime.powerState": "poweredOff"})]
+    late = [page_update(event("VmGuestShutdownEvent", 6))]
+
+    assert run(backend, BASELINE, off, late) == [
+        (Transition.STOPPED, PowerState.SHUTDOWN, "VmPoweredOffEvent", "poweredOff"),
+    ]
+
+
+def test_events_seen_in_an_earlier_page_are_not_reported_again(backend):
+    asked = [page_update(event("VmGuestShutdownEvent", 6), event("VmPoweredOnEvent", 5))]
+    again = [page_update(event("VmStoppingEvent", 7), event("VmGuestShutdownEvent", 6))]
+
+    assert len(run(backend, BASELINE, asked, again)) == 1
+
+
+def test_two_changes_of_one_vm_in_one_batch_are_both_reported_in_order(backend):
+    reset = [
+        vm_update(**{"runtime.powerState": "poweredOff"}),
+        vm_update(**{"runtime.powerState": "poweredOn"}),
+    ]
+
+    assert [t for t, *_ in run(backend, BASELINE, reset)] == [
+        Transition.STOPPED,
+        Transition.STARTED,
+    ]
+
+
+def test_a_vm_that_leaves_the_view_is_forgotten_not_reported(backend):
+    leave = [PC.ObjectUpdate(kind="leave", obj=vim.VirtualMachine(VM_REF))]
+
+    assert run(backend, BASELINE, leave) == []
+    assert backend._vms == {}
