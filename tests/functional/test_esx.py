@@ -120,3 +120,39 @@ def test_bad_esx_settings_are_one_clear_line_each_retried_never_a_crash(
     assert service.process.poll() is None
     assert vcsim.password not in service.log
     assert service.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("scope", "reported"),
+    [
+        ({"cluster": "DC0_C0"}, {"DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"}),
+        ({"esx_host": "DC0_H0"}, {"DC0_H0_VM0", "DC0_H0_VM1"}),
+        ({}, {"DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1", "DC0_H0_VM0", "DC0_H0_VM1"}),
+    ],
+    ids=["cluster", "host", "everything"],
+)
+def test_a_vcenter_reports_only_the_vms_of_the_configured_cluster_or_host(
+    vcsim_binary, tmp_path, start_service, subscribe, scope, reported
+):
+    from .vcsim import Simulator
+
+    vcenter = Simulator(vcsim_binary, tmp_path, vms=2, vcenter=True)
+    vcenter.start()
+    try:
+        _, collector = subscribe()
+        service = start_esx_service(start_service, vcenter, **scope)
+        service.wait_for_log("resync (connected)")
+        session = vcenter.session()
+        vms = vcenter.vms_by_name(session)
+        # A change on every VM, those out of scope first: were they reported,
+        # their events would come before the last one awaited.
+        for name in sorted(vms, key=lambda name: (name in reported, name)):
+            vms[name].PowerOffVM_Task()
+        last = vms[sorted(reported)[-1]]
+        collector.wait_for(lambda e: of(last)(e) and not e.resync)
+        connect.Disconnect(session)
+    finally:
+        vcenter.stop()
+
+    assert {e.instance_name for e in collector.events if e.resync} == reported
+    assert {e.instance_name for e in collector.events if not e.resync} == reported

@@ -29,18 +29,22 @@ def build() -> str:
 
 
 class Simulator:
-    """A simulated ESXi host (``-esx``) with ``vms`` VMs, all powered on at start.
+    """A simulated ESXi host with ``vms`` VMs, all powered on at start.
 
     Arguments:
         binary: The simulator binary.
         directory: Where its certificate and log go.
-        vms: How many VMs.
+        vms: How many VMs (per host and per cluster for a vCenter).
+        vcenter: Simulate a vCenter instead: datacenter DC0 with the standalone
+            host DC0_H0 (VMs DC0_H0_VM<n>) and the cluster DC0_C0 (VMs
+            DC0_C0_RP0_VM<n>).
     """
 
-    def __init__(self, binary: str, directory: Path, vms: int = 4) -> None:
+    def __init__(self, binary: str, directory: Path, vms: int = 4, vcenter: bool = False) -> None:
         self.binary = binary
         self.directory = directory
         self.vms = vms
+        self.model = [] if vcenter else ["-esx"]
         self.ca_file = str(directory / "vcsim-cert.pem")
         self.port = 0
         self.username = self.password = ""
@@ -50,7 +54,7 @@ class Simulator:
         """Start on ``self.port`` (a free port the first time) and read its URL line."""
         log = (self.directory / "vcsim.log").open("a")
         self.process = subprocess.Popen(
-            [self.binary, "-esx", "-vms", str(self.vms), "-listen", f"127.0.0.1:{self.port}",
+            [self.binary, *self.model, "-vms", str(self.vms), "-listen", f"127.0.0.1:{self.port}",
              "-cert-out", self.ca_file],
             stdout=subprocess.PIPE, stderr=log, text=True,
         )  # fmt: skip
