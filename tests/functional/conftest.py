@@ -6,12 +6,15 @@ libvirt domains on the daemon's shared test driver, and removes them after.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,6 +151,21 @@ class ServiceProcess:
     @property
     def log(self) -> str:
         return "".join(self.lines)
+
+    def http_get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path`` from the service's health endpoint: (status, body)."""
+        line = self.wait_for_log("health and metrics on")[0]
+        address = line.split("http://", 1)[1].split("/", 1)[0]
+        try:
+            with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def healthz(self) -> tuple[int, dict]:
+        """``/healthz``: (status, its JSON body)."""
+        status, body = self.http_get("/healthz")
+        return status, json.loads(body)
 
     def stop(self) -> int:
         """SIGTERM, then the exit status."""

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 
 from hypervisor_notifier.events import Transition
@@ -29,15 +26,6 @@ def memory_alarm() -> Iterator[Callable[[], str]]:
         rabbitmqctl("set_vm_memory_high_watermark", watermark)
 
 
-def healthz(service):
-    address = service.wait_for_log("health and metrics on")[0].split("http://")[1].split("/")[0]
-    try:
-        with urllib.request.urlopen(f"http://{address}/healthz", timeout=5) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
 def test_events_wait_while_the_broker_blocks_publishing_then_flow_in_order(
     make_domain, start_service, subscribe
 ):
@@ -51,7 +39,7 @@ def test_events_wait_while_the_broker_blocks_publishing_then_flow_in_order(
         service.wait_for_log("blocks publishing")
         dom.suspend()
         dom.resume()
-        status, health = healthz(service)
+        status, health = service.healthz()
         assert status == 503
         assert any("blocks publishing" in problem for problem in health["problems"])
         assert collector.of(dom.UUIDString(), resync=False) == []

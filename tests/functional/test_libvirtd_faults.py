@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 import libvirt
 import pytest
 
@@ -38,15 +34,6 @@ def define_running(daemon):
     dom = conn.defineXML(domain_xml(unique("hn-dom")))
     dom.create()
     return conn, dom
-
-
-def healthz(service):
-    port = service.wait_for_log("health and metrics on")[0].split("http://")[1].split("/")[0]
-    try:
-        with urllib.request.urlopen(f"http://{port}/healthz", timeout=5) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
 
 
 def test_a_restarted_libvirtd_is_reconnected_and_what_changed_is_resynced(
@@ -89,7 +76,7 @@ def test_a_frozen_libvirtd_is_detected_and_reconnected_after_it_resumes(
         service.wait_for_log("keepalive timeout")
         # Stuck opens are abandoned, not waited on forever: the service answers.
         service.wait_for_log("did not answer within 2 s")
-        status, health = healthz(service)
+        status, health = service.healthz()
         assert status == 503
         assert any("libvirt" in problem for problem in health["problems"]), health
     finally:
@@ -100,5 +87,5 @@ def test_a_frozen_libvirtd_is_detected_and_reconnected_after_it_resumes(
     service.wait_for_log("connected to libvirt", count=2)
     assert [e.transition for e in collector.of(uuid)] == [Transition.STARTED, Transition.PAUSED]
     assert paused.power_state is PowerState.PAUSED
-    assert healthz(service) == (200, {"status": "ok", "problems": []})
+    assert service.healthz() == (200, {"status": "ok", "problems": []})
     conn.close()
