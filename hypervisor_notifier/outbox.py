@@ -15,7 +15,7 @@ instance that has a later event waiting (coalescing, counted): the latest
 state of every instance is never dropped.
 
 Threading contract: ``put`` may be called from any one thread; ``take``,
-``flush``, ``confirm`` and ``release_inflight`` from the publisher thread only.
+``confirm`` and ``release_inflight`` from the publisher thread only.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import os
 import sqlite3
 import threading
 import time
+from typing import Any
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, PowerState
@@ -37,8 +38,6 @@ LOG = logging.getLogger(__name__)
 
 #: The default bound: about 100 MB of events, hours of a busy host's events.
 MAX_EVENTS = 100_000
-#: Entries put but not yet committed, at most, before put commits itself.
-COMMIT_BATCH = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +105,11 @@ class Outbox(abc.ABC):
         """Why the outbox does not keep its promise now (not durable), or None."""
         return None
 
-    def flush(self) -> None:  # noqa: B027 - a hook: nothing to do where nothing is durable
-        """Make every put entry durable (a no-op where nothing is durable)."""
-
     def known_states(self) -> dict[str, tuple[str, PowerState]]:
         """The last state put for each instance by a previous run: {uuid: (name, state)}."""
         return {}
 
-    def forget_states(self, uuids: list[str]) -> None:  # noqa: B027 - a hook, as flush
+    def forget_states(self, uuids: list[str]) -> None:  # noqa: B027 - a hook: none kept here
         """Stop keeping the last state of these instances (they are gone)."""
 
     @abc.abstractmethod
@@ -176,7 +172,6 @@ class MemoryOutbox(Outbox):
 
     def take(self, limit: int) -> list[Entry]:
         """See :meth:`Outbox.take`."""
-        self.flush()
         with self._lock:
             count = min(limit, len(self._waiting))
             taken = [self._waiting.popleft() for _ in range(count)]
@@ -253,9 +248,11 @@ class MemoryOutbox(Outbox):
 class SQLiteOutbox(MemoryOutbox):
     """An outbox that also survives a crash of the service: SQLite in WAL mode.
 
-    Entries are committed in small groups, always before they are published;
-    confirmed entries are deleted in the groups the broker acks them.
-    Entries left by a previous run are loaded at start and published first.
+    Each event is committed when it is put, before ``put`` returns (with the
+    last state of its instance, in the same transaction): an event the
+    service accepted is not lost by its crash. Confirmed entries are deleted
+    in the groups the broker acks them. Entries left by a previous run are
+    loaded at start and published first.
 
     With ``synchronous = normal`` a commit survives a crash of the service
     but not a power cut of the host (which takes its guests down too; the
@@ -263,7 +260,9 @@ class SQLiteOutbox(MemoryOutbox):
     at about ten times the cost per event.
 
     If the file cannot be opened or written (disk full, read-only), the
-    outbox goes on in memory and says so in :attr:`problem`.
+    outbox goes on in memory, says so in :attr:`problem`, and moves the file
+    aside: its states stopped following what was published, so the next
+    start must not trust them.
 
     Arguments:
         path: The database file; its directory is created if missing.
@@ -278,14 +277,11 @@ class SQLiteOutbox(MemoryOutbox):
         super().__init__(max_events)
         self.path = path
         self._problem: str | None = None
-        self._uncommitted = 0
         self._db: sqlite3.Connection | None = None
         try:
             self._db = self._open(path, synchronous)
             self._recover(self._db)
-        except sqlite3.Error as exc:
-            self._degrade(exc)
-        except OSError as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._degrade(exc)
 
     @property
@@ -296,17 +292,13 @@ class SQLiteOutbox(MemoryOutbox):
     @staticmethod
     def _open(path: str, synchronous: str) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # isolation_level=None: transactions are ours (BEGIN / COMMIT below).
+        # isolation_level=None: the transactions are ours (BEGIN ... COMMIT below).
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body BLOB NOT NULL)"
-        )
+        db.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body BLOB)")
         # The last state put for each instance: a restart resyncs against it.
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS states (uuid TEXT PRIMARY KEY, name TEXT, power_state INT)"
-        )
+        db.execute("CREATE TABLE IF NOT EXISTS states (uuid TEXT PRIMARY KEY, name, power_state)")
         return db
 
     def _recover(self, db: sqlite3.Connection) -> None:
@@ -329,59 +321,10 @@ class SQLiteOutbox(MemoryOutbox):
             LOG.info("outbox %s: %d events from the previous run", self.path, len(self._waiting))
             self.wake()
 
-    def flush(self) -> None:
-        """Commit what was put; the publisher calls it before it publishes."""
-        with self._lock:
-            self._commit()
-
-    def _store(self, entry: Entry) -> None:
-        if self._db is None:
-            return
-        event = entry.event
-        try:
-            if not self._uncommitted:
-                self._db.execute("BEGIN")
-            self._db.execute("INSERT INTO events VALUES (?, ?)", (entry.entry_id, entry.body))
-            self._db.execute(
-                "INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
-                (event.instance_uuid, event.instance_name, int(event.power_state)),
-            )
-            self._uncommitted += 1
-            if self._uncommitted >= COMMIT_BATCH:
-                self._commit()
-        except sqlite3.Error as exc:
-            self._degrade(exc)
-
-    def _discard(self, entries: list[Entry]) -> None:
-        if self._db is None or not entries:
-            return
-        try:
-            self._commit()
-            self._db.executemany(
-                "DELETE FROM events WHERE id = ?", [(e.entry_id,) for e in entries]
-            )
-        except sqlite3.Error as exc:
-            self._degrade(exc)
-
-    def _commit(self) -> None:
-        if self._db is None or not self._uncommitted:
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._degrade(exc)
-        self._uncommitted = 0
-
     def known_states(self) -> dict[str, tuple[str, PowerState]]:
         """See :meth:`Outbox.known_states`."""
         with self._lock:
-            if self._db is None:
-                return {}
-            try:
-                rows = self._db.execute("SELECT uuid, name, power_state FROM states").fetchall()
-            except sqlite3.Error as exc:
-                self._degrade(exc)
-                return {}
+            rows = self._run("SELECT uuid, name, power_state FROM states") or []
         states = {}
         for uuid, name, code in rows:
             with contextlib.suppress(ValueError):  # a state this version does not know
@@ -391,27 +334,66 @@ class SQLiteOutbox(MemoryOutbox):
     def forget_states(self, uuids: list[str]) -> None:
         """See :meth:`Outbox.forget_states`."""
         with self._lock:
+            self._run("DELETE FROM states WHERE uuid = ?", [(uuid,) for uuid in uuids])
+
+    def _store(self, entry: Entry) -> None:
+        event = entry.event
+        self._transaction(
+            ("INSERT INTO events VALUES (?, ?)", [(entry.entry_id, entry.body)]),
+            (
+                "INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
+                [(event.instance_uuid, event.instance_name, int(event.power_state))],
+            ),
+        )
+
+    def _discard(self, entries: list[Entry]) -> None:
+        if entries:
+            self._run("DELETE FROM events WHERE id = ?", [(entry.entry_id,) for entry in entries])
+
+    def _run(self, sql: str, rows: list[tuple[object, ...]] | None = None) -> list[Any] | None:
+        """Run one statement (for each of ``rows``) in a transaction; None once degraded."""
+        if rows is None:
             if self._db is None:
-                return
+                return None
             try:
-                self._commit()
-                self._db.executemany("DELETE FROM states WHERE uuid = ?", [(u,) for u in uuids])
+                return self._db.execute(sql).fetchall()
             except sqlite3.Error as exc:
                 self._degrade(exc)
+                return None
+        self._transaction((sql, rows))
+        return None
+
+    def _transaction(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
+        """Run the statements in one transaction; a failure degrades the outbox."""
+        db = self._db
+        if db is None:
+            return
+        try:
+            db.execute("BEGIN")
+            for sql, rows in statements:
+                db.executemany(sql, rows)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._degrade(exc)
 
     def _degrade(self, exc: Exception) -> None:
-        """Go on in memory: publishing matters more than durability."""
+        """Go on in memory (publishing matters more than durability); move the file aside."""
         db, self._db = self._db, None
         self._problem = f"outbox {self.path} is not usable ({exc}): events are kept in memory only"
         LOG.error("%s; publishing goes on", self._problem)
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
+        # Renaming needs no space; a file that cannot be renamed is no danger either.
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.replace(self.path + suffix, f"{self.path}.unusable{suffix}")
 
     def close(self) -> None:
-        """Commit, close the database and the wake descriptors."""
+        """Close the database and the wake descriptors."""
         with self._lock:
-            self._commit()
             if self._db is not None:
                 self._db.close()
                 self._db = None

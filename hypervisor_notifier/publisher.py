@@ -277,7 +277,6 @@ class Publisher:
         # A blocked connection is not read by the broker: publishing would hang.
         room = 0 if self._blocked else self.confirm_window - len(self._inflight)
         wait_for = [self._connection.sock]
-        self.outbox.flush()
         if room > 0:
             self.outbox.clear_wake()
             for entry in self.outbox.take(room):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, logs
+from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.consumer import Subscriber
 from hypervisor_notifier.transport_url import mask_secrets
@@ -107,9 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: transport URL: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: watch.done.set())
-    subscriber.start()
+    with stop_signals_to_main_thread(watch.done.set):
+        subscriber.start()
     watch.done.wait()
     subscriber.stop()
     return 0

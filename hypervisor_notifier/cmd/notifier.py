@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import logs
 from hypervisor_notifier.backends import UnknownBackend, load_backend
+from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.health import HealthServer
 from hypervisor_notifier.outbox import SQLiteOutbox
 from hypervisor_notifier.service import Service
@@ -44,11 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: service.request_stop())
-    if health is not None:
-        health.start()
-    service.start()
+    with stop_signals_to_main_thread(service.request_stop):
+        if health is not None:
+            health.start()
+        service.start()
     service.wait()
     left = service.stop()
     if health is not None:

@@ -110,6 +110,21 @@ def make_domain(
 # -- the service process -------------------------------------------------------
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET ``path`` from a local health endpoint: (status, body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    """``/healthz`` of a local health endpoint: (status, its JSON body)."""
+    status, body = http_get(port, "/healthz")
+    return status, json.loads(body)
+
+
 class ServiceProcess:
     """``hypervisor-notifier`` running as a child process, its log lines collected."""
 
@@ -152,20 +167,15 @@ class ServiceProcess:
     def log(self) -> str:
         return "".join(self.lines)
 
-    def http_get(self, path: str) -> tuple[int, bytes]:
-        """GET ``path`` from the service's health endpoint: (status, body)."""
-        line = self.wait_for_log("health and metrics on")[0]
-        address = line.split("http://", 1)[1].split("/", 1)[0]
-        try:
-            with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
+    @property
+    def health_port(self) -> int:
+        """The port of the health endpoint, as the service logged it."""
+        line = self.wait_for_log("health and metrics on http://")[0]
+        return int(line.split("http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
     def healthz(self) -> tuple[int, dict]:
         """``/healthz``: (status, its JSON body)."""
-        status, body = self.http_get("/healthz")
-        return status, json.loads(body)
+        return healthz(self.health_port)
 
     def stop(self) -> int:
         """SIGTERM, then the exit status."""
