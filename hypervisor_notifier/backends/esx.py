@@ -88,6 +88,8 @@ class EsxBackend(base.Backend):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._si: Any = None
+        # Kept: every read of ``si.content`` is a round trip to the server.
+        self._pc: Any = None
         self._view: Any = None
         self._vms: dict[str, _Vm] = {}
         self._last_event_key = -1
@@ -206,6 +208,7 @@ class EsxBackend(base.Backend):
     def _watch(self) -> Any:
         """Create the view, the event collector and the filter; read the initial state."""
         content = self._si.RetrieveContent()
+        self._pc = content.propertyCollector
         scope = self._scope(content)
         self._view = content.viewManager.CreateContainerView(scope, [vim.VirtualMachine], True)
         collector = content.eventManager.CreateCollectorForEvents(
@@ -214,6 +217,9 @@ class EsxBackend(base.Backend):
                 entity=vim.event.EventFilterSpec.ByEntity(entity=scope, recursion="all"),
             )
         )
+        # A page of 1,000 events (the default is 10): a burst of changes between two
+        # updates must not push a guest's shutdown event off the page unseen.
+        collector.SetCollectorPageSize(maxCount=1000)
         spec = PC.FilterSpec(
             objectSet=[self._view_object_spec(), PC.ObjectSpec(obj=collector)],
             # The collector's spec first: govmomi's simulator (0.24) matches a
@@ -225,7 +231,7 @@ class EsxBackend(base.Backend):
                 PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES),
             ],
         )
-        pc_filter = content.propertyCollector.CreateFilter(spec, partialUpdates=False)
+        pc_filter = self._pc.CreateFilter(spec, partialUpdates=False)
         self._vms, self._last_event_key = {}, -1
         # The first wait returns everything as it is now: a baseline, not changes.
         # (Its event page may be out of order: only its newest key matters.)
@@ -240,7 +246,7 @@ class EsxBackend(base.Backend):
         return PC.ObjectSpec(obj=self._view, skip=True, selectSet=[traversal])
 
     def _retrieve_vms(self) -> list[Any]:
-        collector = self._si.content.propertyCollector
+        collector = self._pc
         spec = PC.FilterSpec(
             objectSet=[self._view_object_spec()],
             propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES)],
@@ -270,7 +276,7 @@ class EsxBackend(base.Backend):
     def _wait(self, report: Any) -> None:
         """Wait for one batch of updates (at most ``wait_seconds``) and report its changes."""
         options = PC.WaitOptions(maxWaitSeconds=self.opts.wait_seconds)
-        update_set = self._si.content.propertyCollector.WaitForUpdatesEx(self._version, options)
+        update_set = self._pc.WaitForUpdatesEx(self._version, options)
         if update_set is None:
             return
         self._version = update_set.version
@@ -340,7 +346,7 @@ class EsxBackend(base.Backend):
         )
 
     def _logout(self) -> None:
-        si, self._si, self._view = self._si, None, None
+        si, self._si, self._pc, self._view = self._si, None, None, None
         if si is not None:
             _quietly(connect.Disconnect, si)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 from oslo_config import cfg
 from pyVmomi import vim, vmodl
@@ -51,9 +49,8 @@ def backend():
     conf([])
     backend = EsxBackend(conf)
     backend._collector = FakeCollector()
-    backend._si = types.SimpleNamespace(
-        content=types.SimpleNamespace(propertyCollector=backend._collector)
-    )
+    backend._si = object()  # logged in
+    backend._pc = backend._collector
     backend._version = ""
     return backend
 
