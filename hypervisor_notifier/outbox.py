@@ -184,7 +184,7 @@ class MemoryOutbox(Outbox):
         """See :meth:`Outbox.confirm`."""
         with self._lock:
             removed = [e for e in entries if self._inflight.pop(e.entry_id, None) is not None]
-            self._discard(removed)
+            self._confirmed(removed)
 
     def release_inflight(self) -> None:
         """See :meth:`Outbox.release_inflight`."""
@@ -221,7 +221,7 @@ class MemoryOutbox(Outbox):
             return  # every waiting entry is an instance's latest: keep them all
         gone = {entry.entry_id for entry in dropped}
         self._waiting = collections.deque(e for e in self._waiting if e.entry_id not in gone)
-        self._discard(dropped)
+        self._dropped(dropped)
         self.coalesced += len(dropped)
         LOG.warning(
             "outbox full (%d events): dropped %d older events of instances with later ones",
@@ -241,8 +241,11 @@ class MemoryOutbox(Outbox):
     def _store(self, entry: Entry) -> None:
         """Persist a new entry."""
 
-    def _discard(self, entries: list[Entry]) -> None:
-        """Forget confirmed or coalesced entries."""
+    def _confirmed(self, entries: list[Entry]) -> None:
+        """Forget entries the broker confirmed (in order)."""
+
+    def _dropped(self, entries: list[Entry]) -> None:
+        """Forget coalesced entries."""
 
 
 class SQLiteOutbox(MemoryOutbox):
@@ -322,9 +325,10 @@ class SQLiteOutbox(MemoryOutbox):
             self.wake()
 
     def known_states(self) -> dict[str, tuple[str, PowerState]]:
-        """See :meth:`Outbox.known_states`."""
+        """See :meth:`Outbox.known_states`: confirmed states, then those still waiting."""
         with self._lock:
             rows = self._run("SELECT uuid, name, power_state FROM states") or []
+            rows += _state_rows([*self._inflight.values(), *self._waiting])
         states = {}
         for uuid, name, code in rows:
             with contextlib.suppress(ValueError):  # a state this version does not know
@@ -337,16 +341,24 @@ class SQLiteOutbox(MemoryOutbox):
             self._run("DELETE FROM states WHERE uuid = ?", [(uuid,) for uuid in uuids])
 
     def _store(self, entry: Entry) -> None:
-        event = entry.event
-        self._transaction(
-            ("INSERT INTO events VALUES (?, ?)", [(entry.entry_id, entry.body)]),
-            (
-                "INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
-                [(event.instance_uuid, event.instance_name, int(event.power_state))],
-            ),
-        )
+        # The only write before publishing: one statement, which autocommit commits.
+        if self._db is None:
+            return
+        try:
+            self._db.execute("INSERT INTO events VALUES (?, ?)", (entry.entry_id, entry.body))
+        except sqlite3.Error as exc:
+            self._degrade(exc)
 
-    def _discard(self, entries: list[Entry]) -> None:
+    def _confirmed(self, entries: list[Entry]) -> None:
+        # Off the latency path: the last state of an instance is recorded once its
+        # event is confirmed; known_states() adds those still waiting.
+        if entries:
+            self._transaction(
+                ("DELETE FROM events WHERE id = ?", [(entry.entry_id,) for entry in entries]),
+                ("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", _state_rows(entries)),
+            )
+
+    def _dropped(self, entries: list[Entry]) -> None:
         if entries:
             self._run("DELETE FROM events WHERE id = ?", [(entry.entry_id,) for entry in entries])
 
@@ -398,3 +410,11 @@ class SQLiteOutbox(MemoryOutbox):
                 self._db.close()
                 self._db = None
         super().close()
+
+
+def _state_rows(entries: list[Entry]) -> list[tuple[str, str, int]]:
+    """(uuid, name, power state) of each entry's event, in entry order."""
+    ordered = sorted(entries, key=lambda entry: entry.entry_id)
+    return [
+        (e.event.instance_uuid, e.event.instance_name, int(e.event.power_state)) for e in ordered
+    ]
