@@ -16,6 +16,8 @@ host_opt = cfg.StrOpt(
     "host's subscriber receives only its own events. No spaces, '*' or '#'.",
 )
 
+GROUP = None
+
 opts = [
     host_opt,
     cfg.StrOpt(
@@ -38,13 +40,3 @@ opts = [
         help="File to append logs to. Logs go to standard error when unset.",
     ),
 ]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the ``[DEFAULT]`` options on ``conf``."""
-    conf.register_opts(opts)
-
-
-def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """Options for oslo-config-generator."""
-    return [(None, opts)]

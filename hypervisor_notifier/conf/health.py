@@ -26,13 +26,3 @@ opts = [
         "many seconds for the broker's confirm.",
     ),
 ]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the ``[health]`` options on ``conf``."""
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """Options for oslo-config-generator."""
-    return [(GROUP, opts)]

@@ -65,13 +65,3 @@ opts = [
         help="Unanswered keepalive probes after which the connection is closed and reopened.",
     ),
 ]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the ``[libvirt]`` options on ``conf``."""
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """Options for oslo-config-generator."""
-    return [(GROUP, opts)]

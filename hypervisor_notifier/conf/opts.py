@@ -1,4 +1,8 @@
-"""The ``oslo.config.opts`` entry point: every option of the service."""
+"""The ``oslo.config.opts`` entry point: every option of the service.
+
+Each module of this package declares one group: its ``GROUP`` (None for
+``[DEFAULT]``) and its ``opts``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,10 @@ _MODULES = (default, libvirt, esx, publisher, outbox, sync, health)
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """Return ``(group, options)`` pairs for oslo-config-generator."""
-    return [pair for module in _MODULES for pair in module.list_opts()]
+    return [(module.GROUP, module.opts) for module in _MODULES]
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register every option of the service on ``conf``."""
-    for module in _MODULES:
-        module.register_opts(conf)
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=group)

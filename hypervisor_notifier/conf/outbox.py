@@ -35,13 +35,3 @@ opts = [
         help="SQLite's synchronous mode for the outbox (WAL journal).",
     ),
 ]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the ``[outbox]`` options on ``conf``."""
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """Options for oslo-config-generator."""
-    return [(GROUP, opts)]

@@ -72,13 +72,3 @@ opts = [
         "(the delay starts at 0.5 s and doubles, with jitter).",
     ),
 ]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the ``[publisher]`` options on ``conf``."""
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """Options for oslo-config-generator."""
-    return [(GROUP, opts)]

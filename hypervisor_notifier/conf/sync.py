@@ -17,13 +17,3 @@ opts = [
         "runs at start and after every reconnection to the hypervisor.",
     ),
 ]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the ``[sync]`` options on ``conf``."""
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """Options for oslo-config-generator."""
-    return [(GROUP, opts)]

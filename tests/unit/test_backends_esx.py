@@ -7,7 +7,7 @@ from oslo_config import cfg
 from pyVmomi import vim, vmodl
 
 from hypervisor_notifier.backends.esx import EsxBackend
-from hypervisor_notifier.conf import esx as esx_conf
+from hypervisor_notifier.conf import register_opts
 from hypervisor_notifier.events import PowerState, Transition
 
 PC = vmodl.query.PropertyCollector
@@ -45,7 +45,7 @@ class FakeCollector:
 @pytest.fixture
 def backend():
     conf = cfg.ConfigOpts()
-    esx_conf.register_opts(conf)
+    register_opts(conf)
     conf([])
     backend = EsxBackend(conf)
     backend._collector = FakeCollector()
