@@ -27,7 +27,9 @@ we rely on.
 
 Paths run one after the other rather than at once: on a 2-core machine two
 forwarders would compete for the CPUs, and the two consumers in this process
-for the GIL, so each path would measure the other's interference.
+for the GIL, so each path would measure the other's interference. They take
+turns in rounds (A B B A ...), so that a change of the machine's load during
+the run weighs on both alike.
 """
 
 from __future__ import annotations
@@ -37,12 +39,10 @@ import contextlib
 import dataclasses
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import queue
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,17 +53,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import amqp
 import libvirt
 import oslo_messaging
+from common import (
+    STOP_TIMEOUT,
+    TRANSPORT_URL,
+    Stats,
+    delete_broker_objects,
+    progress,
+    rabbitmq_version,
+    running,
+    tail,
+)
 from oslo_config import cfg
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
 
 LIBVIRT_URI = "test+unix:///default"
-TRANSPORT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
-BROKER = {"host": "127.0.0.1:5672", "userid": "guest", "password": "guest"}
 # A guest launched by nova (its metadata): the service reports only those by default.
 DOMAIN_XML = (
     "<domain type='test'><name>{name}</name><memory>8192</memory>"
@@ -79,7 +86,6 @@ WARMUP = 20
 EVENT_TIMEOUT = 5.0
 MAX_MISSING = 5
 READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 40.0
 
 #: The transition each driver call must cause.
 TRANSITION_OF_CALL = {"suspend": "paused", "resume": "resumed"}
@@ -172,58 +178,7 @@ def match(calls: list[list[Any]], received: list[tuple[float, str] | None]) -> R
     return run
 
 
-@dataclasses.dataclass(frozen=True)
-class Stats:
-    """Percentiles of a run, in milliseconds (nearest rank)."""
-
-    p50: float
-    p90: float
-    p99: float
-    max: float
-
-    @classmethod
-    def of(cls, latencies_ms: list[float]) -> Stats:
-        ordered = sorted(latencies_ms)
-
-        def rank(percent: float) -> float:
-            return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
-
-        return cls(rank(50), rank(90), rank(99), ordered[-1])
-
-
 # -- processes and broker objects: shared by both paths -----------------------
-
-
-@contextlib.contextmanager
-def running(label: str, argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """Run ``argv`` (stderr to ``log_path``) for the block; then SIGTERM it and check exit 0."""
-    with log_path.open("w") as log:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        yield process
-    finally:
-        terminate(label, process, log_path)
-
-
-def terminate(label: str, process: subprocess.Popen[str], log_path: Path) -> None:
-    """SIGTERM ``process``, wait for it (kill it after STOP_TIMEOUT), report how it ended."""
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        code = process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
-    elapsed = time.monotonic() - started
-    progress(f"{label}: SIGTERM -> exit {code} in {elapsed:.2f} s")
-    if code != 0:
-        progress(f"{label} log ({log_path}):\n{tail(log_path)}")
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def wait_for_line(process: subprocess.Popen[str], expected: str, log_path: Path) -> None:
@@ -233,17 +188,6 @@ def wait_for_line(process: subprocess.Popen[str], expected: str, log_path: Path)
     line = process.stdout.readline().strip() if readable else ""
     if line != expected:
         raise RuntimeError(f"{process.args[1]} not ready ({line!r}):\n{tail(log_path)}")
-
-
-def delete_broker_objects(*, exchanges: list[str], queues: list[str]) -> None:
-    """Delete what a path declared on the broker (a fresh channel each: errors close one)."""
-    with amqp.Connection(**BROKER) as connection:
-        for name in queues:
-            with connection.channel() as channel:
-                channel.queue_delete(name)
-        for name in exchanges:
-            with connection.channel() as channel:
-                channel.exchange_delete(name)
 
 
 # -- the two paths: each a context manager, ready when it yields --------------
@@ -278,7 +222,10 @@ def hypervisor_notifier_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
         subscriber.start()
         if not subscriber.wait_ready(READY_TIMEOUT):
             raise RuntimeError("the Subscriber did not get ready")
-        conf = write_service_conf(bench.workdir / "notifier.conf", host=host, exchange=exchange)
+        # A new outbox each time: a service that remembers what it published resyncs
+        # nothing at start, and that resync is the sign it is ready.
+        conf_path = bench.workdir / f"notifier-{uuid.uuid4().hex[:8]}.conf"
+        conf = write_service_conf(conf_path, host=host, exchange=exchange)
         argv = [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file", conf]
         log_path = bench.workdir / "notifier.log"
         with running("hypervisor-notifier service", argv, log_path):
@@ -367,10 +314,6 @@ def bench_domain(name: str) -> Iterator[str]:
         conn.close()
 
 
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def check_clock() -> str:
     info = time.get_clock_info("monotonic")
     if info.implementation != "clock_gettime(CLOCK_MONOTONIC)":
@@ -384,8 +327,7 @@ def machine() -> list[str]:
         daemon_version = version_text(daemon.getLibVersion())
     finally:
         daemon.close()
-    with amqp.Connection(**BROKER) as connection:
-        rabbitmq = connection.server_properties.get("version", "?")
+    rabbitmq = rabbitmq_version()
     cpus = len(os.sched_getaffinity(0))
     return [
         f"machine: nproc {cpus}, {platform.machine()}, Linux {platform.release()}",
@@ -404,7 +346,8 @@ def version_text(number: int) -> str:
 
 def report(count: int, results: dict[str, Run]) -> list[str]:
     lines = [
-        f"latency from libvirt API call (other process) to subscriber callback, N={count} events",
+        f"latency from libvirt API call (other process) to subscriber callback, N={count} events"
+        " per path, in rounds alternating the paths",
         f"{'path':<25} {'p50 ms':>7}  {'p90 ms':>7}  {'p99 ms':>7}  {'max ms':>7}",
     ]
     stats = {label: Stats.of(run.latencies_ms) for label, run in results.items()}
@@ -428,12 +371,26 @@ def yes(ok: bool) -> str:
     return "yes" if ok else "no"
 
 
+def merge(earlier: Run | None, later: Run) -> Run:
+    """One path's rounds, as one run."""
+    if earlier is None:
+        return later
+    return Run(
+        earlier.latencies_ms + later.latencies_ms,
+        earlier.mismatched + later.mismatched,
+        earlier.missing + later.missing,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000, help="events per path (default 1000)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="rounds, alternating the paths (default 4)"
+    )
     args = parser.parse_args(argv)
-    if args.events < 1:
-        parser.error("--events must be at least 1")
+    if args.events < 1 or args.rounds < 1:
+        parser.error("--events and --rounds must be at least 1")
     return args
 
 
@@ -447,11 +404,16 @@ def main(argv: list[str] | None = None) -> int:
         bench_domain(f"bench-{run_id}") as domain,
     ):
         bench = Bench(run_id, domain, Path(workdir))
-        for label, path in PATHS:
-            inbox = Inbox(domain)
-            with path(bench, inbox):
-                progress(f"measuring {label}: {WARMUP} + {args.events} events")
-                results[label] = measure(inbox, domain, args.events)
+        # Rounds alternate the paths (ABBA...): a drift of the machine's load
+        # during the run then weighs on both alike.
+        per_round = max(1, args.events // args.rounds)
+        for round_ in range(args.rounds):
+            for label, path in PATHS if round_ % 2 == 0 else PATHS[::-1]:
+                inbox = Inbox(domain)
+                with path(bench, inbox):
+                    progress(f"round {round_ + 1}, {label}: {WARMUP} + {per_round} events")
+                    run = measure(inbox, domain, per_round)
+                results[label] = merge(results.get(label), run)
     print("\n".join([*header, *report(args.events, results)]))
     return 0
 
