@@ -7,7 +7,8 @@ Delivery semantics:
   missed heartbeat closes the connection; every unconfirmed entry is sent
   again after reconnecting, oldest first. Consumers dedupe on ``event_id``.
 - **Pipelined.** Up to ``confirm_window`` messages are unconfirmed at once;
-  acks are read as they arrive, not one round trip per message.
+  acks are read as they arrive, not one round trip per message. The
+  messages taken from the outbox together are written to the socket at once.
 - **Persistent and routed.** Messages are persistent (delivery mode 2), on
   a durable topic exchange; the durable per-host queue is declared (and
   bound) before anything is published, so events wait for their consumer.
@@ -37,6 +38,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import publisher as publisher_conf
+from hypervisor_notifier.framewriter import FrameWriterFactory
 from hypervisor_notifier.outbox import Entry, Outbox
 from hypervisor_notifier.transport_url import TransportURL, mask_secrets
 
@@ -105,6 +107,7 @@ class Publisher:
         #: Called with each confirmed event's seconds from outbox to confirm.
         self.observe_latency: Callable[[float], None] = lambda _seconds: None
         self._blocked = False
+        self._frames = FrameWriterFactory()
         self._connection: amqp.Connection | None = None
         self._channel: amqp.Channel | None = None
         self._inflight: dict[int, Entry] = {}
@@ -216,6 +219,7 @@ class Publisher:
             client_properties={"connection_name": f"hypervisor-notifier {self.host}"},
             on_blocked=self._on_blocked,
             on_unblocked=self._on_unblocked,
+            frame_writer=self._frames,
         )
         try:
             connection.connect()
@@ -279,8 +283,12 @@ class Publisher:
         wait_for = [self._connection.sock]
         if room > 0:
             self.outbox.clear_wake()
-            for entry in self.outbox.take(room):
-                self._publish(self._channel, entry)
+            batch = self.outbox.take(room)
+            if batch:
+                assert self._frames.writer is not None  # noqa: S101 - set once connected
+                with self._frames.writer.batch():
+                    for entry in batch:
+                        self._publish(self._channel, entry)
             wait_for.append(self.outbox.wake_fd)
         timeout = self.heartbeat / 4 if self.heartbeat else 5.0
         if self._stop_requested.is_set():
@@ -303,7 +311,14 @@ class Publisher:
         )
         # The event's own host: events recovered from the outbox keep theirs.
         routing_key = wire.routing_key(self.topic, entry.event.host)
-        channel.basic_publish(message, exchange=self.exchange, routing_key=routing_key)
+        # basic_publish would also poll the socket before each message; the pump
+        # reads acks and connection.blocked itself, once per batch.
+        channel.send_method(
+            amqp.spec.Basic.Publish,
+            "Bssbb",
+            (0, self.exchange, routing_key, False, False),
+            message,
+        )
         self._inflight[self._next_tag] = entry
         self._next_tag += 1
         self.published += 1
