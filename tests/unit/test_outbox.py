@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import select
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
@@ -254,7 +255,6 @@ def test_an_unreadable_row_is_dropped_not_fatal(tmp_path):
     first = SQLiteOutbox(str(path))
     put_events(first, 2)
     first.close()
-    import sqlite3
 
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO events VALUES (?, ?)", (99, b"garbage"))
