@@ -6,6 +6,7 @@ Each test prints its counts (visible with ``pytest -s``).
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -137,3 +138,20 @@ def test_health_reports_a_refusing_broker_without_the_password(start_service):
     assert password not in service.log
     sample = metrics(port)
     assert sample["hypervisor_notifier_broker_connected"] == 0.0
+
+
+def test_the_service_fails_over_to_the_next_broker_of_its_transport_url(
+    make_domain, start_service, subscribe
+):
+    with socket.socket() as unused:  # a port where no broker answers
+        unused.bind(("127.0.0.1", 0))
+        dead = unused.getsockname()[1]
+    dom = make_domain()
+    _, collector = subscribe()
+    service = start_service(
+        transport_url=f"rabbit://guest:guest@127.0.0.1:{dead},guest:guest@127.0.0.1:5672/"
+    )
+
+    collector.wait_for(lambda e: e.instance_uuid == dom.UUIDString())
+    assert f"cannot publish to broker guest@127.0.0.1:{dead}" in service.log
+    assert "connected to broker guest@127.0.0.1:5672" in service.log
