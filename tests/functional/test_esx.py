@@ -156,3 +156,25 @@ def test_a_vcenter_reports_only_the_vms_of_the_configured_cluster_or_host(
 
     assert {e.instance_name for e in collector.events if e.resync} == reported
     assert {e.instance_name for e in collector.events if not e.resync} == reported
+
+
+def test_a_terminated_session_is_logged_in_again_and_resynced(
+    vcsim, session, start_service, subscribe
+):
+    vm = vcsim.vms_by_name(session)[VM.format(0)]
+    is_vm = of(vm)
+    _, collector = subscribe()
+    service = start_esx_service(start_service, vcsim)
+    collector.wait_for(is_vm)
+
+    # An administrator ends the service's session (vSphere then answers NotAuthenticated)
+    # and powers the VM off before the service is back.
+    manager = session.content.sessionManager
+    ours = manager.currentSession.key
+    manager.TerminateSession([s.key for s in manager.sessionList if s.key != ours])
+    vm.PowerOffVM_Task()
+
+    stopped = collector.wait_for(lambda e: is_vm(e) and e.transition is Transition.STOPPED)
+    service.wait_for_log("logged in to vSphere", count=2)
+    assert "NotAuthenticated" in service.wait_for_log("lost vSphere session")[0]
+    assert stopped.power_state is PowerState.SHUTDOWN
