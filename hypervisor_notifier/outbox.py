@@ -199,9 +199,10 @@ class MemoryOutbox(Outbox):
     def oldest_age(self) -> float:
         """See :meth:`Outbox.oldest_age`."""
         with self._lock:
-            oldest = [entries[0].put_at for entries in (self._waiting,) if entries]
-            oldest += [entry.put_at for entry in list(self._inflight.values())[:1]]
-        return time.monotonic() - min(oldest) if oldest else 0.0
+            # The oldest of each: the head of the waiting queue, the first put in flight.
+            heads = [self._waiting[0]] if self._waiting else []
+            heads += [next(iter(self._inflight.values()))] if self._inflight else []
+        return time.monotonic() - min(entry.put_at for entry in heads) if heads else 0.0
 
     def __len__(self) -> int:
         with self._lock:
@@ -327,7 +328,7 @@ class SQLiteOutbox(MemoryOutbox):
     def known_states(self) -> dict[str, tuple[str, PowerState]]:
         """See :meth:`Outbox.known_states`: confirmed states, then those still waiting."""
         with self._lock:
-            rows = self._run("SELECT uuid, name, power_state FROM states") or []
+            rows = self._query("SELECT uuid, name, power_state FROM states")
             rows += _state_rows([*self._inflight.values(), *self._waiting])
         states = {}
         for uuid, name, code in rows:
@@ -338,7 +339,7 @@ class SQLiteOutbox(MemoryOutbox):
     def forget_states(self, uuids: list[str]) -> None:
         """See :meth:`Outbox.forget_states`."""
         with self._lock:
-            self._run("DELETE FROM states WHERE uuid = ?", [(uuid,) for uuid in uuids])
+            self._transaction(("DELETE FROM states WHERE uuid = ?", [(uuid,) for uuid in uuids]))
 
     def _store(self, entry: Entry) -> None:
         # The only write before publishing: one statement, which autocommit commits.
@@ -354,26 +355,23 @@ class SQLiteOutbox(MemoryOutbox):
         # event is confirmed; known_states() adds those still waiting.
         if entries:
             self._transaction(
-                ("DELETE FROM events WHERE id = ?", [(entry.entry_id,) for entry in entries]),
+                _deletion(entries),
                 ("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", _state_rows(entries)),
             )
 
     def _dropped(self, entries: list[Entry]) -> None:
         if entries:
-            self._run("DELETE FROM events WHERE id = ?", [(entry.entry_id,) for entry in entries])
+            self._transaction(_deletion(entries))
 
-    def _run(self, sql: str, rows: list[tuple[object, ...]] | None = None) -> list[Any] | None:
-        """Run one statement (for each of ``rows``) in a transaction; None once degraded."""
-        if rows is None:
-            if self._db is None:
-                return None
-            try:
-                return self._db.execute(sql).fetchall()
-            except sqlite3.Error as exc:
-                self._degrade(exc)
-                return None
-        self._transaction((sql, rows))
-        return None
+    def _query(self, sql: str) -> list[Any]:
+        """The rows of a query; none once degraded (a failure degrades the outbox)."""
+        if self._db is None:
+            return []
+        try:
+            return self._db.execute(sql).fetchall()
+        except sqlite3.Error as exc:
+            self._degrade(exc)
+            return []
 
     def _transaction(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
         """Run the statements in one transaction; a failure degrades the outbox."""
@@ -410,6 +408,11 @@ class SQLiteOutbox(MemoryOutbox):
                 self._db.close()
                 self._db = None
         super().close()
+
+
+def _deletion(entries: list[Entry]) -> tuple[str, list[tuple[object, ...]]]:
+    """The statement that deletes ``entries`` from the events table."""
+    return "DELETE FROM events WHERE id = ?", [(entry.entry_id,) for entry in entries]
 
 
 def _state_rows(entries: list[Entry]) -> list[tuple[str, str, int]]:

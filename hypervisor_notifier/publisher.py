@@ -40,7 +40,7 @@ from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.framewriter import FrameWriterFactory
 from hypervisor_notifier.outbox import Entry, Outbox
-from hypervisor_notifier.transport_url import TransportURL, mask_secrets
+from hypervisor_notifier.transport_url import TransportURL, describe_error
 
 LOG = logging.getLogger(__name__)
 
@@ -175,9 +175,7 @@ class Publisher:
                 self._pump()
                 continue
             except (*CONNECTION_ERRORS, _Nacked) as exc:
-                self.problem = f"lost broker {self._broker_name()}: " + mask_secrets(
-                    str(exc) or type(exc).__name__
-                )
+                self.problem = f"lost broker {self._broker_name()}: {describe_error(exc)}"
                 LOG.warning("%s; %d events kept, reconnecting", self.problem, len(self.outbox))
             except Exception as exc:
                 # A bug must not kill the only thread publishing: start over.
@@ -228,9 +226,7 @@ class Publisher:
             channel.confirm_select()
         except CONNECTION_ERRORS as exc:
             connection.collect()
-            self.problem = f"cannot publish to broker {self._broker_name()}: " + mask_secrets(
-                str(exc) or type(exc).__name__
-            )
+            self.problem = f"cannot publish to broker {self._broker_name()}: {describe_error(exc)}"
             LOG.error("%s; %d events kept, retrying", self.problem, len(self.outbox))
             # Fail over: the next attempt goes to the URL's next host.
             self._host_index += 1

@@ -25,6 +25,11 @@ def mask_secrets(text: str) -> str:
     return _CREDENTIALS.sub(rf"\g<head>{MASK}@", text)
 
 
+def describe_error(exc: BaseException) -> str:
+    """An exception's text (its type when it has none), passwords masked: safe to log."""
+    return mask_secrets(str(exc) or type(exc).__name__)
+
+
 @dataclasses.dataclass(frozen=True)
 class BrokerHost:
     """One broker of a transport URL.

@@ -16,7 +16,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.consumer.ordering import EventFilter, Verdict
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
-from hypervisor_notifier.transport_url import TransportURL, mask_secrets
+from hypervisor_notifier.transport_url import TransportURL, describe_error
 
 LOG = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Subscriber:
                 LOG.warning(
                     "subscriber to %s: %s; retrying in %.1f s",
                     self.url.masked(),
-                    mask_secrets(str(exc) or type(exc).__name__),
+                    describe_error(exc),
                     delay,
                 )
                 self._stopping.wait(delay)

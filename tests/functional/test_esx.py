@@ -30,6 +30,16 @@ def of(vm):
     return lambda event: event.instance_uuid == uuid
 
 
+def watch_first_vm(vcsim, session, start_service, subscribe):
+    """The service watching the simulator, its first VM's start-up snapshot received."""
+    vm = vcsim.vms_by_name(session)[VM.format(0)]
+    is_vm = of(vm)
+    _, collector = subscribe()
+    service = start_esx_service(start_service, vcsim)
+    collector.wait_for(is_vm)
+    return vm, is_vm, collector, service
+
+
 def pushed(collector, vm):
     return [
         (e.transition, e.power_state, e.reason, e.detail)
@@ -74,11 +84,7 @@ def test_power_operations_from_another_session_reach_the_subscriber_once_each(
 def test_a_restarted_simulator_is_logged_in_again_and_resynced(
     vcsim, session, start_service, subscribe
 ):
-    vm = vcsim.vms_by_name(session)[VM.format(0)]
-    is_vm = of(vm)
-    _, collector = subscribe()
-    service = start_esx_service(start_service, vcsim)
-    collector.wait_for(is_vm)
+    vm, is_vm, collector, service = watch_first_vm(vcsim, session, start_service, subscribe)
     vm.PowerOffVM_Task()
     stopped = collector.wait_for(lambda e: is_vm(e) and e.transition is Transition.STOPPED)
 
@@ -161,11 +167,7 @@ def test_a_vcenter_reports_only_the_vms_of_the_configured_cluster_or_host(
 def test_a_terminated_session_is_logged_in_again_and_resynced(
     vcsim, session, start_service, subscribe
 ):
-    vm = vcsim.vms_by_name(session)[VM.format(0)]
-    is_vm = of(vm)
-    _, collector = subscribe()
-    service = start_esx_service(start_service, vcsim)
-    collector.wait_for(is_vm)
+    vm, is_vm, collector, service = watch_first_vm(vcsim, session, start_service, subscribe)
 
     # An administrator ends the service's session (vSphere then answers NotAuthenticated)
     # and powers the VM off before the service is back.

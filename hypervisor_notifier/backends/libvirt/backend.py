@@ -31,7 +31,7 @@ from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilte
 from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import libvirt as libvirt_conf
-from hypervisor_notifier.transport_url import mask_secrets
+from hypervisor_notifier.transport_url import describe_error, mask_secrets
 
 LOG = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class LibvirtBackend(base.Backend):
             )
         except (connection.ConnectTimeout, libvirt.libvirtError) as exc:
             delay = backoff.next()
-            self.problem = f"cannot connect to libvirt {mask_secrets(self.uri)}: " + mask_secrets(
-                str(exc)
+            self.problem = (
+                f"cannot connect to libvirt {mask_secrets(self.uri)}: " + describe_error(exc)
             )
             LOG.warning("%s; retrying in %.1f s", self.problem, delay)
             self._stopping.wait(delay)
@@ -275,14 +275,7 @@ class LibvirtBackend(base.Backend):
         if conn is None:
             return
         for callback_id in self._callback_ids:
-            _quietly(conn.domainEventDeregisterAny, callback_id)
+            connection.quietly(conn.domainEventDeregisterAny, callback_id)
         self._callback_ids = []
-        _quietly(conn.unregisterCloseCallback)
-        _quietly(conn.close)
-
-
-def _quietly(call: Any, *args: Any) -> None:
-    try:
-        call(*args)
-    except libvirt.libvirtError:
-        LOG.debug("libvirt cleanup call %s failed", getattr(call, "__name__", call), exc_info=True)
+        connection.quietly(conn.unregisterCloseCallback)
+        connection.quietly(conn.close)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.parse
+from typing import Any
 
 import libvirt
 
@@ -49,7 +50,7 @@ def open_connection(uri: str, *, read_only: bool, timeout: float) -> libvirt.vir
             result = exc
         with lock:
             if abandoned and isinstance(result, libvirt.virConnect):
-                _close_quietly(result)
+                quietly(result.close)
                 return
             outcome.append(result)
             done.set()
@@ -66,8 +67,9 @@ def open_connection(uri: str, *, read_only: bool, timeout: float) -> libvirt.vir
     return result
 
 
-def _close_quietly(conn: libvirt.virConnect) -> None:
+def quietly(call: Any, *args: Any) -> None:
+    """Call a libvirt cleanup function; its error (a dead daemon's) is only logged at debug."""
     try:
-        conn.close()
+        call(*args)
     except libvirt.libvirtError:
-        LOG.debug("closing a late libvirt connection failed", exc_info=True)
+        LOG.debug("libvirt cleanup call %s failed", getattr(call, "__name__", call), exc_info=True)
