@@ -22,7 +22,8 @@ from typing import Any
 
 #: Payload schema version. The major number changes only with an
 #: incompatible change; decoders accept any minor version of their major.
-SCHEMA_VERSION = "1.0"
+#: 1.1 added the optional ``signature`` field (``signing.py``).
+SCHEMA_VERSION = "1.1"
 SCHEMA_MAJOR = "1"
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -139,6 +140,9 @@ class LifecycleEvent:
         resync: True when a resync synthesized the event (the hypervisor did
             not push it, e.g. it happened while the service was away).
         schema_version: The payload schema version it was encoded with.
+        verified: True when a :class:`~hypervisor_notifier.signing.Verifier`
+            checked its signature and freshness. Not part of the payload: set
+            by the receiving side only (an unsigned event is never verified).
 
     """
 
@@ -155,6 +159,7 @@ class LifecycleEvent:
     seq: int
     resync: bool = False
     schema_version: str = SCHEMA_VERSION
+    verified: bool = dataclasses.field(default=False, compare=False)
 
     @classmethod
     def from_observation(
@@ -201,12 +206,13 @@ class LifecycleEvent:
         }
 
     @classmethod
-    def from_payload(cls, payload: object) -> LifecycleEvent:
+    def from_payload(cls, payload: object, *, verified: bool = False) -> LifecycleEvent:
         """Decode a payload dict; raise :class:`MalformedEvent` if it breaks the contract.
 
         Unknown keys are ignored (a newer minor version may add some); a
         different major schema version, a missing key, a wrong type or an
-        unknown transition or power state is malformed.
+        unknown transition or power state is malformed. ``verified`` is for
+        the :class:`~hypervisor_notifier.signing.Verifier` only.
         """
         if not isinstance(payload, Mapping):
             raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
@@ -230,6 +236,7 @@ class LifecycleEvent:
             seq=_field(payload, "seq", int),
             resync=_field(payload, "resync", bool),
             schema_version=version,
+            verified=verified,
         )
 
 
@@ -249,7 +256,8 @@ def _convert(payload: Mapping[str, Any], key: str, kind: type, convert: Any) -> 
     value = _field(payload, key, kind)
     try:
         return convert(value)
-    except ValueError as exc:
+    # OverflowError: a time at the edge of datetime's range with an offset.
+    except (ValueError, OverflowError) as exc:
         raise MalformedEvent(f"payload {key!r} is invalid: {exc}") from None
 
 

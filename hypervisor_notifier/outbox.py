@@ -33,6 +33,7 @@ from typing import Any
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, PowerState
+from hypervisor_notifier.signing import Signer
 
 LOG = logging.getLogger(__name__)
 
@@ -142,12 +143,15 @@ class MemoryOutbox(Outbox):
 
     Arguments:
         max_events: The bound beyond which older events of an instance are coalesced.
+        signer: Signs each body as it is put (once: a resent body is the same,
+            and keeps its signature across a restart).
 
     """
 
-    def __init__(self, max_events: int = MAX_EVENTS) -> None:
+    def __init__(self, max_events: int = MAX_EVENTS, *, signer: Signer | None = None) -> None:
         super().__init__()
         self.max_events = max_events
+        self.signer = signer
         self._lock = threading.Lock()
         self._waiting: collections.deque[Entry] = collections.deque()
         self._inflight: dict[int, Entry] = {}
@@ -159,7 +163,7 @@ class MemoryOutbox(Outbox):
 
     def put(self, event: LifecycleEvent) -> None:
         """See :meth:`Outbox.put`."""
-        body = wire.encode(event)
+        body = wire.encode(event, self.signer)
         with self._lock:
             entry = Entry(self._next_id, event, body)
             self._next_id += 1
@@ -272,13 +276,19 @@ class SQLiteOutbox(MemoryOutbox):
         path: The database file; its directory is created if missing.
         max_events: The coalescing bound.
         synchronous: ``normal`` or ``full`` (SQLite's ``PRAGMA synchronous``).
+        signer: See :class:`MemoryOutbox`.
 
     """
 
     def __init__(
-        self, path: str, max_events: int = MAX_EVENTS, synchronous: str = "normal"
+        self,
+        path: str,
+        max_events: int = MAX_EVENTS,
+        synchronous: str = "normal",
+        *,
+        signer: Signer | None = None,
     ) -> None:
-        super().__init__(max_events)
+        super().__init__(max_events, signer=signer)
         self.path = path
         self._problem: str | None = None
         self._db: sqlite3.Connection | None = None

@@ -12,15 +12,18 @@ Delivery semantics:
 - **Persistent and routed.** Messages are persistent (delivery mode 2), on
   a durable topic exchange; the durable per-host queue is declared (and
   bound) before anything is published, so events wait for their consumer.
-- **Never gives up.** An unreachable or refusing broker is retried with
-  backoff and jitter, failing over between the URL's hosts; each failed
-  attempt is logged in one line, without the password. A broker that blocks
+- **Never gives up.** An unreachable or refusing broker (or one whose TLS
+  certificate is not trusted) is retried with backoff and jitter, failing
+  over between the URL's hosts; each failed attempt is logged in one line,
+  without the password. A broker that blocks
   publishers (a memory or disk alarm) is waited for: nothing is written
   until it unblocks the connection, and the events wait in the outbox.
 
 One thread (``publisher``) owns the connection: py-amqp is not thread-safe.
 It waits in ``select`` on the broker socket and the outbox's wake
-descriptor, so a new event is published as soon as it is put.
+descriptor, so a new event is published as soon as it is put. With TLS,
+bytes OpenSSL already decrypted are not on the socket any more: the pump
+handles them before it waits (``SSLSocket.pending``).
 """
 
 from __future__ import annotations
@@ -40,12 +43,19 @@ from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.framewriter import FrameWriterFactory
 from hypervisor_notifier.outbox import Entry, Outbox
+from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
 
 LOG = logging.getLogger(__name__)
 
 #: Errors after which the connection is dropped and re-established.
 CONNECTION_ERRORS = (OSError, amqp.exceptions.AMQPError)
+
+
+def _tls_pending(sock: object) -> int:
+    """Bytes a TLS socket decrypted but nobody read yet (0 for a plain socket)."""
+    pending = getattr(sock, "pending", None)
+    return pending() if pending is not None else 0
 
 
 class _Nacked(Exception):
@@ -67,6 +77,7 @@ class Publisher:
         heartbeat: AMQP heartbeat in seconds (0: none).
         connect_timeout: Seconds allowed to open a connection (and to write).
         reconnect_interval_max: Largest backoff delay between connection attempts.
+        tls: Certificates for a TLS URL (``rabbits://``); None: the system's CA store.
 
     """
 
@@ -84,6 +95,7 @@ class Publisher:
         heartbeat: int = 30,
         connect_timeout: float = 5.0,
         reconnect_interval_max: float = 30.0,
+        tls: TLSSettings | None = None,
     ) -> None:
         self.outbox = outbox
         self.url = url
@@ -97,6 +109,7 @@ class Publisher:
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(maximum=reconnect_interval_max)
+        self.tls = tls or TLSSettings()
         #: Counters, for logs and metrics.
         self.published = 0
         self.confirmed = 0
@@ -127,6 +140,11 @@ class Publisher:
             url = TransportURL.parse(opts.transport_url)
         except ValueError as exc:
             raise ConfigError(f"[{publisher_conf.GROUP}] transport_url: {exc}") from None
+        tls = TLSSettings(opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
+        try:
+            tls.check()
+        except ValueError as exc:
+            raise ConfigError(f"[{publisher_conf.GROUP}] {exc}") from None
         return cls(
             outbox,
             url=url,
@@ -139,6 +157,7 @@ class Publisher:
             heartbeat=opts.heartbeat,
             connect_timeout=opts.connect_timeout,
             reconnect_interval_max=opts.reconnect_interval_max,
+            tls=tls,
         )
 
     @property
@@ -218,6 +237,7 @@ class Publisher:
             on_blocked=self._on_blocked,
             on_unblocked=self._on_unblocked,
             frame_writer=self._frames,
+            ssl=self.tls.amqp_ssl(broker.hostname) if self.url.tls else False,
         )
         try:
             connection.connect()
@@ -289,8 +309,10 @@ class Publisher:
         timeout = self.heartbeat / 4 if self.heartbeat else 5.0
         if self._stop_requested.is_set():
             timeout = min(timeout, self._time_left())
-        readable, _, _ = select.select(wait_for, [], [], timeout)
-        if self._connection.sock in readable:
+        # Frames OpenSSL has decrypted already would not wake select.
+        buffered = _tls_pending(self._connection.sock)
+        readable, _, _ = select.select(wait_for, [], [], 0 if buffered else timeout)
+        if buffered or self._connection.sock in readable:
             self._drain(self._connection)
         if self.heartbeat:
             self._connection.heartbeat_tick()

@@ -2,16 +2,24 @@
 
 ``rabbit://user:pass@host1:5672,user:pass@host2:5672/vhost`` names one
 broker cluster with several hosts; clients fail over between them.
+``rabbits://`` (or ``amqps://``, or oslo.messaging's ``rabbit://...?ssl=1``)
+connects with TLS, by default to port 5671.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import ssl
 import urllib.parse
 
-SCHEMES = ("rabbit", "amqp")
+PLAIN_SCHEMES = ("rabbit", "amqp")
+TLS_SCHEMES = ("rabbits", "amqps")
+SCHEMES = PLAIN_SCHEMES + TLS_SCHEMES
 DEFAULT_PORT = 5672
+DEFAULT_TLS_PORT = 5671
+#: Values of the ``ssl`` query parameter that turn TLS on (oslo.messaging's form).
+_TRUE = ("1", "true", "yes", "on")
 MASK = "****"
 
 # Any user:password@ in a text: after "scheme://", after the "," of a
@@ -26,7 +34,15 @@ def mask_secrets(text: str) -> str:
 
 
 def describe_error(exc: BaseException) -> str:
-    """An exception's text (its type when it has none), passwords masked: safe to log."""
+    """An exception's text (its type when it has none), passwords masked: safe to log.
+
+    A TLS failure is said plainly: which check failed, without OpenSSL's
+    source location.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return mask_secrets(f"TLS: the broker's certificate is not trusted: {exc.verify_message}")
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return mask_secrets(f"TLS: {exc.reason}")
     return mask_secrets(str(exc) or type(exc).__name__)
 
 
@@ -61,11 +77,13 @@ class TransportURL:
     Arguments:
         hosts: The brokers, in the order to try them.
         virtual_host: The AMQP virtual host (``/`` when the URL has none).
+        tls: Connect with TLS (``rabbits://``, ``amqps://`` or ``?ssl=1``).
 
     """
 
     hosts: tuple[BrokerHost, ...]
     virtual_host: str
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> TransportURL:
@@ -78,18 +96,22 @@ class TransportURL:
             )
         if not parts.netloc:
             raise ValueError(f"{mask_secrets(url)} names no broker host")
-        hosts = tuple(_parse_host(item, url) for item in parts.netloc.split(","))
+        query = urllib.parse.parse_qs(parts.query)
+        tls = parts.scheme in TLS_SCHEMES or query.get("ssl", [""])[-1].lower() in _TRUE
+        port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
+        hosts = tuple(_parse_host(item, url, port) for item in parts.netloc.split(","))
         vhost = urllib.parse.unquote(parts.path[1:]) if parts.path else ""
-        return cls(hosts=hosts, virtual_host=vhost or "/")
+        return cls(hosts=hosts, virtual_host=vhost or "/", tls=tls)
 
     def masked(self) -> str:
         """The URL with every password replaced by ``****``: safe to log."""
         quote = urllib.parse.quote
         netloc = ",".join(f"{quote(h.username, safe='')}:{MASK}@{h.address}" for h in self.hosts)
-        return f"rabbit://{netloc}/{urllib.parse.quote(self.virtual_host, safe='')}"
+        scheme = "rabbits" if self.tls else "rabbit"
+        return f"{scheme}://{netloc}/{urllib.parse.quote(self.virtual_host, safe='')}"
 
     def kombu_urls(self) -> list[str]:
-        """One ``pyamqp://`` URL per host, for a kombu Connection with failover."""
+        """One ``pyamqp://`` URL per host (TLS is kombu's ``ssl`` argument, not the URL's)."""
         vhost = urllib.parse.quote(self.virtual_host, safe="")
         quote = urllib.parse.quote
         return [
@@ -99,13 +121,13 @@ class TransportURL:
         ]
 
 
-def _parse_host(item: str, url: str) -> BrokerHost:
+def _parse_host(item: str, url: str, default_port: int) -> BrokerHost:
     userinfo, _, hostport = item.rpartition("@")
     username, _, password = userinfo.partition(":")
     try:
         # urlsplit parses IPv6 brackets and validates the port for us.
         parts = urllib.parse.urlsplit(f"//{hostport}")
-        port = DEFAULT_PORT if parts.port is None else parts.port
+        port = default_port if parts.port is None else parts.port
         if not 0 < port < 65536:
             raise ValueError
     except ValueError:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
+
+if TYPE_CHECKING:
+    from hypervisor_notifier.signing import Signer, Verifier
 
 PRIORITY = "info"
 EVENT_TYPE_PREFIX = "hypervisor.instance."
@@ -62,8 +65,11 @@ def queue_arguments(queue_type: str) -> dict[str, Any]:
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
 
 
-def encode(event: LifecycleEvent) -> bytes:
-    """Encode an event as a ``messagingv2`` notification body (UTF-8 JSON)."""
+def encode(event: LifecycleEvent, signer: Signer | None = None) -> bytes:
+    """Encode an event as a ``messagingv2`` notification body (UTF-8 JSON), signed by signer."""
+    payload = event.to_payload()
+    if signer is not None:
+        signer.sign(payload)
     inner = {
         "message_id": event.event_id,
         # oslo.messaging listeners drop a repeated _unique_id themselves.
@@ -71,7 +77,7 @@ def encode(event: LifecycleEvent) -> bytes:
         "publisher_id": PUBLISHER_PREFIX + event.host,
         "event_type": EVENT_TYPE_PREFIX + event.transition.value,
         "priority": PRIORITY.upper(),
-        "payload": event.to_payload(),
+        "payload": payload,
         # oslo.messaging's own format: str(datetime.utcnow()).
         "timestamp": event.occurred_at.astimezone(datetime.timezone.utc).strftime(
             "%Y-%m-%d %H:%M:%S.%f"
@@ -81,12 +87,31 @@ def encode(event: LifecycleEvent) -> bytes:
     return json.dumps(outer).encode()
 
 
-def decode(body: bytes | str) -> LifecycleEvent:
+def decode(body: bytes | str, verifier: Verifier | None = None) -> LifecycleEvent:
     """Decode a notification body; raise :class:`MalformedEvent` if it is not one of ours.
 
     Accepts the ``messagingv2`` envelope and, for oslo's older ``messaging``
-    driver, a bare notification. Never raises anything else.
+    driver, a bare notification. With a ``verifier``, the payload's signature
+    is checked before any of its fields is read, then its freshness
+    (:meth:`Verifier.verify`): the event returned is ``verified``; the
+    verifier's :class:`~hypervisor_notifier.signing.Unverified` and
+    :class:`~hypervisor_notifier.signing.Replayed` are MalformedEvents too.
+    Never raises anything else.
     """
+    event_type, payload = _notification(body)
+    if verifier is None:
+        event = LifecycleEvent.from_payload(payload)
+    elif isinstance(payload, dict):
+        event = verifier.verify(payload)
+    else:
+        raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
+    if event_type != EVENT_TYPE_PREFIX + event.transition.value:
+        raise MalformedEvent(f"event_type {event_type!r} contradicts {event.transition.value!r}")
+    return event
+
+
+def _notification(body: bytes | str) -> tuple[str, object]:
+    """Unwrap the envelope: the notification's event_type and (unchecked) payload."""
     # py-amqp hands over str bodies when a content encoding is set: count bytes.
     size = len(body.encode(errors="replace")) if isinstance(body, str) else len(body)
     if size > MAX_BODY_BYTES:
@@ -104,10 +129,7 @@ def decode(body: bytes | str) -> LifecycleEvent:
     event_type = inner.get("event_type")
     if not isinstance(event_type, str) or not event_type.startswith(EVENT_TYPE_PREFIX):
         raise MalformedEvent(f"event_type {event_type!r} is not {EVENT_TYPE_PREFIX}*")
-    event = LifecycleEvent.from_payload(inner.get("payload"))
-    if event_type != EVENT_TYPE_PREFIX + event.transition.value:
-        raise MalformedEvent(f"event_type {event_type!r} contradicts {event.transition.value!r}")
-    return event
+    return event_type, inner.get("payload")
 
 
 def _json(text: object, what: str) -> Any:

@@ -12,7 +12,9 @@ from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, logs
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
+from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.consumer import Subscriber
+from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.transport_url import mask_secrets
 
 PROG = "hypervisor-events"
@@ -80,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--transport-url", help="broker URL (overrides the config file)")
     watch.add_argument("--exchange", help="exchange (overrides the config file)")
     watch.add_argument("--topic", help="topic (overrides the config file)")
+    watch.add_argument(
+        "--key-file",
+        help="file holding the signing key (overrides [signing] key): print only events "
+        "signed with it (or [signing] previous_key); others are counted and dropped",
+    )
+    watch.add_argument("--key-id", help="the key's id (overrides [signing] key_id)")
+    watch.add_argument("--ssl-ca-file", help="TLS CA file (overrides [publisher] ssl_ca_file)")
     return parser
 
 
@@ -94,7 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.setup(debug=conf.debug)
     opts = conf[publisher_conf.GROUP]
+    if args.key_file:
+        conf.set_override("key_file", args.key_file, signing_conf.GROUP)
+        conf.set_override("key", None, signing_conf.GROUP)
+    if args.key_id:
+        conf.set_override("key_id", args.key_id, signing_conf.GROUP)
     watch = Watch(instance=args.instance, as_json=args.json, count=args.count)
+    try:
+        verifier = Verifier.from_conf(conf[signing_conf.GROUP])
+    except ValueError as exc:
+        print(f"{PROG}: error: [{signing_conf.GROUP}] {exc}", file=sys.stderr)
+        return 2
     try:
         subscriber = Subscriber(
             args.transport_url or opts.transport_url,
@@ -103,9 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             exchange=args.exchange or opts.exchange,
             topic=args.topic or opts.topic,
             exclusive=True,
+            verifier=verifier,
+            ssl_ca_file=args.ssl_ca_file or opts.ssl_ca_file,
+            ssl_cert_file=opts.ssl_cert_file,
+            ssl_key_file=opts.ssl_key_file,
         )
     except ValueError as exc:
-        print(f"{PROG}: error: transport URL: {mask_secrets(str(exc))}", file=sys.stderr)
+        print(f"{PROG}: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     with stop_signals_to_main_thread(watch.done.set):
         subscriber.start()

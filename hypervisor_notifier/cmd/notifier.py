@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
+
+from oslo_config import cfg
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import logs
 from hypervisor_notifier.backends import UnknownBackend, load_backend
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
+from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.health import HealthServer
 from hypervisor_notifier.outbox import SQLiteOutbox
 from hypervisor_notifier.service import Service
+from hypervisor_notifier.signing import Signer
 
 PROG = "hypervisor-notifier"
+LOG = logging.getLogger(__name__)
+
+
+def _signer(conf: cfg.ConfigOpts) -> Signer | None:
+    """The ``[signing]`` key's signer (None without a key); logs which key id signs."""
+    try:
+        signer = Signer.from_conf(conf[signing_conf.GROUP])
+    except ValueError as exc:
+        raise config.ConfigError(f"[{signing_conf.GROUP}] {exc}") from None
+    if signer is None:
+        LOG.warning("events are not signed: [%s] key is not set", signing_conf.GROUP)
+    else:
+        LOG.info("signing events with key %r", signer.key_id)
+    return signer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf = config.load(sys.argv[1:] if argv is None else argv, prog=PROG)
         logs.setup(debug=conf.debug, log_file=conf.log_file)
         backend = load_backend(conf)
-        outbox = SQLiteOutbox(conf.outbox.path, conf.outbox.max_events, conf.outbox.synchronous)
+        signer = _signer(conf)
+        outbox = SQLiteOutbox(
+            conf.outbox.path, conf.outbox.max_events, conf.outbox.synchronous, signer=signer
+        )
         service = Service.from_conf(conf, backend, outbox)
         health = None
         if conf.health.enabled:

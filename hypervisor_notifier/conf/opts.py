@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from hypervisor_notifier.conf import default, esx, health, libvirt, outbox, publisher, sync
+from hypervisor_notifier.conf import (
+    default,
+    esx,
+    health,
+    libvirt,
+    outbox,
+    publisher,
+    signing,
+    sync,
+)
 
-_MODULES = (default, libvirt, esx, publisher, outbox, sync, health)
+_MODULES = (default, libvirt, esx, publisher, signing, outbox, sync, health)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:

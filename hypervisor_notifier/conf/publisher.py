@@ -15,7 +15,24 @@ opts = [
         secret=True,
         help="Broker to publish to, as an oslo.messaging transport URL: "
         "rabbit://user:password@host:port[,user:password@host2:port]/vhost. "
-        "With several hosts the publisher fails over between them.",
+        "With several hosts the publisher fails over between them. rabbits:// "
+        "(or rabbit://...?ssl=1) connects with TLS, by default to port 5671: "
+        "the broker's certificate is verified (ssl_ca_file) and its name "
+        "checked against the URL's host name.",
+    ),
+    cfg.StrOpt(
+        "ssl_ca_file",
+        help="TLS: PEM file of the CA(s) that signed the broker's certificate. "
+        "Unset: the system's CA store.",
+    ),
+    cfg.StrOpt(
+        "ssl_cert_file",
+        help="TLS: PEM client certificate presented to the broker (for a broker "
+        "that requires one).",
+    ),
+    cfg.StrOpt(
+        "ssl_key_file",
+        help="TLS: private key of ssl_cert_file (unset when that file holds the key).",
     ),
     cfg.StrOpt(
         "exchange",

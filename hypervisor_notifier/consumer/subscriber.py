@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable
 
+import amqp.exceptions
 import kombu
 import kombu.message
 
@@ -16,6 +17,8 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.consumer.ordering import EventFilter, Verdict
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
+from hypervisor_notifier.signing import Replayed, Unverified, Verifier
+from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
 
 LOG = logging.getLogger(__name__)
@@ -34,6 +37,20 @@ class SubscriberStats:
     malformed: int = 0
     retried: int = 0
     failed: int = 0
+    #: With a verifier: unsigned, forged or signed with an unknown key.
+    unverified: int = 0
+    #: With a verifier: delivered before, or outside the time window.
+    replayed: int = 0
+
+
+def _rejection(exc: MalformedEvent) -> str:
+    """The :class:`SubscriberStats` counter of a refused message."""
+    # Most specific first: a Replayed is an Unverified is a MalformedEvent.
+    if isinstance(exc, Replayed):
+        return "replayed"
+    if isinstance(exc, Unverified):
+        return "unverified"
+    return "malformed"
 
 
 class _Redeliver(Exception):
@@ -58,6 +75,15 @@ class Subscriber:
       queue has a dead-letter exchange) and counted ``failed``.
     - **Bad messages do not stop it.** A malformed message is rejected
       without requeue, logged and counted ``malformed``.
+    - **Authenticated, with a verifier.** An event not signed by one of the
+      verifier's keys is rejected without requeue and counted
+      ``unverified``; one delivered before (within the verifier's window:
+      a replay, or a publisher's resend), too old or from the future is
+      rejected and counted ``replayed``. Neither reaches the callback; what
+      reaches it is marked ``event.verified``.
+    - **Least privilege.** The exchange is declared passively, so the
+      consumer's broker user needs no configure permission on it; only if
+      no publisher has declared it yet does the subscriber try to declare it.
     - **Never gives up.** An unreachable broker is retried with backoff.
 
     Arguments:
@@ -76,6 +102,12 @@ class Subscriber:
         max_attempts: Callback failures after which an event is given up.
         dedupe_size: How many event_ids to remember for dedupe.
         poll_interval: Seconds between checks of a stop request while idle.
+        verifier: Accept only events it verifies (see above); None: accept
+            unsigned events (``event.verified`` is then always False).
+        ssl_ca_file: TLS (``rabbits://``): the CA(s) of the broker's
+            certificate; None for the system's CA store.
+        ssl_cert_file: TLS: a client certificate to present.
+        ssl_key_file: TLS: its private key, unless ``ssl_cert_file`` holds it.
 
     """
 
@@ -96,10 +128,17 @@ class Subscriber:
         max_attempts: int = 5,
         dedupe_size: int = 100_000,
         poll_interval: float = 0.2,
+        verifier: Verifier | None = None,
+        ssl_ca_file: str | None = None,
+        ssl_cert_file: str | None = None,
+        ssl_key_file: str | None = None,
     ) -> None:
         if host is None and queue is None and not exclusive:
             raise ValueError("subscribing to every host needs a queue name, or exclusive=True")
         self.url = TransportURL.parse(transport_url)
+        self.tls = TLSSettings(ssl_ca_file, ssl_cert_file, ssl_key_file)
+        self.tls.check()
+        self.verifier = verifier
         self.callback = callback
         self.host = host
         self.exchange = exchange
@@ -143,9 +182,12 @@ class Subscriber:
         retry_backoff = Backoff(initial=self.retry_backoff_initial, maximum=5.0)
         urls = self.url.kombu_urls()
         while not self._stopping.is_set():
-            url = urls[self._url_index % len(urls)]
+            index = self._url_index % len(urls)
+            tls = self.tls.amqp_ssl(self.url.hosts[index].hostname) if self.url.tls else False
             try:
-                with kombu.Connection(url, connect_timeout=5, heartbeat=30) as connection:
+                with kombu.Connection(
+                    urls[index], connect_timeout=5, heartbeat=30, ssl=tls
+                ) as connection:
                     connection.connect()
                     backoff.reset()
                     self._consume(connection)
@@ -164,8 +206,24 @@ class Subscriber:
                 )
                 self._stopping.wait(delay)
 
+    def _ensure_exchange(self, connection: kombu.Connection) -> None:
+        """Check the exchange exists; declare it only if not (needs configure permission)."""
+        channel = connection.channel()
+        try:
+            channel.exchange_declare(self.exchange, "topic", passive=True)
+        except amqp.exceptions.NotFound:
+            # The broker closed that channel. No publisher has run yet.
+            channel = connection.channel()
+            channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
+            LOG.info("declared exchange %r: no publisher had yet", self.exchange)
+        finally:
+            channel.close()
+
     def _consume(self, connection: kombu.Connection) -> None:
-        exchange = kombu.Exchange(self.exchange, type="topic", durable=True, auto_delete=False)
+        self._ensure_exchange(connection)
+        exchange = kombu.Exchange(
+            self.exchange, type="topic", durable=True, auto_delete=False, passive=True
+        )
         queue = kombu.Queue(
             self.queue_name,
             exchange,
@@ -204,10 +262,11 @@ class Subscriber:
             return
         self.stats.received += 1
         try:
-            event = wire.decode(message.body)
+            event = wire.decode(message.body, self.verifier)
         except MalformedEvent as exc:
-            self.stats.malformed += 1
-            LOG.warning("rejected a malformed message on %r: %s", self.queue_name, exc)
+            kind = _rejection(exc)
+            setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+            LOG.warning("rejected a %s message on %r: %s", kind, self.queue_name, exc)
             message.reject(requeue=False)
             return
         verdict = self._filter.verdict(event)
@@ -227,6 +286,8 @@ class Subscriber:
             return
         self._attempts.pop(event.event_id, None)
         self._filter.delivered(event)
+        if self.verifier is not None:
+            self.verifier.remember(event)
         self.stats.delivered += 1
         message.ack()
 

@@ -1,0 +1,290 @@
+"""Signed events: HMAC-SHA256 over a canonical payload, with key ids and replay protection.
+
+A forged ``stopped`` event could make a consumer (nova) stop or delete a
+running guest, so a consumer that holds the key acts only on events signed
+with it. The signature travels in the payload, as an extra field a decoder
+without a key ignores (schema 1.1)::
+
+    "signature": {"key_id": "2026-11", "alg": "hmac-sha256", "value": "<64 hex digits>"}
+
+``value`` is HMAC-SHA256, under the key named by ``key_id``, of the
+canonical encoding of every *other* payload field: JSON with sorted keys,
+no whitespace, ASCII only (``json.dumps(sort_keys=True,
+separators=(",", ":"), ensure_ascii=True)``), UTF-8. Fields a later minor
+version adds are covered too, since the consumer hashes what it received.
+
+Keys rotate without a flag day: a :class:`Verifier` accepts the current
+and the previous key, each by its id; publishers switch to the new key
+once every consumer knows it.
+
+Replay protection (:class:`Verifier`): an event whose ``occurred_at`` is
+older than ``max_age`` or further in the future than ``max_clock_skew`` is
+refused, and so is an event_id delivered before within that window (the
+ids are remembered exactly as long as an event could still pass the
+window check).
+
+This module imports neither oslo.config nor a broker client: the consumer
+library and the nova adapter use it as it is.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, utcnow
+
+ALGORITHM = "hmac-sha256"
+SIGNATURE_FIELD = "signature"
+#: Shorter keys are refused: HMAC-SHA256 wants at least 32 bytes of entropy.
+MIN_KEY_BYTES = 32
+#: Default window, seconds: an event older than this is refused as a possible
+#: replay. It must cover how long an event may wait for delivery (an outbox
+#: during a broker outage, a queue while its consumer is stopped).
+DEFAULT_MAX_AGE = 3600.0
+DEFAULT_MAX_CLOCK_SKEW = 60.0
+
+
+class Unverified(MalformedEvent):
+    """An event without a valid signature by an accepted key; the text says why (no secret)."""
+
+
+class Replayed(Unverified):
+    """A validly signed event that was delivered before, or is outside the time window."""
+
+
+def canonical(payload: Mapping[str, Any]) -> bytes:
+    """Return the bytes that are signed: every field but ``signature``, canonical JSON.
+
+    Raises:
+        Unverified: The payload cannot be encoded (e.g. too deeply nested).
+
+    """
+    unsigned = {key: value for key, value in payload.items() if key != SIGNATURE_FIELD}
+    try:
+        text = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise Unverified(f"payload cannot be encoded canonically: {type(exc).__name__}") from None
+    return text.encode("ascii")
+
+
+class _Key:
+    """One HMAC key, its keyed hash state prepared once (copying it is cheaper than a new HMAC)."""
+
+    def __init__(self, key_id: str, secret: bytes) -> None:
+        if not key_id:
+            raise ValueError("a signing key needs a non-empty key id")
+        if len(secret) < MIN_KEY_BYTES:
+            raise ValueError(
+                f"signing key {key_id!r} is {len(secret)} bytes long; at least "
+                f"{MIN_KEY_BYTES} are needed (e.g. 'openssl rand -hex 32')"
+            )
+        self.key_id = key_id
+        self._hmac = hmac.new(secret, digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return f"<signing key {self.key_id!r}>"  # never the secret
+
+    def digest(self, data: bytes) -> str:
+        mac = self._hmac.copy()
+        mac.update(data)
+        return mac.hexdigest()
+
+
+def read_secret(value: str | None, path: str | None, what: str) -> bytes | None:
+    """Return a key given inline (``value``) or in a file (``path``, stripped); None if neither.
+
+    Raises:
+        ValueError: Both are given, or the file cannot be read (the text
+            names the option and the file, never the key).
+
+    """
+    if value and path:
+        raise ValueError(f"{what} and {what}_file are both set; set one")
+    if path:
+        try:
+            with open(path, "rb") as secret_file:
+                return secret_file.read().strip()
+        except OSError as exc:
+            raise ValueError(f"{what}_file {path!r}: {exc.strerror or exc}") from None
+    return value.encode() if value else None
+
+
+class Signer:
+    """Sign payloads with one key.
+
+    Arguments:
+        key_id: The key's name, carried in each signature so consumers pick the key.
+        key: The secret (at least 32 bytes).
+
+    """
+
+    def __init__(self, key_id: str, key: bytes) -> None:
+        self._key = _Key(key_id, key)
+
+    @property
+    def key_id(self) -> str:
+        """The id carried in every signature."""
+        return self._key.key_id
+
+    @classmethod
+    def from_conf(cls, group: Any) -> Signer | None:
+        """Build from a ``conf/signing.py`` option group's values; None when no key is set.
+
+        Arguments:
+            group: The group's values (``conf[GROUP]``), in any oslo.config group.
+
+        Raises:
+            ValueError: The options are inconsistent (the text names which).
+
+        """
+        key = read_secret(group.key, group.key_file, "key")
+        return cls(group.key_id, key) if key else None
+
+    def sign(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Return ``payload`` with its ``signature`` field (the dict is changed in place)."""
+        payload[SIGNATURE_FIELD] = {
+            "key_id": self._key.key_id,
+            "alg": ALGORITHM,
+            "value": self._key.digest(canonical(payload)),
+        }
+        return payload
+
+
+class Verifier:
+    """Check signatures by the current or previous key, and refuse replays.
+
+    Thread-safe. Only :meth:`remember`-ed event_ids are refused as seen: an
+    event the application failed to handle is redelivered and must pass again.
+
+    Arguments:
+        keys: Accepted keys, ``{key_id: secret}`` (the current and previous one).
+        max_age: Seconds after its ``occurred_at`` an event is refused.
+        max_clock_skew: Seconds an ``occurred_at`` may lie in the future.
+        clock: Returns the current aware UTC time (tests pass their own).
+
+    """
+
+    def __init__(
+        self,
+        keys: Mapping[str, bytes],
+        *,
+        max_age: float = DEFAULT_MAX_AGE,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+        clock: Callable[[], datetime.datetime] = utcnow,
+    ) -> None:
+        if not keys:
+            raise ValueError("a verifier needs at least one key")
+        self._keys = {key_id: _Key(key_id, secret) for key_id, secret in keys.items()}
+        self.max_age = datetime.timedelta(seconds=max_age)
+        self.max_clock_skew = datetime.timedelta(seconds=max_clock_skew)
+        self._clock = clock
+        # event_id -> monotonic time after which it can no longer pass the window.
+        self._seen: dict[str, float] = {}
+        self._expiry: collections.deque[tuple[float, str]] = collections.deque()
+        self._lock = threading.Lock()
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The ids of the accepted keys (safe to log)."""
+        return list(self._keys)
+
+    @classmethod
+    def from_conf(cls, group: Any) -> Verifier | None:
+        """Build from a ``conf/signing.py`` option group's values; None when no key is set.
+
+        Arguments:
+            group: The group's values (``conf[GROUP]``), in any oslo.config group.
+
+        Raises:
+            ValueError: The options are inconsistent (the text names which).
+
+        """
+        key = read_secret(group.key, group.key_file, "key")
+        previous = read_secret(group.previous_key, group.previous_key_file, "previous_key")
+        if not key:
+            if previous:
+                raise ValueError("previous_key is set but key is not")
+            return None
+        keys = {group.key_id: key}
+        if previous:
+            if group.previous_key_id == group.key_id:
+                raise ValueError(f"previous_key_id equals key_id ({group.key_id!r})")
+            keys[group.previous_key_id] = previous
+        return cls(keys, max_age=group.max_age, max_clock_skew=group.max_clock_skew)
+
+    def check_signature(self, payload: Mapping[str, Any]) -> None:
+        """Raise :class:`Unverified` unless ``payload`` is signed by an accepted key."""
+        signature = payload.get(SIGNATURE_FIELD)
+        if signature is None:
+            raise Unverified("event is not signed")
+        if not isinstance(signature, Mapping):
+            raise Unverified(f"signature is a {type(signature).__name__}, not an object")
+        alg, key_id, value = signature.get("alg"), signature.get("key_id"), signature.get("value")
+        if alg != ALGORITHM:
+            raise Unverified(f"signature algorithm {_short(alg)} is not {ALGORITHM}")
+        key = self._keys.get(key_id) if isinstance(key_id, str) else None
+        if key is None:
+            raise Unverified(f"signed with unknown key {_short(key_id)}")
+        if not isinstance(value, str) or not hmac.compare_digest(
+            key.digest(canonical(payload)), value
+        ):
+            raise Unverified(f"signature by key {key_id!r} does not match the payload")
+
+    def check_fresh(self, event: LifecycleEvent) -> None:
+        """Raise :class:`Replayed` if ``event`` is outside the window or was delivered before."""
+        now = self._clock()
+        age = now - event.occurred_at
+        if age > self.max_age:
+            raise Replayed(f"event {event.event_id} is {age.total_seconds():.0f} s old")
+        if -age > self.max_clock_skew:
+            raise Replayed(
+                f"event {event.event_id} occurred {-age.total_seconds():.0f} s in the future"
+            )
+        with self._lock:
+            self._forget_expired()
+            if event.event_id in self._seen:
+                raise Replayed(f"event {event.event_id} was delivered before")
+
+    def verify(self, payload: Mapping[str, Any]) -> LifecycleEvent:
+        """Check the signature, decode, check freshness; return the event marked ``verified``.
+
+        Raises:
+            Unverified: Not signed by an accepted key.
+            Replayed: Signed, but outside the window or delivered before.
+            MalformedEvent: Signed, but not a valid payload.
+
+        """
+        self.check_signature(payload)
+        event = LifecycleEvent.from_payload(payload, verified=True)
+        self.check_fresh(event)
+        return event
+
+    def remember(self, event: LifecycleEvent) -> None:
+        """Record that ``event`` was delivered: the same event_id is refused from now on."""
+        # Until it could no longer pass the window check anyway.
+        expires_in = (event.occurred_at + self.max_age - self._clock()).total_seconds()
+        expires = time.monotonic() + max(expires_in, 0.0)
+        with self._lock:
+            self._seen[event.event_id] = expires
+            self._expiry.append((expires, event.event_id))
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        while self._expiry and self._expiry[0][0] <= now:
+            expires, event_id = self._expiry.popleft()
+            if self._seen.get(event_id) == expires:
+                del self._seen[event_id]
+
+
+def _short(value: object) -> str:
+    """``repr`` of an untrusted value, cut short for a log line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
