@@ -25,6 +25,10 @@ import pytest
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
+from hypervisor_notifier.outbox import MemoryOutbox
+from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.signing import Signer
+from hypervisor_notifier.transport_url import TransportURL
 
 BROKER_URL = os.environ.get("HN_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
 LIBVIRT_URI = os.environ.get("HN_LIBVIRT_URI", "test+unix:///default")
@@ -273,7 +277,8 @@ def subscribe(names: dict[str, str]) -> Iterator[Callable[..., tuple[Subscriber,
     """Start a Subscriber (default: this test's host queue) with a Collector; stop it after.
 
     ``before``, if given, sees each event before the collector and may raise,
-    as a failing application callback would.
+    as a failing application callback would. ``transport_url`` defaults to the
+    shared broker's.
     """
     subscribers: list[Subscriber] = []
 
@@ -289,7 +294,8 @@ def subscribe(names: dict[str, str]) -> Iterator[Callable[..., tuple[Subscriber,
 
         kwargs.setdefault("host", names["host"])
         kwargs.setdefault("exchange", names["exchange"])
-        subscriber = Subscriber(BROKER_URL, callback, **kwargs)  # type: ignore[arg-type]
+        url = str(kwargs.pop("transport_url", BROKER_URL))
+        subscriber = Subscriber(url, callback, **kwargs)  # type: ignore[arg-type]
         subscriber.start()
         assert subscriber.wait_ready(TIMEOUT), "subscriber did not start consuming"
         subscribers.append(subscriber)
@@ -319,3 +325,61 @@ def vcsim(vcsim_binary: str, tmp_path: Path):
     simulator.start()
     yield simulator
     simulator.stop()
+
+
+# -- in-process publishers -------------------------------------------------------
+
+
+class ConfirmedPublisher:
+    """A real Publisher (memory outbox) started on a broker; :meth:`send` waits for confirms."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self._confirmed = 0
+        self._changed = threading.Condition()
+        publisher.observe_latency = self._on_confirm
+        publisher.start()
+
+    def _on_confirm(self, _seconds: float) -> None:
+        with self._changed:
+            self._confirmed += 1
+            self._changed.notify_all()
+
+    def send(self, *events: LifecycleEvent, timeout: float = TIMEOUT) -> None:
+        """Put events in the outbox; return once the broker confirmed them all."""
+        with self._changed:
+            target = self._confirmed + len(events)
+        for event in events:
+            self.publisher.outbox.put(event)
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._confirmed >= target, timeout):
+                raise AssertionError(f"not confirmed in {timeout} s: {self.publisher.problem}")
+
+
+@pytest.fixture
+def start_publisher(names: dict[str, str]) -> Iterator[Callable[..., ConfirmedPublisher]]:
+    """Start in-process Publishers for this test's host and exchange; stop them after.
+
+    ``start_publisher(signer=None, transport_url=BROKER_URL, **publisher_kwargs)``.
+    """
+    started: list[ConfirmedPublisher] = []
+
+    def start(
+        *, signer: Signer | None = None, transport_url: str = BROKER_URL, **kwargs: object
+    ) -> ConfirmedPublisher:
+        kwargs.setdefault("host", names["host"])
+        kwargs.setdefault("exchange", names["exchange"])
+        kwargs.setdefault("reconnect_interval_max", 1.0)
+        publisher = Publisher(
+            MemoryOutbox(signer=signer),
+            url=TransportURL.parse(transport_url),
+            topic=TOPIC,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        started.append(ConfirmedPublisher(publisher))
+        return started[-1]
+
+    yield start
+    for confirmed in started:
+        confirmed.publisher.stop(timeout=5)
+        confirmed.publisher.outbox.close()
