@@ -383,3 +383,19 @@ def start_publisher(names: dict[str, str]) -> Iterator[Callable[..., ConfirmedPu
     for confirmed in started:
         confirmed.publisher.stop(timeout=5)
         confirmed.publisher.outbox.close()
+
+
+# -- a private RabbitMQ with TLS -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory):
+    """A RabbitMQ node of these tests' own, TLS only, certificates made here (privaterabbit.py)."""
+    from .privaterabbit import PrivateRabbit
+
+    node = PrivateRabbit(tmp_path_factory.mktemp("tls-rabbit"))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
+
 import kombu
 import pytest
 
-from hypervisor_notifier.transport_url import BrokerHost, TransportURL, mask_secrets
+from hypervisor_notifier.transport_url import (
+    BrokerHost,
+    TransportURL,
+    describe_error,
+    mask_secrets,
+)
 
 # -- parse ------------------------------------------------------------------------------
 
@@ -43,6 +50,39 @@ def test_parse_defaults_to_port_5672_and_vhost_slash(url, port, virtual_host):
 
     assert parsed.hosts[0].port == port
     assert parsed.virtual_host == virtual_host
+
+
+@pytest.mark.parametrize(
+    ("url", "tls", "port"),
+    [
+        ("rabbit://u:p@broker/", False, 5672),
+        ("rabbits://u:p@broker/", True, 5671),
+        ("amqps://u:p@broker:5999/", True, 5999),
+        ("rabbit://u:p@broker/?ssl=1", True, 5671),
+        ("rabbit://u:p@broker/?ssl=true", True, 5671),
+        ("rabbit://u:p@broker/?ssl=0", False, 5672),
+    ],
+)
+def test_tls_is_on_for_rabbits_amqps_or_ssl_1_and_defaults_to_port_5671(url, tls, port):
+    parsed = TransportURL.parse(url)
+
+    assert (parsed.tls, parsed.hosts[0].port) == (tls, port)
+    assert parsed.masked().startswith("rabbits://" if tls else "rabbit://")
+
+
+def test_a_tls_failure_is_described_in_one_line_without_openssls_location():
+    untrusted = ssl.SSLCertVerificationError(
+        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed (_ssl.c:1006)"
+    )
+    untrusted.verify_message = "self-signed certificate in certificate chain"
+    refused = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert (_ssl.c:2580)")
+    refused.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+
+    assert describe_error(untrusted) == (
+        "TLS: the broker's certificate is not trusted: "
+        "self-signed certificate in certificate chain"
+    )
+    assert describe_error(refused) == "TLS: TLSV13_ALERT_CERTIFICATE_REQUIRED"
 
 
 def test_parse_decodes_percent_encoded_user_password_and_vhost():

@@ -1,0 +1,131 @@
+"""A RabbitMQ node of the tests' own, with a TLS listener only, and the certificates for it.
+
+The shared node on 127.0.0.1:5672 is never touched: this one has its own
+node name, ports, database, logs, Erlang cookie (its own HOME) and config
+file. It registers with the machine's epmd, as any second node does.
+
+Certificates (made with the ``openssl`` command):
+
+- ``ca.pem``: the test CA; it signed ``server.pem`` (for ``localhost`` only,
+  so connecting to 127.0.0.1 fails the name check) and ``client.pem``.
+- ``other-ca.pem``: a CA that signed nothing here (the "wrong CA").
+
+The node requires a client certificate signed by the test CA.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+START_TIMEOUT = 90
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _openssl(*args: str | Path, cwd: Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> None:
+    """Write the CAs, the server's and the client's certificates and keys into ``directory``."""
+    for ca in ("ca", "other-ca"):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-subj", f"/CN=hn-test-{ca}",
+                 cwd=directory)  # fmt: skip
+    for name, extension in (
+        ("server", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ):
+        (directory / f"{name}.ext").write_text(extension)
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", f"/CN=hn-test-{name}", cwd=directory)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+                 "-extfile", f"{name}.ext", cwd=directory)  # fmt: skip
+
+
+class PrivateRabbit:
+    """A private RabbitMQ node listening for TLS on 127.0.0.1:``port``.
+
+    Arguments:
+        directory: Where its certificates, config, database and logs go.
+
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.node = f"hn-tls-{uuid.uuid4().hex[:8]}@localhost"
+        self.port = free_port()
+        self.pid_file = directory / "rabbit.pid"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def path(self, name: str) -> str:
+        """A file of the node's directory (e.g. ``ca.pem``)."""
+        return str(self.directory / name)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.directory),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_CONFIG_FILE": self.path("rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": self.path("enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": self.path("mnesia"),
+            "RABBITMQ_LOG_BASE": self.path("log"),
+            "RABBITMQ_PID_FILE": str(self.pid_file),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+        }
+
+    def start(self) -> None:
+        """Make the certificates and start the node; return once it is booted."""
+        make_certificates(self.directory)
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        (self.directory / "rabbitmq.conf").write_text(
+            "listeners.tcp = none\n"
+            f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
+            f"ssl_options.cacertfile = {self.path('ca.pem')}\n"
+            f"ssl_options.certfile = {self.path('server.pem')}\n"
+            f"ssl_options.keyfile = {self.path('server.key')}\n"
+            "ssl_options.verify = verify_peer\n"
+            "ssl_options.fail_if_no_peer_cert = true\n"
+        )
+        log = (self.directory / "server.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        # Returns once the node wrote its pid file and its applications run
+        # (or fails at once if the node's process exits).
+        self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
+
+    def ctl(self, *args: str) -> str:
+        """Run rabbitmqctl against this node; its output."""
+        result = subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.node, *args],
+            env=self.env, capture_output=True, text=True, timeout=START_TIMEOUT,
+        )  # fmt: skip
+        if result.returncode:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def stop(self) -> None:
+        """Stop the node and wait for its process."""
+        if self.process is None:
+            return
+        try:
+            self.ctl("stop")
+            self.process.wait(START_TIMEOUT)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,93 @@
+"""The publisher over TLS: options, and bytes OpenSSL decrypted before the pump waits."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import pytest
+
+from hypervisor_notifier.conf import ConfigError
+from hypervisor_notifier.outbox import MemoryOutbox
+from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.tls import TLSSettings
+from hypervisor_notifier.transport_url import TransportURL
+
+
+class DecryptedAhead:
+    """A TLS socket stand-in: a real, silent socket, plus frames OpenSSL holds already."""
+
+    def __init__(self, silent: socket.socket) -> None:
+        self.silent = silent
+        self.buffered = 21  # one basic.ack frame
+
+    def fileno(self) -> int:
+        return self.silent.fileno()
+
+    def pending(self) -> int:
+        return self.buffered
+
+
+class Connection:
+    """What the pump uses of an amqp.Connection."""
+
+    def __init__(self, sock: DecryptedAhead) -> None:
+        self.sock = sock
+        self.frames_read = 0
+
+    def drain_events(self, timeout: float) -> None:
+        if not self.sock.buffered:
+            raise TimeoutError
+        self.sock.buffered = 0
+        self.frames_read += 1
+
+    def heartbeat_tick(self) -> None:
+        pass
+
+
+def test_the_pump_reads_frames_openssl_decrypted_before_waiting_on_the_socket():
+    publisher = Publisher(MemoryOutbox(), url=TransportURL.parse("rabbits://h/"), host="h",
+                          exchange="x", topic="t", heartbeat=0)  # fmt: skip
+    left, right = socket.socketpair()
+    with left, right:
+        connection = Connection(DecryptedAhead(left))
+        publisher._connection, publisher._channel = connection, object()
+        publisher._blocked = True  # nothing to publish: only the socket matters
+        began = time.monotonic()
+        publisher._pump()
+    # Without the pending() check, select would wait its 5 s on the silent socket.
+    assert connection.frames_read == 1
+    assert time.monotonic() - began < 1.0
+
+
+def test_tls_options_ask_for_verification_and_the_name_of_the_broker(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    options = TLSSettings(str(ca)).amqp_ssl("broker.example.org")
+    assert options == {"server_hostname": "broker.example.org", "cert_reqs": ssl.CERT_REQUIRED,
+                       "ca_certs": str(ca)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"ssl_ca_file": "/nonexistent/ca.pem"},
+            "ssl_ca_file '/nonexistent/ca.pem': no such file",
+        ),
+        ({"ssl_key_file": "/etc/hostname"}, "ssl_key_file is set but ssl_cert_file is not"),
+    ],
+)
+def test_unusable_tls_options_are_a_config_error_naming_the_option(options, message):
+    from oslo_config import cfg
+
+    from hypervisor_notifier.conf import register_opts
+
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([], default_config_files=[])
+    for name, value in options.items():
+        conf.set_override(name, value, "publisher")
+    with pytest.raises(ConfigError, match=f"\\[publisher\\] {message}"):
+        Publisher.from_conf(conf, MemoryOutbox())
