@@ -233,7 +233,8 @@ class Verifier:
         key = self._keys.get(key_id) if isinstance(key_id, str) else None
         if key is None:
             raise Unverified(f"signed with unknown key {_short(key_id)}")
-        if not isinstance(value, str) or not hmac.compare_digest(
+        # compare_digest refuses non-ASCII str (TypeError): no digest is that anyway.
+        if not (isinstance(value, str) and value.isascii()) or not hmac.compare_digest(
             key.digest(canonical(payload)), value
         ):
             raise Unverified(f"signature by key {key_id!r} does not match the payload")
