@@ -22,7 +22,7 @@ PROG = "hypervisor-events"
 
 def format_line(event: events.LifecycleEvent, latency_ms: float) -> str:
     """One human-readable line for ``event``."""
-    flags = " resync" if event.resync else ""
+    flags = (" resync" if event.resync else "") + (" verified" if event.verified else "")
     return (
         f"{events.format_time(event.occurred_at)} {event.host} {event.transition.value:<19} "
         f"{event.instance_name} ({event.instance_uuid}) "
@@ -32,8 +32,10 @@ def format_line(event: events.LifecycleEvent, latency_ms: float) -> str:
 
 
 def format_json(event: events.LifecycleEvent, latency_ms: float) -> str:
-    """The event's wire payload as one JSON line, plus ``latency_ms``."""
-    return json.dumps({**event.to_payload(), "latency_ms": round(latency_ms, 3)})
+    """The event's wire payload as one JSON line, plus ``latency_ms`` and ``verified``."""
+    return json.dumps(
+        {**event.to_payload(), "latency_ms": round(latency_ms, 3), "verified": event.verified}
+    )
 
 
 class Watch:

@@ -266,7 +266,7 @@ class Subscriber:
         except MalformedEvent as exc:
             kind = _rejection(exc)
             setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-            LOG.warning("rejected a %s message on %r: %s", kind, self.queue_name, exc)
+            LOG.warning("rejected a message on %r (%s): %s", self.queue_name, kind, exc)
             message.reject(requeue=False)
             return
         verdict = self._filter.verdict(event)

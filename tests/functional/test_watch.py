@@ -6,9 +6,13 @@ import json
 import subprocess
 import sys
 
+import amqp
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.signing import Signer
 from tests.factories import make_event
 
-from .conftest import BROKER_URL, TIMEOUT
+from .conftest import BROKER_URL, TIMEOUT, TOPIC
 from .test_subscriber import declare_host_queue, publish
 
 
@@ -48,6 +52,7 @@ def test_watch_prints_one_json_line_per_event_of_the_instance(broker, names):
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["event_id"] for line in lines] == [wanted.event_id, later.event_id]
     assert all(line["latency_ms"] >= 0 for line in lines)
+    assert not lines[0].pop("verified")
     assert {k: v for k, v in lines[0].items() if k != "latency_ms"} == wanted.to_payload()
     # watch reads from a private queue: the host's durable queue keeps every event.
     _, ready, _ = broker.queue_declare(f"hypervisor_events.{names['host']}", passive=True)
@@ -65,3 +70,24 @@ def test_watch_prints_readable_lines_for_every_host(broker, names):
     for part in (names["host"], "stopped", "web-1", event.instance_uuid, "power_state=SHUTDOWN",
                  "reason=STOPPED/SHUTDOWN", f"seq={event.seq}", "latency="):  # fmt: skip
         assert part in line
+
+
+def test_watch_with_the_key_prints_only_signed_events(broker, names, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("watch-test-key-of-thirty-two-bytes\n")
+    signer = Signer("7", b"watch-test-key-of-thirty-two-bytes")
+    signed, unsigned, marker = (make_event(host=names["host"]) for _ in range(3))
+    watch = start_watch(names, "--json", "--count", "2", "--key-file", str(key_file),
+                        "--key-id", "7")  # fmt: skip
+    for event, by in ((signed, signer), (unsigned, None), (marker, signer)):
+        message = amqp.Message(wire.encode(event, by), delivery_mode=2)
+        broker.basic_publish(message, names["exchange"], wire.routing_key(TOPIC, event.host))
+
+    out, err = watch.communicate(timeout=TIMEOUT)
+    assert watch.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["event_id"], line["verified"]) for line in lines] == [
+        (signed.event_id, True),
+        (marker.event_id, True),
+    ]
+    assert "(unverified): event is not signed" in err and "thirty-two" not in err

@@ -1,0 +1,130 @@
+"""The service's security: it signs, never logs its key, sends no XML, opens libvirt read-only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.events import Transition
+from hypervisor_notifier.signing import Verifier
+
+from .conftest import TOPIC, domain_xml, unique
+
+KEY = f"service-key-{uuid.uuid4().hex}"
+#: Payload fields of the wire contract (DESIGN.md), plus the signature.
+PAYLOAD_FIELDS = {
+    "schema_version", "event_id", "host", "hypervisor", "instance_uuid", "instance_name",
+    "transition", "power_state", "reason", "detail", "occurred_at", "seq", "resync", "signature",
+}  # fmt: skip
+
+
+def test_the_service_signs_with_its_key_file_and_never_logs_the_key(
+    tmp_path, make_domain, start_service, subscribe
+):
+    key_file = tmp_path / "signing.key"
+    key_file.write_text(KEY + "\n")
+    verifier = Verifier({"2026-11": KEY.encode()})
+    subscriber, collector = subscribe(verifier=verifier)
+    dom = make_domain()
+    service = start_service(
+        DEFAULT={"debug": "true"}, signing={"key_file": str(key_file), "key_id": "2026-11"}
+    )
+    service.wait_for_log("signing events with key '2026-11'")
+    dom.create()
+
+    started = collector.wait_for(
+        lambda e: e.instance_uuid == dom.UUIDString() and e.transition is Transition.STARTED
+    )
+    assert started.verified
+    assert subscriber.stats.unverified == 0
+    assert KEY not in service.log
+
+
+def test_without_a_key_the_service_says_its_events_are_unsigned(start_service):
+    service = start_service()
+    assert service.wait_for_log("events are not signed: [signing] key is not set")
+
+
+def test_payloads_carry_no_domain_xml_metadata_or_credentials(
+    broker, names, hypervisor, start_service, subscribe
+):
+    secret = f"secret-{uuid.uuid4().hex}"
+    password = f"pw-{uuid.uuid4().hex}"
+    user = unique("hn-privacy")
+    subprocess.run(["rabbitmqctl", "-q", "add_user", user, password], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", user, ".*", ".*", ".*"],
+                       check=True, capture_output=True)  # fmt: skip
+        metadata = (
+            "<metadata><nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>"
+            f"<nova:owner><nova:user uuid='u'>{secret}</nova:user></nova:owner>"
+            "</nova:instance></metadata>"
+            f"<description>{secret}</description>"
+        )
+        dom = hypervisor.defineXML(domain_xml(unique("hn-dom"), metadata))
+        try:
+            service = start_service(
+                transport_url=f"rabbit://{user}:{password}@127.0.0.1:5672/",
+                signing={"key": KEY},
+            )
+            service.wait_for_log("resync (connected)")
+            _, collector = subscribe(exclusive=True)
+            dom.create()
+            collector.wait_for(lambda e: e.instance_uuid == dom.UUIDString())
+            bodies = _bodies_in_host_queue(broker, names)
+        finally:
+            dom.destroy()
+            dom.undefine()
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], check=False,
+                       capture_output=True)  # fmt: skip
+
+    assert len(bodies) >= 2, "the resync's stopped and the pushed started"
+    for body in bodies:
+        text = body if isinstance(body, str) else body.decode()  # str: content_encoding set
+        for forbidden in (secret, password, KEY, "<", "nova/1.1", "xmlns", "metadata"):
+            assert forbidden not in text, forbidden
+        payload = json.loads(json.loads(text)["oslo.message"])["payload"]
+        assert set(payload) == PAYLOAD_FIELDS
+        assert set(payload["signature"]) == {"key_id", "alg", "value"}
+
+
+def _bodies_in_host_queue(broker, names) -> list[bytes]:
+    """Every raw body waiting in the host queue (taken off it)."""
+    queue, bodies = wire.host_queue_name(TOPIC, names["host"]), []
+    while (message := broker.basic_get(queue, no_ack=True)) is not None:
+        bodies.append(message.body)
+    return bodies
+
+
+def _libvirt_client(pid: int) -> dict[str, str]:
+    """virt-admin's client-info of the libvirtd client that is process ``pid``."""
+    listing = subprocess.run(["virt-admin", "srv-clients-list", "libvirtd"], check=True,
+                             capture_output=True, text=True).stdout  # fmt: skip
+    for line in listing.splitlines()[2:]:
+        if not line.strip():
+            continue
+        client_id = line.split()[0]
+        info = subprocess.run(["virt-admin", "client-info", "libvirtd", client_id],
+                              capture_output=True, text=True, check=False).stdout  # fmt: skip
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (row.partition(":") for row in info.splitlines())
+        )
+        if fields.get("unix_process_id") == str(pid):
+            return fields
+    raise AssertionError(f"process {pid} is not a client of libvirtd:\n{listing}")
+
+
+@pytest.mark.parametrize(("read_only", "expected"), [("true", "yes"), ("false", "no")])
+def test_the_libvirt_connection_is_read_only_unless_configured_otherwise(
+    start_service, read_only, expected
+):
+    service = start_service(libvirt={"read_only": read_only})
+    service.wait_for_log("connected to libvirt")
+    assert _libvirt_client(service.process.pid)["readonly"] == expected
