@@ -1,6 +1,7 @@
 """Throughput of a burst of events to the broker and to a consumer; memory with events queued.
 
-Usage: ``python benchmarks/throughput.py [--events N]`` (or ``tox -e bench``).
+Usage: ``python benchmarks/throughput.py [--events N] [--paths ours,signed]`` (or
+``tox -e bench``).
 
 A benchmark, not a test: it prints msg/s for a burst of N events (default
 20,000, after 200 uncounted warm-up events), path after path in one run,
@@ -14,7 +15,9 @@ exchange and durable queue (deleted after):
    first (``LifecycleEvent.from_observation``, seq from the service's
    :class:`SequenceCounter`); the clock starts at the first ``outbox.put``,
    which encodes the body and commits it, as the service does. Then the same
-   with :class:`MemoryOutbox`: the difference is the SQLite file's cost.
+   with :class:`MemoryOutbox`: the difference is the SQLite file's cost. And
+   with a SQLiteOutbox that signs each event (``[signing] key``), timed to
+   a Subscriber that verifies each one: the difference is signing's cost.
 2. **oslo.messaging Notifier** (driver ``messagingv2``, ``amqp_durable_queues
    = true``): ``Notifier.info`` of each event's payload, one thread. The
    Notifier declares the ``<topic>.info`` queue itself before its first
@@ -103,6 +106,7 @@ from hypervisor_notifier.events import LifecycleEvent, Observation, PowerState, 
 from hypervisor_notifier.outbox import MemoryOutbox, Outbox, SQLiteOutbox
 from hypervisor_notifier.publisher import Publisher
 from hypervisor_notifier.service import SequenceCounter
+from hypervisor_notifier.signing import Signer, Verifier
 from hypervisor_notifier.transport_url import TransportURL
 
 AIO_PIKA_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -133,8 +137,11 @@ LABELS = {
     "raw": "aio-pika, 256 unconfirmed (raw)",
     "ours": "hypervisor-notifier, SQLiteOutbox",
     "memory": "hypervisor-notifier, MemoryOutbox",
+    "signed": "hypervisor-notifier, SQLite, signed",
     "oslo": "oslo.messaging Notifier",
 }
+#: The signing key of the "signed" path (HMAC-SHA256; the Subscriber verifies).
+SIGNING_KEY = b"throughput-benchmark-signing-key"
 ANCHORS = {"raw": "anchor ~8,100 msg/s (issue)", "oslo": "anchor ~1,400 msg/s (issue)"}
 
 
@@ -340,7 +347,10 @@ class Watch:
 
 
 def measure_ours(run_id: str, label: str, outbox: Outbox, count: int) -> Result:
-    """Outbox + Publisher in this process: a burst to broker, then one to a Subscriber."""
+    """Outbox + Publisher in this process: a burst to broker, then one to a Subscriber.
+
+    With an outbox that signs, the Subscriber verifies every event.
+    """
     host = f"tbench-{run_id}-{label}"
     exchange = f"tbench_hn_{run_id}_{label}"
     queue = wire.host_queue_name(TOPIC, host)
@@ -362,7 +372,9 @@ def measure_ours(run_id: str, label: str, outbox: Outbox, count: int) -> Result:
         result = after_burst(confirms, queue, count)
         result.notes.append(f"puts alone {count / puts:,.0f}/s")
         received = Countdown(count)
-        subscriber = Subscriber(TRANSPORT_URL, received, host=host, exchange=exchange, topic=TOPIC)
+        verifier = Verifier({"1": SIGNING_KEY}) if outbox.signer else None
+        subscriber = Subscriber(TRANSPORT_URL, received, host=host, exchange=exchange, topic=TOPIC,
+                                verifier=verifier)  # fmt: skip
         subscriber.start()
         if not subscriber.wait_ready(READY_TIMEOUT):
             raise RuntimeError("the Subscriber did not get ready")
@@ -401,10 +413,12 @@ def put_burst(
     return puts, confirmed.wait("broker confirms") - started
 
 
-def measure_sqlite(run_id: str, workdir: Path, count: int) -> Result:
-    """:func:`measure_ours` with a SQLiteOutbox; then check its file is empty again."""
-    path = str(workdir / "outbox.sqlite")
-    result = measure_ours(run_id, "sqlite", SQLiteOutbox(path), count)
+def measure_sqlite(run_id: str, workdir: Path, count: int, *, signed: bool = False) -> Result:
+    """:func:`measure_ours` with a SQLiteOutbox (signing); then check its file is empty again."""
+    path = str(workdir / f"outbox-{signed}.sqlite")
+    signer = Signer("1", SIGNING_KEY) if signed else None
+    label = "signed" if signed else "sqlite"
+    result = measure_ours(run_id, label, SQLiteOutbox(path, signer=signer), count)
     rows = rows_left(path)
     result.check(not rows, f"{rows} rows left in the SQLite file")
     return result
@@ -668,25 +682,45 @@ def report(count: int, results: dict[str, Result], memory: dict[int, Memory]) ->
             f"{rate(count, result.to_consumer, 13)}{rate(count, result.to_broker_with_consumer)}"
             f"  {ANCHORS.get(key, '')}".rstrip()
         )
-    ours, oslo, raw = (count / results[key].to_broker for key in ("ours", "oslo", "raw"))
+    to_broker = {key: count / result.to_broker for key, result in results.items()}
     disturbed = any(result.problems for result in results.values())
     suffix = " (figures suspect: see WARNING)" if disturbed else ""
-    lines += [
+    lines.append(
         "  confirms*: the confirm rate of the burst timed to the consumer (consumer in this"
-        " process)",
-        f"goal: hypervisor-notifier (SQLiteOutbox, to broker) >= {GOAL_VS_OSLO:g}x oslo Notifier:"
-        f" {ours / oslo:.1f}x: {verdict(ours >= GOAL_VS_OSLO * oslo)}{suffix}",
-        f"goal: hypervisor-notifier (SQLiteOutbox, to broker) >= {GOAL_VS_RAW:.0%} of raw"
-        f" aio-pika: {ours / raw:.0%}: {verdict(ours >= GOAL_VS_RAW * raw)}{suffix}",
-        f"SQLite file's cost: {ours:,.0f} vs {count / results['memory'].to_broker:,.0f} msg/s"
-        " with MemoryOutbox",
+        " process)"
+    )
+    ours = to_broker.get("ours")
+    if ours and "oslo" in to_broker:
+        oslo = to_broker["oslo"]
+        lines.append(
+            f"goal: hypervisor-notifier (SQLiteOutbox, to broker) >= {GOAL_VS_OSLO:g}x oslo"
+            f" Notifier: {ours / oslo:.1f}x: {verdict(ours >= GOAL_VS_OSLO * oslo)}{suffix}"
+        )
+    if ours and "raw" in to_broker:
+        raw = to_broker["raw"]
+        lines.append(
+            f"goal: hypervisor-notifier (SQLiteOutbox, to broker) >= {GOAL_VS_RAW:.0%} of raw"
+            f" aio-pika: {ours / raw:.0%}: {verdict(ours >= GOAL_VS_RAW * raw)}{suffix}"
+        )
+    if ours and "memory" in to_broker:
+        lines.append(
+            f"SQLite file's cost: {ours:,.0f} vs {to_broker['memory']:,.0f} msg/s"
+            " with MemoryOutbox"
+        )
+    if ours and "signed" in to_broker:
+        signed = count / results["signed"].to_consumer
+        lines.append(
+            f"signing's cost: {to_broker['signed']:,.0f} vs {ours:,.0f} msg/s to broker, "
+            f"{signed:,.0f} vs {count / results['ours'].to_consumer:,.0f} to a verifying consumer"
+        )
+    lines.append(
         "checks: every burst without consumer left N persistent messages queued: "
-        + ("yes" if not disturbed else "see WARNING"),
-    ]
+        + ("yes" if not disturbed else "see WARNING")
+    )
     for key, result in results.items():
         lines += [f"  {LABELS[key]}: {note}" for note in result.notes]
         lines += [f"  WARNING {LABELS[key]}: {problem}" for problem in result.problems]
-    return lines + memory_report(memory)
+    return lines + (memory_report(memory) if memory else [])
 
 
 def memory_report(memory: dict[int, Memory]) -> list[str]:
@@ -777,9 +811,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--events", type=int, default=DEFAULT_EVENTS, help="events per burst (default 20000)"
     )
+    parser.add_argument(
+        "--paths",
+        default=",".join(LABELS),
+        help=f"comma-separated paths to measure (default: all: {','.join(LABELS)}); "
+        "the service's memory is measured only with all",
+    )
     args = parser.parse_args(argv)
     if args.events < 1:
         parser.error("--events must be at least 1")
+    args.paths = args.paths.split(",")
+    if unknown := set(args.paths) - set(LABELS):
+        parser.error(f"unknown paths: {', '.join(sorted(unknown))}")
     return args
 
 
@@ -797,14 +840,17 @@ def main(argv: list[str] | None = None) -> int:
             "raw": lambda: measure_raw(run_id, count),
             "ours": lambda: measure_sqlite(run_id, workdir, count),
             "memory": lambda: measure_ours(run_id, "memory", MemoryOutbox(), count),
+            "signed": lambda: measure_sqlite(run_id, workdir, count, signed=True),
             "oslo": lambda: measure_oslo(run_id, workdir, count),
         }
         for key, label in LABELS.items():
+            if key not in args.paths:
+                continue
             progress(f"measuring {label}: {WARMUP} + 2 x {count:,} events")
             watch = Watch()
             results[key] = measures[key]()
             watch.finish(results[key])
-        for queued in (0, QUEUED):
+        for queued in (0, QUEUED) if len(args.paths) == len(LABELS) else ():
             progress(f"measuring the service's memory with {queued:,} events queued")
             memory[queued] = measure_memory(run_id, workdir, queued)
     lines = [*header, *report(count, results, memory)]

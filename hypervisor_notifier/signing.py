@@ -67,7 +67,9 @@ def canonical(payload: Mapping[str, Any]) -> bytes:
         Unverified: The payload cannot be encoded (e.g. too deeply nested).
 
     """
-    unsigned = {key: value for key, value in payload.items() if key != SIGNATURE_FIELD}
+    unsigned = payload
+    if SIGNATURE_FIELD in payload:
+        unsigned = {key: value for key, value in payload.items() if key != SIGNATURE_FIELD}
     try:
         text = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     except (TypeError, ValueError, RecursionError) as exc:
