@@ -10,6 +10,11 @@ any other subscriber can use it on any host::
 
     subscriber = Subscriber("rabbit://guest:guest@127.0.0.1:5672/", on_event, host="compute1")
     subscriber.start()
+
+With ``verifier=hypervisor_notifier.signing.Verifier(...)`` it hands over only
+events signed with the deployment's key (``event.verified``); with
+``rabbits://`` and ``ssl_ca_file=...`` it connects with TLS (see
+doc/source/security.rst).
 """
 
 from hypervisor_notifier.consumer.subscriber import Subscriber, SubscriberStats
