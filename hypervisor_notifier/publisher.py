@@ -15,9 +15,9 @@ Delivery semantics:
 - **Never gives up.** An unreachable or refusing broker (or one whose TLS
   certificate is not trusted) is retried with backoff and jitter, failing
   over between the URL's hosts; each failed attempt is logged in one line,
-  without the password. A broker that blocks
-  publishers (a memory or disk alarm) is waited for: nothing is written
-  until it unblocks the connection, and the events wait in the outbox.
+  without the password. A broker that blocks publishers (a memory or disk
+  alarm) is waited for: nothing is written until it unblocks the
+  connection, and the events wait in the outbox.
 
 One thread (``publisher``) owns the connection: py-amqp is not thread-safe.
 It waits in ``select`` on the broker socket and the outbox's wake

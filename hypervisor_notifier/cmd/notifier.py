@@ -23,16 +23,11 @@ LOG = logging.getLogger(__name__)
 
 
 def _signer(conf: cfg.ConfigOpts) -> Signer | None:
-    """The ``[signing]`` key's signer (None without a key); logs which key id signs."""
+    """The ``[signing]`` key's signer (None without a key)."""
     try:
-        signer = Signer.from_conf(conf[signing_conf.GROUP])
+        return Signer.from_conf(conf[signing_conf.GROUP])
     except ValueError as exc:
         raise config.ConfigError(f"[{signing_conf.GROUP}] {exc}") from None
-    if signer is None:
-        LOG.warning("events are not signed: [%s] key is not set", signing_conf.GROUP)
-    else:
-        LOG.info("signing events with key %r", signer.key_id)
-    return signer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    # Once the configuration is known good: a bad one is one line of error.
+    if signer is None:
+        LOG.warning("events are not signed: [%s] key is not set", signing_conf.GROUP)
+    else:
+        LOG.info("signing events with key %r", signer.key_id)
     with stop_signals_to_main_thread(service.request_stop):
         if health is not None:
             health.start()

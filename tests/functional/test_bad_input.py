@@ -27,6 +27,10 @@ LIBVIRTD_SOCKET = "/var/run/libvirt/libvirt-sock"
         ("publisher", "confirm_window", "lots", "confirm_window"),
         ("publisher", "transport_url", "kafka://broker:9092", "[publisher] transport_url"),
         ("libvirt", "connection_uri", "not a uri", "[libvirt] connection_uri"),
+        ("signing", "key", "short", "[signing] signing key '1' is 5 bytes long; at least 32"),
+        ("signing", "key_file", "/nonexistent/key", "[signing] key_file '/nonexistent/key'"),
+        ("publisher", "ssl_ca_file", "/nonexistent/ca.pem",
+         "[publisher] ssl_ca_file '/nonexistent/ca.pem': no such file"),
     ],
 )  # fmt: skip
 def test_bad_configuration_exits_with_one_clear_line(

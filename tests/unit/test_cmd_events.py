@@ -48,12 +48,12 @@ def test_format_line_marks_a_resync_event():
     assert "resync" not in format_line(make_event(resync=False), latency_ms=1.0)
 
 
-def test_format_json_is_the_payload_plus_latency():
+def test_format_json_is_the_payload_plus_latency_and_verified():
     event = make_event()
 
     printed = json.loads(format_json(event, latency_ms=12.5))
 
-    assert printed == {**event.to_payload(), "latency_ms": 12.5}
+    assert printed == {**event.to_payload(), "latency_ms": 12.5, "verified": False}
 
 
 @pytest.fixture
