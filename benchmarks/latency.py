@@ -1,6 +1,7 @@
 """Latency from a libvirt API call in another process to a subscriber's callback.
 
-Usage: ``python benchmarks/latency.py [--events N]`` (or ``tox -e bench``).
+Usage: ``python benchmarks/latency.py [--events N] [--signed]`` (or ``tox -e bench``).
+``--signed``: the service signs its events and the Subscriber verifies them.
 
 A benchmark, not a test: it prints p50/p90/p99/max over N events (default
 1000, after 20 uncounted warm-up events) for two paths, one after the other
@@ -69,6 +70,7 @@ from oslo_config import cfg
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
+from hypervisor_notifier.signing import Verifier
 
 LIBVIRT_URI = "test+unix:///default"
 # A guest launched by nova (its metadata): the service reports only those by default.
@@ -118,6 +120,10 @@ class Inbox:
 
 
 # -- driver: the other process that calls libvirt -----------------------------
+
+
+#: The key of ``--signed`` runs.
+SIGNING_KEY = "latency-benchmark-signing-key-32b"
 
 
 @dataclasses.dataclass
@@ -200,6 +206,8 @@ class Bench:
     run_id: str
     domain: str
     workdir: Path
+    #: The service signs ([signing] key) and the Subscriber verifies.
+    signed: bool = False
 
 
 @contextlib.contextmanager
@@ -217,7 +225,9 @@ def hypervisor_notifier_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
             # The service publishes a resync once its libvirt callbacks are registered.
             resynced.set()
 
-    subscriber = Subscriber(TRANSPORT_URL, on_event, host=host, exchange=exchange, topic=HN_TOPIC)
+    verifier = Verifier({"1": SIGNING_KEY.encode()}) if bench.signed else None
+    subscriber = Subscriber(TRANSPORT_URL, on_event, host=host, exchange=exchange, topic=HN_TOPIC,
+                            verifier=verifier)  # fmt: skip
     try:
         subscriber.start()
         if not subscriber.wait_ready(READY_TIMEOUT):
@@ -225,7 +235,7 @@ def hypervisor_notifier_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
         # A new outbox each time: a service that remembers what it published resyncs
         # nothing at start, and that resync is the sign it is ready.
         conf_path = bench.workdir / f"notifier-{uuid.uuid4().hex[:8]}.conf"
-        conf = write_service_conf(conf_path, host=host, exchange=exchange)
+        conf = write_service_conf(conf_path, host=host, exchange=exchange, signed=bench.signed)
         argv = [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file", conf]
         log_path = bench.workdir / "notifier.log"
         with running("hypervisor-notifier service", argv, log_path):
@@ -237,9 +247,10 @@ def hypervisor_notifier_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
         delete_broker_objects(exchanges=[exchange], queues=[wire.host_queue_name(HN_TOPIC, host)])
 
 
-def write_service_conf(path: Path, *, host: str, exchange: str) -> str:
+def write_service_conf(path: Path, *, host: str, exchange: str, signed: bool) -> str:
+    signing = f"[signing]\nkey = {SIGNING_KEY}\n\n" if signed else ""
     path.write_text(
-        f"[DEFAULT]\nhost = {host}\n\n"
+        signing + f"[DEFAULT]\nhost = {host}\n\n"
         f"[libvirt]\nconnection_uri = {LIBVIRT_URI}\n\n"
         f"[publisher]\ntransport_url = {TRANSPORT_URL}\nexchange = {exchange}\n"
         f"topic = {HN_TOPIC}\n\n"
@@ -388,6 +399,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=4, help="rounds, alternating the paths (default 4)"
     )
+    parser.add_argument(
+        "--signed", action="store_true", help="the service signs, the Subscriber verifies"
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.rounds < 1:
         parser.error("--events and --rounds must be at least 1")
@@ -403,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="hn-bench-") as workdir,
         bench_domain(f"bench-{run_id}") as domain,
     ):
-        bench = Bench(run_id, domain, Path(workdir))
+        bench = Bench(run_id, domain, Path(workdir), signed=args.signed)
         # Rounds alternate the paths (ABBA...): a drift of the machine's load
         # during the run then weighs on both alike.
         per_round = max(1, args.events // args.rounds)

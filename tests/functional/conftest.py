@@ -391,8 +391,10 @@ def start_publisher(names: dict[str, str]) -> Iterator[Callable[..., ConfirmedPu
 @pytest.fixture(scope="session")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory):
     """A RabbitMQ node of these tests' own, TLS only, certificates made here (privaterabbit.py)."""
-    from .privaterabbit import PrivateRabbit
+    from .privaterabbit import RABBITMQ_BIN, PrivateRabbit
 
+    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
+        pytest.skip(f"no {RABBITMQ_BIN}/rabbitmq-server to start a private node with")
     node = PrivateRabbit(tmp_path_factory.mktemp("tls-rabbit"))
     try:
         node.start()
