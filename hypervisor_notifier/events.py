@@ -214,8 +214,7 @@ class LifecycleEvent:
         unknown transition or power state is malformed. ``verified`` is for
         the :class:`~hypervisor_notifier.signing.Verifier` only.
         """
-        if not isinstance(payload, Mapping):
-            raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
+        payload = payload_object(payload)
         version = _field(payload, "schema_version", str)
         if version.split(".", 1)[0] != SCHEMA_MAJOR:
             raise MalformedEvent(f"schema_version {version!r} is not {SCHEMA_MAJOR}.x")
@@ -238,6 +237,13 @@ class LifecycleEvent:
             schema_version=version,
             verified=verified,
         )
+
+
+def payload_object(payload: object) -> Mapping[str, Any]:
+    """Return ``payload`` if it is a JSON object; raise :class:`MalformedEvent` if not."""
+    if not isinstance(payload, Mapping):
+        raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
+    return payload
 
 
 def _field(payload: Mapping[str, Any], key: str, kind: type) -> Any:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, utcnow
+from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, payload_object, utcnow
 
 ALGORITHM = "hmac-sha256"
 SIGNATURE_FIELD = "signature"
@@ -256,15 +256,16 @@ class Verifier:
             if event.event_id in self._seen:
                 raise Replayed(f"event {event.event_id} was delivered before")
 
-    def verify(self, payload: Mapping[str, Any]) -> LifecycleEvent:
+    def verify(self, payload: object) -> LifecycleEvent:
         """Check the signature, decode, check freshness; return the event marked ``verified``.
 
         Raises:
             Unverified: Not signed by an accepted key.
             Replayed: Signed, but outside the window or delivered before.
-            MalformedEvent: Signed, but not a valid payload.
+            MalformedEvent: Not a JSON object, or signed but not a valid payload.
 
         """
+        payload = payload_object(payload)
         self.check_signature(payload)
         event = LifecycleEvent.from_payload(payload, verified=True)
         self.check_fresh(event)

@@ -99,12 +99,7 @@ def decode(body: bytes | str, verifier: Verifier | None = None) -> LifecycleEven
     Never raises anything else.
     """
     event_type, payload = _notification(body)
-    if verifier is None:
-        event = LifecycleEvent.from_payload(payload)
-    elif isinstance(payload, dict):
-        event = verifier.verify(payload)
-    else:
-        raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
+    event = LifecycleEvent.from_payload(payload) if verifier is None else verifier.verify(payload)
     if event_type != EVENT_TYPE_PREFIX + event.transition.value:
         raise MalformedEvent(f"event_type {event_type!r} contradicts {event.transition.value!r}")
     return event
