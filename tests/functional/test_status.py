@@ -194,3 +194,21 @@ def test_unwritable_outbox_is_a_warning(status, exchange):
     assert code == 1, output
     assert rows["outbox"][0] == "warning"
     assert rows["outbox"][1].startswith("[outbox] path: /nonexistent/dir is not writable")
+
+
+def test_esx_backend_lists_the_simulators_vms(status, exchange, vcsim):
+    code, output, rows = status(DEFAULT={"backend": "esx"}, esx=vcsim.config())
+
+    assert code == 0, output
+    assert rows["hypervisor (esx)"] == ("ok", "connected and listed: 4 guests, 4 running")
+    assert vcsim.password not in output
+
+
+def test_esx_login_refused_fails_the_hypervisor_check(status, exchange, vcsim):
+    code, output, rows = status(DEFAULT={"backend": "esx"}, esx=vcsim.config(password="wrong-pw"))
+
+    assert code == 2, output
+    assert rows["hypervisor (esx)"] == (
+        "failure",
+        f"vSphere {vcsim.username}@127.0.0.1:{vcsim.port} refused the login",
+    )
