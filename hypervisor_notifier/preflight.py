@@ -166,7 +166,7 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
         if reachable is None:
             reachable = connection
         else:
-            connection.close()
+            _close(connection)
     if reachable is None:
         return checks
     if len(url.hosts) > 1:
@@ -177,9 +177,19 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
         ]
     try:
         checks.extend(_check_exchange_and_queue(reachable, conf))
+    except BROKER_ERRORS as exc:  # the connection broke after the login
+        checks.append(Check("exchange", Result.FAILURE, describe_error(exc)))
     finally:
-        reachable.close()
+        _close(reachable)
     return checks
+
+
+def _close(connection: amqp.Connection) -> None:
+    """Close politely; a connection that broke is only released."""
+    try:
+        connection.close()
+    except BROKER_ERRORS:
+        connection.collect()
 
 
 def _check_exchange_and_queue(connection: amqp.Connection, conf: cfg.ConfigOpts) -> list[Check]:
