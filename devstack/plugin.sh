@@ -30,6 +30,19 @@ function hypervisor_notifier_url_for {
     echo "$scheme://${credited[*]}$path"
 }
 
+# nova's transport_url, with USER's credentials when
+# HYPERVISOR_NOTIFIER_RABBIT_USERS is True.
+# Usage: hypervisor_notifier_transport_url USER
+function hypervisor_notifier_transport_url {
+    local url
+    url=$(iniget "$NOVA_CONF" DEFAULT transport_url)
+    if [[ $HYPERVISOR_NOTIFIER_RABBIT_USERS == True ]]; then
+        url=$(hypervisor_notifier_url_for "$url" "$1" \
+            "$HYPERVISOR_NOTIFIER_RABBIT_PASSWORD")
+    fi
+    echo "$url"
+}
+
 # The virtual host of a transport URL ("/" when it names none).
 function hypervisor_notifier_vhost_of {
     local rest=${1#*://}
@@ -106,14 +119,10 @@ function configure_hypervisor_notifier {
     if [[ -z $nova_url ]]; then
         die $LINENO "hypervisor-notifier: $NOVA_CONF has no [DEFAULT] transport_url"
     fi
-    url=$nova_url
-    if [[ $HYPERVISOR_NOTIFIER_RABBIT_USERS == True ]]; then
-        if is_service_enabled rabbit; then
-            create_hypervisor_notifier_rabbit_users "$(hypervisor_notifier_vhost_of "$nova_url")"
-        fi
-        url=$(hypervisor_notifier_url_for "$nova_url" "$HYPERVISOR_NOTIFIER_RABBIT_USER" \
-            "$HYPERVISOR_NOTIFIER_RABBIT_PASSWORD")
+    if [[ $HYPERVISOR_NOTIFIER_RABBIT_USERS == True ]] && is_service_enabled rabbit; then
+        create_hypervisor_notifier_rabbit_users "$(hypervisor_notifier_vhost_of "$nova_url")"
     fi
+    url=$(hypervisor_notifier_transport_url "$HYPERVISOR_NOTIFIER_RABBIT_USER")
 
     sudo install -d -o "$STACK_USER" -m 0755 "$HYPERVISOR_NOTIFIER_CONF_DIR"
     install -d -m 0700 "$HYPERVISOR_NOTIFIER_STATE_DIR"
@@ -142,11 +151,7 @@ function configure_hypervisor_notifier {
 # n-cpu, after post-config.
 function configure_nova_for_hypervisor_notifier {
     local url
-    url=$(iniget "$NOVA_CONF" DEFAULT transport_url)
-    if [[ $HYPERVISOR_NOTIFIER_RABBIT_USERS == True ]]; then
-        url=$(hypervisor_notifier_url_for "$url" "$HYPERVISOR_NOTIFIER_RABBIT_CONSUMER_USER" \
-            "$HYPERVISOR_NOTIFIER_RABBIT_PASSWORD")
-    fi
+    url=$(hypervisor_notifier_transport_url "$HYPERVISOR_NOTIFIER_RABBIT_CONSUMER_USER")
     # Explicit even without users: n-cpu's own [DEFAULT] transport_url may
     # name a cell's vhost, where the notifier does not publish.
     iniset "$NOVA_CONF" hypervisor_notifier source bus
