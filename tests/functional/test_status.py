@@ -155,6 +155,17 @@ def test_unknown_backend_fails_and_skips_the_hypervisor(status, exchange):
     assert rows["hypervisor"] == ("skipped", "needs a backend")
 
 
+def test_unsupported_transport_url_fails_the_broker_check(status):
+    code, output, rows = status(publisher={"transport_url": "kafka://user:pw-kafka@broker:9092"})
+
+    assert code == 2, output
+    assert rows["broker"] == (
+        "failure",
+        "[publisher] transport_url: transport 'kafka' is not supported (use rabbit:// or amqp://)",
+    )
+    assert "pw-kafka" not in output
+
+
 def test_invalid_option_fails_the_configuration_and_skips_the_rest(status):
     code, output, rows = status(publisher={"confirm_window": "many"})
 
