@@ -17,6 +17,8 @@ from pathlib import Path
 import libvirt
 
 from hypervisor_notifier.backends.libvirt import eventloop
+from tests.bus import BROKER_URL
+from tests.service_process import ServiceProcess, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_URI = os.environ.get("HN_GUEST_URI", "qemu:///system")
@@ -107,3 +109,22 @@ class LifecycleClock:
         with contextlib.suppress(libvirt.libvirtError):
             self.conn.domainEventDeregisterAny(self._callback_id)
         self.conn.close()
+
+
+def start_notifier(workdir: Path, *, host: str, exchange: str, topic: str) -> ServiceProcess:
+    """The real ``hypervisor-notifier`` on the guests' libvirtd, ready once it has resynced."""
+    config = workdir / "notifier.conf"
+    write_config(config, {
+        "DEFAULT": {"host": host},
+        "libvirt": {"connection_uri": GUEST_URI},
+        "publisher": {"transport_url": BROKER_URL, "exchange": exchange, "topic": topic},
+        "outbox": {"path": str(workdir / "outbox.sqlite")},
+        "health": {"port": "0"},
+    })  # fmt: skip
+    service = ServiceProcess(config)
+    try:
+        service.wait_for_log("resync (")
+    except AssertionError:
+        service.stop()
+        raise
+    return service

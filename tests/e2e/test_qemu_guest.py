@@ -22,8 +22,8 @@ from nova.virt import event as virtevent
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import nova as adapter
 from tests import bus
-from tests.e2e.guest import GUEST_URI, LifecycleClock, guest_image
-from tests.service_process import TIMEOUT, ServiceProcess, write_config
+from tests.e2e.guest import LifecycleClock, guest_image, start_notifier
+from tests.service_process import TIMEOUT
 
 BOOT_TIMEOUT = 120.0
 
@@ -40,17 +40,8 @@ class GuestShutsItselfDownTest(unittest.TestCase):
         exchange, topic = bus.unique("hn-e2e"), bus.unique("hn_e2e")
         self.addCleanup(bus.delete_bus, exchange, [wire.host_queue_name(topic, self.host)])
         workdir = Path(self.enterContext(tempfile.TemporaryDirectory()))
-        config = workdir / "notifier.conf"
-        write_config(config, {
-            "DEFAULT": {"host": self.host},
-            "libvirt": {"connection_uri": GUEST_URI},
-            "publisher": {"transport_url": bus.BROKER_URL, "exchange": exchange, "topic": topic},
-            "outbox": {"path": str(workdir / "outbox.sqlite")},
-            "health": {"port": "0"},
-        })  # fmt: skip
-        self.service = ServiceProcess(config)
+        self.service = start_notifier(workdir, host=self.host, exchange=exchange, topic=topic)
         self.addCleanup(self.service.stop)
-        self.service.wait_for_log("resync (")
         self.calls: queue.Queue[tuple[Any, float]] = queue.Queue()
         self.source = adapter.NovaEventSource(
             lambda event: self.calls.put((event, time.monotonic())),
