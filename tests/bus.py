@@ -14,7 +14,7 @@ import fixtures
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import nova as adapter
-from hypervisor_notifier.events import LifecycleEvent
+from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
 from hypervisor_notifier.outbox import MemoryOutbox
 from hypervisor_notifier.publisher import Publisher
 from hypervisor_notifier.transport_url import TransportURL
@@ -72,6 +72,19 @@ class Bus(fixtures.Fixture):
     def publish(self, event: LifecycleEvent) -> None:
         """Publish ``event`` as the notifier of the host it names does."""
         self.publisher_for(event.host).outbox.put(event)
+
+    def publish_guest_shutdown(self, instance_uuid: str) -> None:
+        """Publish what libvirt reports when the guest runs ``shutdown -h now``."""
+        self.publish(
+            self.event(
+                instance_uuid=instance_uuid,
+                transition=Transition.SHUTTING_DOWN,
+                power_state=PowerState.RUNNING,
+                reason="SHUTDOWN",
+                detail="GUEST",
+            )
+        )
+        self.publish(self.event(instance_uuid=instance_uuid, reason="STOPPED", detail="SHUTDOWN"))
 
     def forge(self, event: LifecycleEvent, *, routed_as: str) -> None:
         """Inject ``event`` from outside any notifier, with ``routed_as``'s routing key."""

@@ -83,15 +83,7 @@ class AdapterInComputeManagerTest(test.TestCase):
         instance = self._instance(power_state.SHUTDOWN)
         self._listen()
 
-        self.bus.publish(
-            self.bus.event(
-                instance_uuid=instance.uuid,
-                transition=Transition.SHUTTING_DOWN,
-                power_state=PowerState.RUNNING,
-                detail="GUEST",
-            )
-        )
-        self.bus.publish(self.bus.event(instance_uuid=instance.uuid, detail="SHUTDOWN"))
+        self.bus.publish_guest_shutdown(instance.uuid)
         uuid, state, native_id = self._next_sync()
 
         self.assertEqual((instance.uuid, power_state.SHUTDOWN), (uuid, state))

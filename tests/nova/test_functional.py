@@ -9,7 +9,6 @@ from nova.compute import power_state
 from nova.tests.functional import integrated_helpers
 
 from hypervisor_notifier.consumer import nova as adapter
-from hypervisor_notifier.events import PowerState, Transition
 from tests import bus
 
 
@@ -39,15 +38,7 @@ class GuestShutdownReachesTheAPITest(integrated_helpers._IntegratedTestBase):
         self.compute.manager.driver.instances[uuid].state = power_state.SHUTDOWN
         self.assertEqual("ACTIVE", self.api.get_server(uuid)["status"])
 
-        self.bus.publish(
-            self.bus.event(
-                instance_uuid=uuid,
-                transition=Transition.SHUTTING_DOWN,
-                power_state=PowerState.RUNNING,
-                detail="GUEST",
-            )
-        )
-        self.bus.publish(self.bus.event(instance_uuid=uuid, detail="SHUTDOWN"))
+        self.bus.publish_guest_shutdown(uuid)
         server = self._wait_for_state_change(server, "SHUTOFF")
 
         self.assertEqual(power_state.SHUTDOWN, server["OS-EXT-STS:power_state"])
