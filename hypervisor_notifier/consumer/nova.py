@@ -93,14 +93,17 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
 
 
 def nova_transition(transition: Transition) -> int | None:
-    """Nova's ``EVENT_LIFECYCLE_*`` for ``transition``; None when nova has no name for it."""
+    """Nova's ``EVENT_LIFECYCLE_*`` for ``transition``; None when nova has no name for it.
+
+    None for ``crashed`` too: nova's libvirt driver ignores libvirt's CRASHED,
+    and its periodic poll handles a guest that stays crashed (the STOPPED that
+    follows a crash, when the guest is destroyed, is handed on).
+    """
     from nova.virt import event as virtevent
 
     return {
         Transition.STARTED: virtevent.EVENT_LIFECYCLE_STARTED,
         Transition.STOPPED: virtevent.EVENT_LIFECYCLE_STOPPED,
-        # nova's libvirt driver reports a crash as STOPPED too: the guest is off.
-        Transition.CRASHED: virtevent.EVENT_LIFECYCLE_STOPPED,
         Transition.PAUSED: virtevent.EVENT_LIFECYCLE_PAUSED,
         Transition.RESUMED: virtevent.EVENT_LIFECYCLE_RESUMED,
         Transition.SUSPENDED: virtevent.EVENT_LIFECYCLE_SUSPENDED,
@@ -128,7 +131,7 @@ class AdapterStats:
     handed_to_nova: int = 0
     #: Events naming another host than this nova-compute's (never handed on).
     other_host: int = 0
-    #: Events nova has no transition for (shutting_down, rebooted).
+    #: Events nova has no transition for (shutting_down, rebooted, crashed).
     no_nova_transition: int = 0
     #: The virt driver's own lifecycle events, discarded while the source is the bus.
     driver_events_discarded: int = 0

@@ -103,7 +103,6 @@ class AdapterInComputeManagerTest(test.TestCase):
             (Transition.RESUMED, power_state.RUNNING),
             (Transition.SUSPENDED, power_state.SUSPENDED),
             (Transition.STARTED, power_state.RUNNING),
-            (Transition.CRASHED, power_state.SHUTDOWN),
         ]
         instances = [self._instance(state) for _, state in cases]
         self._listen()
@@ -194,3 +193,19 @@ class AdapterInComputeManagerTest(test.TestCase):
         thread = source.subscriber._thread
         thread.join(bus.TIMEOUT)
         self.assertFalse(thread.is_alive())
+
+    def test_transitions_nova_has_no_name_for_are_not_handed_on(self) -> None:
+        instance = self._instance(power_state.SHUTDOWN)
+        source = self._listen()
+
+        for transition in (Transition.REBOOTED, Transition.CRASHED):
+            self.bus.publish(self.bus.event(instance_uuid=instance.uuid, transition=transition))
+        self.bus.publish(
+            self.bus.event(instance_uuid=instance.uuid, reason="VmGuestShutdownEvent")
+        )
+        self._next_sync()
+
+        self.assertEqual(
+            [virtevent.EVENT_LIFECYCLE_STOPPED], [event.transition for event in self.handled]
+        )
+        self.assertEqual(2, source.stats.no_nova_transition)
