@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import select
 import sqlite3
 import threading
 import time
@@ -90,8 +91,11 @@ class Outbox(abc.ABC):
 
     def clear_wake(self) -> None:
         """Consume the wake signal; call before ``take`` so no put is missed."""
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 64)
+        # Read only when readable: eventlet's green os.read (a publisher in a
+        # monkey-patched process) waits on an empty non-blocking pipe.
+        if select.select([self._wake_r], [], [], 0)[0]:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 64)
         # Cleared after the read: a put that saw the flag still set has
         # already appended its entry, which the following take returns.
         self._signalled = False

@@ -19,8 +19,7 @@ import libvirt
 from prometheus_client.parser import text_string_to_metric_families
 
 from hypervisor_notifier.events import PowerState, Transition
-
-from .conftest import TIMEOUT, healthz, http_get
+from tests.service_process import TIMEOUT, healthz, http_get
 
 POWER_STATE = {
     libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from .conftest import healthz
+from tests.service_process import healthz
+
 from .faults import (
     AFTER,
     Burst,

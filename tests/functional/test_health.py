@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .conftest import http_get
+from tests.service_process import http_get
+
 from .faults import (
     metrics,
     wait_for_health,

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hypervisor_notifier.events import PowerState, Transition
+from tests.service_process import healthz
 
-from .conftest import healthz
 from .faults import (
     Burst,
     metrics,

@@ -1,0 +1,139 @@
+"""The real bus for the nova and end-to-end tests: our real Publisher, unique names, cleaned up."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import amqp
+import fixtures
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.consumer import nova as adapter
+from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
+from hypervisor_notifier.outbox import MemoryOutbox
+from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.transport_url import TransportURL
+from tests.factories import make_event
+
+BROKER_URL = os.environ.get("HN_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
+TIMEOUT = 30.0
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Bus(fixtures.Fixture):
+    """A unique exchange and topic on the real RabbitMQ, and a publisher for ``host``.
+
+    Arguments:
+        host: The compute host the events name (nova's ``CONF.host``).
+
+    """
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+        self.exchange = unique("hn-nova-test")
+        self.topic = unique("hn_events")
+        self._seq = itertools.count(1)
+
+    def _setUp(self) -> None:
+        self.addCleanup(self._delete)
+        self.publishers: dict[str, Publisher] = {}
+        self.publisher_for(self.host)
+
+    def publisher_for(self, host: str) -> Publisher:
+        """Our real publisher for ``host`` (started once), as a notifier on that host runs it."""
+        if host not in self.publishers:
+            publisher = Publisher(
+                MemoryOutbox(),
+                url=TransportURL.parse(BROKER_URL),
+                host=host,
+                exchange=self.exchange,
+                topic=self.topic,
+            )
+            publisher.start()
+            self.addCleanup(publisher.stop, 5.0)
+            self.publishers[host] = publisher
+        return self.publishers[host]
+
+    def event(self, **fields: Any) -> LifecycleEvent:
+        """A lifecycle event of this host with the next seq; any field can be overridden."""
+        fields.setdefault("host", self.host)
+        fields.setdefault("seq", next(self._seq))
+        return make_event(**fields)
+
+    def publish(self, event: LifecycleEvent) -> None:
+        """Publish ``event`` as the notifier of the host it names does."""
+        self.publisher_for(event.host).outbox.put(event)
+
+    def publish_guest_shutdown(self, instance_uuid: str) -> None:
+        """Publish what libvirt reports when the guest runs ``shutdown -h now``."""
+        self.publish(
+            self.event(
+                instance_uuid=instance_uuid,
+                transition=Transition.SHUTTING_DOWN,
+                power_state=PowerState.RUNNING,
+                reason="SHUTDOWN",
+                detail="GUEST",
+            )
+        )
+        self.publish(self.event(instance_uuid=instance_uuid, reason="STOPPED", detail="SHUTDOWN"))
+
+    def forge(self, event: LifecycleEvent, *, routed_as: str) -> None:
+        """Inject ``event`` from outside any notifier, with ``routed_as``'s routing key."""
+        with _connection() as connection:
+            channel = connection.channel()
+            channel.confirm_select()
+            channel.basic_publish_confirm(
+                amqp.Message(wire.encode(event), content_type=wire.CONTENT_TYPE, delivery_mode=2),
+                exchange=self.exchange,
+                routing_key=wire.routing_key(self.topic, routed_as),
+            )
+
+    def adapter_flags(self, **overrides: Any) -> dict[str, Any]:
+        """``[hypervisor_notifier]`` settings that point the adapter at this bus."""
+        return {
+            "transport_url": BROKER_URL,
+            "exchange": self.exchange,
+            "topic": self.topic,
+            **overrides,
+        }
+
+    def _delete(self) -> None:
+        delete_bus(self.exchange, [wire.host_queue_name(self.topic, h) for h in self.publishers])
+
+
+def delete_bus(exchange: str, queues: list[str]) -> None:
+    """Delete a test's queues and exchange on the real broker."""
+    with _connection() as connection:
+        channel = connection.channel()
+        for name in queues:
+            channel.queue_delete(name)
+        channel.exchange_delete(exchange)
+
+
+@contextlib.contextmanager
+def _connection() -> Iterator[amqp.Connection]:
+    url = TransportURL.parse(BROKER_URL).hosts[0]
+    connection = amqp.Connection(
+        f"{url.hostname}:{url.port}", userid=url.username, password=url.password
+    )
+    connection.connect()
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def stop_sources() -> None:
+    """Stop every adapter nova started (nova-compute stops them at cleanup_host)."""
+    while adapter.SOURCES:
+        _, source = adapter.SOURCES.popitem()
+        source.stop()

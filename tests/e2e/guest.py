@@ -1,0 +1,130 @@
+"""A real guest that shuts itself down, and a clock for its libvirt events.
+
+Shared by the end-to-end tests and ``benchmarks/nova_detection.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+
+from hypervisor_notifier.backends.libvirt import eventloop
+from tests.bus import BROKER_URL
+from tests.service_process import ServiceProcess, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_URI = os.environ.get("HN_GUEST_URI", "qemu:///system")
+NOVA_NAMESPACE = "http://openstack.org/xmlns/libvirt/nova/1.1"
+
+
+def guest_image() -> Path:
+    """The directory with the guest's vmlinuz and initrd.img (built once per machine)."""
+    result = subprocess.run(
+        [str(REPO / "tools" / "guest-image.sh")], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"tools/guest-image.sh failed:\n{result.stderr}")
+    return Path(result.stdout.strip())
+
+
+def guest_xml(name: str, instance_uuid: str, image: Path, poweroff_after: float) -> str:
+    """A TCG guest launched "by nova" that powers itself off ``poweroff_after`` s after boot."""
+    return f"""<domain type='qemu'>
+  <name>{name}</name><uuid>{instance_uuid}</uuid>
+  <metadata><nova:instance xmlns:nova='{NOVA_NAMESPACE}'>
+    <nova:name>e2e-server</nova:name></nova:instance></metadata>
+  <memory unit='MiB'>128</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{image}/vmlinuz</kernel><initrd>{image}/initrd.img</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 hn_poweroff_after={poweroff_after}</cmdline></os>
+  <features><acpi/></features><on_poweroff>destroy</on_poweroff>
+  <devices><serial type='pty'/><memballoon model='none'/></devices>
+</domain>"""
+
+
+class LifecycleClock:
+    """When this process saw each guest's libvirt lifecycle events (its own connection).
+
+    Arguments:
+        uri: The libvirt URI of the guests.
+
+    """
+
+    def __init__(self, uri: str = GUEST_URI) -> None:
+        eventloop.start()
+        self.conn = libvirt.open(uri)
+        self._seen: dict[str, list[tuple[int, int, float]]] = {}
+        self._changed = threading.Condition()
+        self._callback_id = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None
+        )
+
+    def _on_event(self, _conn: object, dom: libvirt.virDomain, event: int, detail: int,
+                  _opaque: object) -> None:  # fmt: skip
+        with self._changed:
+            self._seen.setdefault(dom.UUIDString(), []).append((event, detail, time.monotonic()))
+            self._changed.notify_all()
+
+    def wait_for(self, instance_uuid: str, event: int, timeout: float) -> float:
+        """The monotonic time ``instance_uuid`` had ``event`` (waiting for it)."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: [t for e, _, t in self._seen.get(instance_uuid, []) if e == event],
+                timeout,
+            )
+        if not found:
+            raise TimeoutError(f"no libvirt event {event} for {instance_uuid} in {timeout} s")
+        return found[0]
+
+    def events(self, instance_uuid: str) -> list[tuple[int, int]]:
+        """The (event, detail) pairs seen for ``instance_uuid`` so far."""
+        with self._changed:
+            return [(e, d) for e, d, _ in self._seen.get(instance_uuid, [])]
+
+    @contextlib.contextmanager
+    def guest(self, image: Path, poweroff_after: float = 1.0) -> Iterator[libvirt.virDomain]:
+        """Define and start a guest; destroy and undefine it after."""
+        instance_uuid = str(uuid.uuid4())
+        dom = self.conn.defineXML(
+            guest_xml(f"hn-e2e-{instance_uuid[:8]}", instance_uuid, image, poweroff_after)
+        )
+        try:
+            dom.create()
+            yield dom
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                if dom.isActive():
+                    dom.destroy()
+            dom.undefine()
+
+    def close(self) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            self.conn.domainEventDeregisterAny(self._callback_id)
+        self.conn.close()
+
+
+def start_notifier(workdir: Path, *, host: str, exchange: str, topic: str) -> ServiceProcess:
+    """The real ``hypervisor-notifier`` on the guests' libvirtd, ready once it has resynced."""
+    config = workdir / "notifier.conf"
+    write_config(config, {
+        "DEFAULT": {"host": host},
+        "libvirt": {"connection_uri": GUEST_URI},
+        "publisher": {"transport_url": BROKER_URL, "exchange": exchange, "topic": topic},
+        "outbox": {"path": str(workdir / "outbox.sqlite")},
+        "health": {"port": "0"},
+    })  # fmt: skip
+    service = ServiceProcess(config)
+    try:
+        service.wait_for_log("resync (")
+    except AssertionError:
+        service.stop()
+        raise
+    return service

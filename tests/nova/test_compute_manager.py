@@ -1,0 +1,211 @@
+"""Bus events reach nova's real ComputeManager, in threading and eventlet mode.
+
+The path under test: our Publisher -> the real RabbitMQ -> the adapter's
+Subscriber -> ComputeManager.handle_events -> handle_lifecycle_event ->
+_sync_instance_power_state (recorded, not run: the functional test runs it).
+"""
+
+import queue
+import threading
+from typing import Any
+
+from nova import context, objects, test, utils
+from nova.compute import manager, power_state, vm_states
+from nova.virt import event as virtevent
+from nova.virt import fake
+from oslo_utils import uuidutils
+
+from hypervisor_notifier.consumer import nova as adapter
+from hypervisor_notifier.events import PowerState, Transition
+from tests import bus
+
+MAIN_THREAD_NATIVE_ID = threading.get_native_id()
+
+
+class AdapterInComputeManagerTest(test.TestCase):
+    stopped_hold = 30.0
+
+    def setUp(self) -> None:
+        super().setUp()
+        adapter.install()
+        self.host = bus.unique("nova-host")
+        self.bus = self.useFixture(bus.Bus(self.host))
+        self.flags(host=self.host, compute_driver="fake.SmallFakeDriver")
+        self.flags(group=adapter.GROUP, **self.bus.adapter_flags(stopped_hold=self.stopped_hold))
+        self.compute = manager.ComputeManager()
+        self.addCleanup(bus.stop_sources)
+        self.context = context.get_admin_context()
+        self.synced: queue.Queue[tuple[str, int, int]] = queue.Queue()
+        self.handled: list[Any] = []
+        handle_events = self.compute.handle_events
+        self.useFixture(
+            test.fixtures.MockPatchObject(
+                self.compute,
+                "handle_events",
+                side_effect=lambda event: (self.handled.append(event), handle_events(event)),
+            )
+        )
+        self.useFixture(
+            test.fixtures.MockPatchObject(
+                self.compute, "_sync_instance_power_state", side_effect=self._record_sync
+            )
+        )
+
+    def _record_sync(self, ctxt: Any, instance: Any, vm_power_state: int, **_: Any) -> None:
+        self.synced.put((instance.uuid, vm_power_state, threading.get_native_id()))
+
+    def _instance(self, hypervisor_state: int) -> Any:
+        instance = objects.Instance(
+            context=self.context,
+            uuid=uuidutils.generate_uuid(),
+            host=self.host,
+            vm_state=vm_states.ACTIVE,
+            power_state=power_state.RUNNING,
+            project_id="project",
+            user_id="user",
+        )
+        instance.create()
+        self.compute.driver.instances[instance.uuid] = fake.FakeInstance(
+            instance.name, hypervisor_state, instance.uuid
+        )
+        return instance
+
+    def _listen(self) -> adapter.NovaEventSource:
+        self.compute.init_virt_events()
+        source = adapter.SOURCES[id(self.compute.driver)]
+        self.assertTrue(source.wait_ready(bus.TIMEOUT))
+        return source
+
+    def _next_sync(self) -> tuple[str, int, int]:
+        return self.synced.get(timeout=bus.TIMEOUT)
+
+    def test_guest_shutdown_reaches_sync_instance_power_state_at_once(self) -> None:
+        instance = self._instance(power_state.SHUTDOWN)
+        self._listen()
+
+        self.bus.publish_guest_shutdown(instance.uuid)
+        uuid, state, native_id = self._next_sync()
+
+        self.assertEqual((instance.uuid, power_state.SHUTDOWN), (uuid, state))
+        if utils.concurrency_mode_threading():
+            # Called from the adapter's own native thread, as nova's libvirt driver does.
+            self.assertNotEqual(MAIN_THREAD_NATIVE_ID, native_id)
+        else:
+            # Called from a green thread: green threads share the hub's native thread.
+            self.assertEqual(MAIN_THREAD_NATIVE_ID, native_id)
+        self.assertEqual(
+            [virtevent.EVENT_LIFECYCLE_STOPPED], [event.transition for event in self.handled]
+        )
+
+    def test_each_transition_reaches_nova_as_its_power_state(self) -> None:
+        cases = [
+            (Transition.PAUSED, power_state.PAUSED),
+            (Transition.RESUMED, power_state.RUNNING),
+            (Transition.SUSPENDED, power_state.SUSPENDED),
+            (Transition.STARTED, power_state.RUNNING),
+        ]
+        instances = [self._instance(state) for _, state in cases]
+        self._listen()
+
+        for instance, (transition, _) in zip(instances, cases, strict=True):
+            self.bus.publish(self.bus.event(instance_uuid=instance.uuid, transition=transition))
+        synced = {self._next_sync()[:2] for _ in cases}
+
+        self.assertEqual(
+            {(i.uuid, state) for i, (_, state) in zip(instances, cases, strict=True)}, synced
+        )
+
+    def test_the_stop_of_a_reboot_is_held_and_cancelled_by_its_start(self) -> None:
+        instance = self._instance(power_state.RUNNING)
+        source = self._listen()
+
+        self.bus.publish(self.bus.event(instance_uuid=instance.uuid, detail="DESTROYED"))
+        self.bus.publish(
+            self.bus.event(
+                instance_uuid=instance.uuid,
+                transition=Transition.STARTED,
+                power_state=PowerState.RUNNING,
+                detail="BOOTED",
+            )
+        )
+        synced = self._next_sync()
+
+        self.assertEqual((instance.uuid, power_state.RUNNING), synced[:2])
+        self.assertEqual(1, source.hold.cancelled)
+        self.assertEqual(
+            [virtevent.EVENT_LIFECYCLE_STARTED], [event.transition for event in self.handled]
+        )
+
+    def test_another_hosts_event_never_reaches_nova(self) -> None:
+        victim = self._instance(power_state.SHUTDOWN)
+        marker = self._instance(power_state.SHUTDOWN)
+        source = self._listen()
+        other = bus.unique("other-host")
+
+        # Another host's notifier: its own routing key, so not our queue.
+        self.bus.publish(
+            self.bus.event(host=other, instance_uuid=victim.uuid, reason="VmGuestShutdownEvent")
+        )
+        # Routed to us, naming another host: misrouted or forged.
+        self.bus.forge(
+            self.bus.event(host=other, instance_uuid=victim.uuid, reason="VmGuestShutdownEvent"),
+            routed_as=self.host,
+        )
+        self.bus.publish(self.bus.event(instance_uuid=marker.uuid, reason="VmGuestShutdownEvent"))
+        synced = self._next_sync()
+
+        self.assertEqual((marker.uuid, power_state.SHUTDOWN), synced[:2])
+        self.assertEqual([marker.uuid], [event.uuid for event in self.handled])
+        self.assertEqual(1, source.stats.other_host)
+        self.assertTrue(self.synced.empty())
+
+    def test_the_drivers_own_lifecycle_events_are_discarded_on_the_bus_source(self) -> None:
+        instance = self._instance(power_state.SHUTDOWN)
+        source = self._listen()
+        other_event = virtevent.InstanceEvent(instance.uuid)
+
+        self.compute.driver.emit_event(
+            virtevent.LifecycleEvent(instance.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)
+        )
+        self.compute.driver.emit_event(other_event)
+
+        self.assertEqual([other_event], self.handled)
+        self.assertEqual(1, source.stats.driver_events_discarded)
+
+    def test_driver_source_leaves_nova_as_it_is(self) -> None:
+        self.flags(group=adapter.GROUP, source="driver")
+        instance = self._instance(power_state.SHUTDOWN)
+        self.compute.init_virt_events()
+        driver_event = virtevent.LifecycleEvent(instance.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)
+
+        self.compute.driver.emit_event(driver_event)
+
+        self.assertEqual({}, adapter.SOURCES)
+        self.assertEqual([driver_event], self.handled)
+        self.assertEqual((instance.uuid, power_state.SHUTDOWN), self._next_sync()[:2])
+
+    def test_cleanup_host_stops_the_adapter(self) -> None:
+        source = self._listen()
+
+        self.compute.driver.register_event_listener(None)
+
+        self.assertNotIn(id(self.compute.driver), adapter.SOURCES)
+        thread = source.subscriber._thread
+        thread.join(bus.TIMEOUT)
+        self.assertFalse(thread.is_alive())
+
+    def test_transitions_nova_has_no_name_for_are_not_handed_on(self) -> None:
+        instance = self._instance(power_state.SHUTDOWN)
+        source = self._listen()
+
+        for transition in (Transition.REBOOTED, Transition.CRASHED):
+            self.bus.publish(self.bus.event(instance_uuid=instance.uuid, transition=transition))
+        self.bus.publish(
+            self.bus.event(instance_uuid=instance.uuid, reason="VmGuestShutdownEvent")
+        )
+        self._next_sync()
+
+        self.assertEqual(
+            [virtevent.EVENT_LIFECYCLE_STOPPED], [event.transition for event in self.handled]
+        )
+        self.assertEqual(2, source.stats.no_nova_transition)
