@@ -25,6 +25,7 @@ from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, wire
 from hypervisor_notifier.backends import UnknownBackend, load_backend
 from hypervisor_notifier.backends.base import Backend, BackendUnavailable, InstanceState
+from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error, mask_secrets
 
 #: What may fail when talking to the broker (py-amqp raises both).
@@ -143,6 +144,11 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
         url = TransportURL.parse(opts.transport_url)
     except ValueError as exc:
         return [Check("broker", Result.FAILURE, f"[publisher] transport_url: {exc}")]
+    tls = TLSSettings(opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
+    try:
+        tls.check()
+    except ValueError as exc:
+        return [Check("broker", Result.FAILURE, f"[publisher] {exc}")]
     checks, reachable = [], None
     for broker in url.hosts:
         name = f"broker {broker.address}"
@@ -153,6 +159,7 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
             virtual_host=url.virtual_host,
             connect_timeout=timeout,
             client_properties={"connection_name": f"hypervisor-notifier-status {conf.host}"},
+            ssl=tls.amqp_ssl(broker.hostname) if url.tls else False,
         )
         try:
             connection.connect()

@@ -161,7 +161,8 @@ def test_unsupported_transport_url_fails_the_broker_check(status):
     assert code == 2, output
     assert rows["broker"] == (
         "failure",
-        "[publisher] transport_url: transport 'kafka' is not supported (use rabbit:// or amqp://)",
+        "[publisher] transport_url: transport 'kafka' is not supported "
+        "(use rabbit:// or amqp:// or rabbits:// or amqps://)",
     )
     assert "pw-kafka" not in output
 

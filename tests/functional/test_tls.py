@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import subprocess
+import sys
 import time
 import uuid
 
@@ -114,3 +116,27 @@ def test_a_burst_over_tls_is_confirmed_at_speed(tls_broker, tls_user, start_publ
     publisher.send(*events[1:])
     elapsed = time.monotonic() - began
     assert elapsed < 4.0, f"2000 events took {elapsed:.1f} s over TLS"
+
+
+def test_the_preflight_checks_a_tls_broker_and_names_an_untrusted_one(
+    tls_broker, tls_user, tmp_path, names
+):
+    def status(ca: str) -> str:
+        config = tmp_path / f"{ca}.conf"
+        options = "".join(f"{k} = {v}\n" for k, v in client_options(tls_broker, ca).items())
+        config.write_text(
+            f"[DEFAULT]\nhost = {names['host']}\n[outbox]\npath = {tmp_path / 'o.sqlite'}\n"
+            f"[publisher]\ntransport_url = {tls_user()}\nexchange = {names['exchange']}\n"
+            + options
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "hypervisor_notifier.cmd.status", "check", "--config-file",
+             str(config), "--timeout", "5"], capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+
+    broker_row = f"broker localhost:{tls_broker.port}"
+    trusted = next(line for line in status("ca.pem").splitlines() if broker_row in line)
+    assert "logged in" in trusted, trusted
+    untrusted = next(line for line in status("other-ca.pem").splitlines() if broker_row in line)
+    assert "the broker's certificate is not trusted" in untrusted
+    assert PASSWORD not in untrusted
