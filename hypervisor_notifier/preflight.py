@@ -144,9 +144,8 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
         url = TransportURL.parse(opts.transport_url)
     except ValueError as exc:
         return [Check("broker", Result.FAILURE, f"[publisher] transport_url: {exc}")]
-    tls = TLSSettings(opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
     try:
-        tls.check()
+        tls = TLSSettings.from_conf(opts)
     except ValueError as exc:
         return [Check("broker", Result.FAILURE, f"[publisher] {exc}")]
     checks, reachable = [], None

@@ -140,9 +140,8 @@ class Publisher:
             url = TransportURL.parse(opts.transport_url)
         except ValueError as exc:
             raise ConfigError(f"[{publisher_conf.GROUP}] transport_url: {exc}") from None
-        tls = TLSSettings(opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
         try:
-            tls.check()
+            tls = TLSSettings.from_conf(opts)
         except ValueError as exc:
             raise ConfigError(f"[{publisher_conf.GROUP}] {exc}") from None
         return cls(

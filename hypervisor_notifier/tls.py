@@ -31,6 +31,18 @@ class TLSSettings:
     cert_file: str | None = None
     key_file: str | None = None
 
+    @classmethod
+    def from_conf(cls, group: Any) -> TLSSettings:
+        """Build from a ``conf/tls.py`` option group's values, checked (see :meth:`check`).
+
+        Arguments:
+            group: The group's values (e.g. ``conf.publisher``), in any oslo.config group.
+
+        """
+        settings = cls(group.ssl_ca_file, group.ssl_cert_file, group.ssl_key_file)
+        settings.check()
+        return settings
+
     def check(self) -> None:
         """Raise ValueError naming the setting if a file is unreadable, or a key has no cert."""
         if self.key_file and not self.cert_file:

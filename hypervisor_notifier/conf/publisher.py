@@ -5,6 +5,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from hypervisor_notifier import wire
+from hypervisor_notifier.conf import tls
 
 GROUP = "publisher"
 
@@ -20,20 +21,7 @@ opts = [
         "the broker's certificate is verified (ssl_ca_file) and its name "
         "checked against the URL's host name.",
     ),
-    cfg.StrOpt(
-        "ssl_ca_file",
-        help="TLS: PEM file of the CA(s) that signed the broker's certificate. "
-        "Unset: the system's CA store.",
-    ),
-    cfg.StrOpt(
-        "ssl_cert_file",
-        help="TLS: PEM client certificate presented to the broker (for a broker "
-        "that requires one).",
-    ),
-    cfg.StrOpt(
-        "ssl_key_file",
-        help="TLS: private key of ssl_cert_file (unset when that file holds the key).",
-    ),
+    *tls.opts,
     cfg.StrOpt(
         "exchange",
         default="hypervisor",

@@ -91,3 +91,18 @@ def test_unusable_tls_options_are_a_config_error_naming_the_option(options, mess
         conf.set_override(name, value, "publisher")
     with pytest.raises(ConfigError, match=f"\\[publisher\\] {message}"):
         Publisher.from_conf(conf, MemoryOutbox())
+
+
+def test_the_tls_options_work_in_another_projects_group(tmp_path):
+    from oslo_config import cfg
+
+    from hypervisor_notifier.conf import tls as tls_conf
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    conf = cfg.ConfigOpts()
+    conf.register_opts(tls_conf.opts, group="hypervisor_notifier")
+    conf([], default_config_files=[])
+    conf.set_override("ssl_ca_file", str(ca), "hypervisor_notifier")
+
+    assert TLSSettings.from_conf(conf.hypervisor_notifier) == TLSSettings(str(ca))
