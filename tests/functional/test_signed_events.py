@@ -71,7 +71,9 @@ def test_injected_forged_and_replayed_events_are_rejected_counted_and_never_deli
     # A captured event replayed as it is, and one edited into a "stopped".
     inject(amqp.Message(body, delivery_mode=2), names["exchange"],
            wire.routing_key(TOPIC, names["host"]))  # fmt: skip
-    edited = forged(body, transition="stopped", power_state=4, event_id=captured_payload["event_id"] + "x")
+    edited = forged(
+        body, transition="stopped", power_state=4, event_id=captured_payload["event_id"] + "x"
+    )
     inject(amqp.Message(edited, delivery_mode=2), names["exchange"],
            wire.routing_key(TOPIC, names["host"]))  # fmt: skip
 
