@@ -307,6 +307,8 @@ class Publisher:
             wait_for.append(self.outbox.wake_fd)
         timeout = self.heartbeat / 4 if self.heartbeat else 5.0
         if self._stop_requested.is_set():
+            if self._finished():
+                return  # all confirmed: nothing to wait for (the stop's wake-up was read above)
             timeout = min(timeout, self._time_left())
         # Frames OpenSSL has decrypted already would not wake select.
         buffered = _tls_pending(self._connection.sock)

@@ -17,6 +17,7 @@ from hypervisor_notifier.consumer import nova as adapter
 from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
 from hypervisor_notifier.outbox import MemoryOutbox
 from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.signing import Signer
 from hypervisor_notifier.transport_url import TransportURL
 from tests.factories import make_event
 
@@ -33,12 +34,14 @@ class Bus(fixtures.Fixture):
 
     Arguments:
         host: The compute host the events name (nova's ``CONF.host``).
+        signer: What the host's notifier signs with (None: it does not sign).
 
     """
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, signer: Signer | None = None) -> None:
         super().__init__()
         self.host = host
+        self.signer = signer
         self.exchange = unique("hn-nova-test")
         self.topic = unique("hn_events")
         self._seq = itertools.count(1)
@@ -46,22 +49,28 @@ class Bus(fixtures.Fixture):
     def _setUp(self) -> None:
         self.addCleanup(self._delete)
         self.publishers: dict[str, Publisher] = {}
+        self.hosts: set[str] = set()
         self.publisher_for(self.host)
 
     def publisher_for(self, host: str) -> Publisher:
         """Our real publisher for ``host`` (started once), as a notifier on that host runs it."""
         if host not in self.publishers:
-            publisher = Publisher(
-                MemoryOutbox(),
-                url=TransportURL.parse(BROKER_URL),
-                host=host,
-                exchange=self.exchange,
-                topic=self.topic,
-            )
-            publisher.start()
-            self.addCleanup(publisher.stop, 5.0)
-            self.publishers[host] = publisher
+            self.publishers[host] = self.start_publisher(host, self.signer)
         return self.publishers[host]
+
+    def start_publisher(self, host: str, signer: Signer | None) -> Publisher:
+        """Another real publisher for ``host`` signing with ``signer`` (stopped at cleanup)."""
+        publisher = Publisher(
+            MemoryOutbox(signer=signer),
+            url=TransportURL.parse(BROKER_URL),
+            host=host,
+            exchange=self.exchange,
+            topic=self.topic,
+        )
+        publisher.start()
+        self.addCleanup(publisher.stop, 5.0)
+        self.hosts.add(host)
+        return publisher
 
     def event(self, **fields: Any) -> LifecycleEvent:
         """A lifecycle event of this host with the next seq; any field can be overridden."""
@@ -86,13 +95,15 @@ class Bus(fixtures.Fixture):
         )
         self.publish(self.event(instance_uuid=instance_uuid, reason="STOPPED", detail="SHUTDOWN"))
 
-    def forge(self, event: LifecycleEvent, *, routed_as: str) -> None:
-        """Inject ``event`` from outside any notifier, with ``routed_as``'s routing key."""
+    def inject(self, event: LifecycleEvent, *, routed_as: str, signer: Signer | None) -> None:
+        """Publish ``event`` from outside any notifier, with ``routed_as``'s routing key."""
         with _connection() as connection:
             channel = connection.channel()
             channel.confirm_select()
             channel.basic_publish_confirm(
-                amqp.Message(wire.encode(event), content_type=wire.CONTENT_TYPE, delivery_mode=2),
+                amqp.Message(
+                    wire.encode(event, signer), content_type=wire.CONTENT_TYPE, delivery_mode=2
+                ),
                 exchange=self.exchange,
                 routing_key=wire.routing_key(self.topic, routed_as),
             )
@@ -107,7 +118,7 @@ class Bus(fixtures.Fixture):
         }
 
     def _delete(self) -> None:
-        delete_bus(self.exchange, [wire.host_queue_name(self.topic, h) for h in self.publishers])
+        delete_bus(self.exchange, [wire.host_queue_name(self.topic, h) for h in self.hosts])
 
 
 def delete_bus(exchange: str, queues: list[str]) -> None:

@@ -38,9 +38,13 @@ from typing import Any
 
 from oslo_config import cfg
 
+from hypervisor_notifier.conf import signing as signing_conf
+from hypervisor_notifier.conf import tls as tls_conf
 from hypervisor_notifier.consumer.stopped_hold import StoppedHold
 from hypervisor_notifier.consumer.subscriber import Subscriber
 from hypervisor_notifier.events import LifecycleEvent, Transition
+from hypervisor_notifier.signing import Verifier
+from hypervisor_notifier.tls import TLSSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -87,9 +91,14 @@ opts = [
 ]
 
 
+#: Every option of the group: the adapter's, then the notifiers' signing key
+#: (events are verified when it is set) and TLS to the broker.
+all_opts = [*opts, *signing_conf.opts, *tls_conf.opts]
+
+
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """The options this adapter reads from nova.conf (for oslo-config-generator)."""
-    return [(GROUP, opts)]
+    return [(GROUP, all_opts)]
 
 
 def nova_transition(transition: Transition) -> int | None:
@@ -131,6 +140,9 @@ class AdapterStats:
     handed_to_nova: int = 0
     #: Events naming another host than this nova-compute's (never handed on).
     other_host: int = 0
+    #: Events not verified while a key is set (never handed on; the subscriber
+    #: rejects them first, this is the adapter's own guard).
+    unverified: int = 0
     #: Events nova has no transition for (shutting_down, rebooted, crashed).
     no_nova_transition: int = 0
     #: The virt driver's own lifecycle events, discarded while the source is the bus.
@@ -153,6 +165,8 @@ class NovaEventSource:
         topic: The notifiers' topic.
         queue_type: The notifiers' queue type.
         stopped_hold: See :class:`StoppedHold`'s ``hold``.
+        verifier: When set, only events it verified reach nova.
+        tls: TLS settings, used when ``transport_url`` asks for TLS.
 
     """
 
@@ -166,9 +180,13 @@ class NovaEventSource:
         topic: str = "hypervisor_events",
         queue_type: str = "classic",
         stopped_hold: float = 15.0,
+        verifier: Verifier | None = None,
+        tls: TLSSettings | None = None,
     ) -> None:
+        tls = tls or TLSSettings()
         self.callback = callback
         self.host = host
+        self.verifier = verifier
         self.stats = AdapterStats()
         self.hold = StoppedHold(self._hand_to_nova, stopped_hold)
         self.subscriber = Subscriber(
@@ -178,6 +196,10 @@ class NovaEventSource:
             exchange=exchange,
             topic=topic,
             queue_type=queue_type,
+            verifier=verifier,
+            ssl_ca_file=tls.ca_file,
+            ssl_cert_file=tls.cert_file,
+            ssl_key_file=tls.key_file,
         )
 
     @classmethod
@@ -190,6 +212,11 @@ class NovaEventSource:
                 f"[{GROUP}] transport_url (or [DEFAULT] transport_url) must be set "
                 f"when [{GROUP}] source is 'bus'"
             )
+        try:
+            verifier = Verifier.from_conf(group)
+            tls = TLSSettings.from_conf(group)
+        except ValueError as exc:
+            raise ValueError(f"[{GROUP}] {exc}") from None
         return cls(
             callback,
             host=conf.host,
@@ -198,6 +225,8 @@ class NovaEventSource:
             topic=group.topic,
             queue_type=group.queue_type,
             stopped_hold=group.stopped_hold,
+            verifier=verifier,
+            tls=tls,
         )
 
     def start(self) -> None:
@@ -222,6 +251,11 @@ class NovaEventSource:
             LOG.info("dropped the held stopped of %s at stop", event.instance_uuid)
 
     def _on_bus_event(self, event: LifecycleEvent) -> None:
+        if self.verifier is not None and not event.verified:
+            # A forged "stopped" could make nova stop a running guest.
+            self.stats.unverified += 1
+            LOG.warning("refused event %s: not verified with the signing key", event.event_id)
+            return
         if event.host != self.host:
             # The routing key matched our queue, the payload names another
             # host: a misrouted or forged event; nova must not act on it.
@@ -283,7 +317,7 @@ def install(conf: cfg.ConfigOpts | None = None) -> None:
 
         conf = nova.conf.CONF
     with _installed_lock:
-        conf.register_opts(opts, group=GROUP)
+        conf.register_opts(all_opts, group=GROUP)
         original = virt_driver.ComputeDriver.register_event_listener
         if getattr(original, "hypervisor_notifier_original", None) is not None:
             return
@@ -320,12 +354,15 @@ def _register(driver: Any, callback: Any, conf: cfg.ConfigOpts, original: Any) -
     mode = "threading" if utils.concurrency_mode_threading() else "eventlet"
     LOG.info(
         "nova lifecycle events: from the bus (source=bus): host %r, exchange %r, "
-        "queue %r on %s, stopped hold %.1f s, %s mode; the %s driver's own "
+        "queue %r on %s, %s, stopped hold %.1f s, %s mode; the %s driver's own "
         "lifecycle events are discarded",
         source.host,
         source.subscriber.exchange,
         source.subscriber.queue_name,
         source.subscriber.url.masked(),
+        f"signed events only (key ids {', '.join(source.verifier.key_ids)})"
+        if source.verifier is not None
+        else "unsigned events accepted (no [hypervisor_notifier] key)",
         source.hold.hold,
         mode,
         name,

@@ -17,6 +17,7 @@ from oslo_utils import uuidutils
 
 from hypervisor_notifier.consumer import nova as adapter
 from hypervisor_notifier.events import PowerState, Transition
+from hypervisor_notifier.signing import Signer
 from tests import bus
 
 MAIN_THREAD_NATIVE_ID = threading.get_native_id()
@@ -29,9 +30,9 @@ class AdapterInComputeManagerTest(test.TestCase):
         super().setUp()
         adapter.install()
         self.host = bus.unique("nova-host")
-        self.bus = self.useFixture(bus.Bus(self.host))
+        self.bus = self.useFixture(self._bus())
         self.flags(host=self.host, compute_driver="fake.SmallFakeDriver")
-        self.flags(group=adapter.GROUP, **self.bus.adapter_flags(stopped_hold=self.stopped_hold))
+        self.flags(group=adapter.GROUP, **self._adapter_flags())
         self.compute = manager.ComputeManager()
         self.addCleanup(bus.stop_sources)
         self.context = context.get_admin_context()
@@ -50,6 +51,12 @@ class AdapterInComputeManagerTest(test.TestCase):
                 self.compute, "_sync_instance_power_state", side_effect=self._record_sync
             )
         )
+
+    def _bus(self) -> bus.Bus:
+        return bus.Bus(self.host)
+
+    def _adapter_flags(self) -> dict[str, Any]:
+        return self.bus.adapter_flags(stopped_hold=self.stopped_hold)
 
     def _record_sync(self, ctxt: Any, instance: Any, vm_power_state: int, **_: Any) -> None:
         self.synced.put((instance.uuid, vm_power_state, threading.get_native_id()))
@@ -146,10 +153,11 @@ class AdapterInComputeManagerTest(test.TestCase):
         self.bus.publish(
             self.bus.event(host=other, instance_uuid=victim.uuid, reason="VmGuestShutdownEvent")
         )
-        # Routed to us, naming another host: misrouted or forged.
-        self.bus.forge(
+        # Routed to us, naming another host: misrouted (signed by a notifier) or forged.
+        self.bus.inject(
             self.bus.event(host=other, instance_uuid=victim.uuid, reason="VmGuestShutdownEvent"),
             routed_as=self.host,
+            signer=self.bus.signer,
         )
         self.bus.publish(self.bus.event(instance_uuid=marker.uuid, reason="VmGuestShutdownEvent"))
         synced = self._next_sync()
@@ -209,3 +217,47 @@ class AdapterInComputeManagerTest(test.TestCase):
             [virtevent.EVENT_LIFECYCLE_STOPPED], [event.transition for event in self.handled]
         )
         self.assertEqual(2, source.stats.no_nova_transition)
+
+    def test_a_bad_adapter_option_fails_nova_compute_start_naming_it(self) -> None:
+        self.flags(group=adapter.GROUP, key="too short")
+
+        with self.assertRaisesRegex(
+            ValueError, r"^\[hypervisor_notifier\] signing key .* at least 32"
+        ):
+            self.compute.init_virt_events()
+        self.assertEqual({}, adapter.SOURCES)
+
+
+class SignedEventsInComputeManagerTest(AdapterInComputeManagerTest):
+    """With a key in nova.conf, only events signed with it reach nova."""
+
+    key = "k" * 32
+
+    def _bus(self) -> bus.Bus:
+        return bus.Bus(self.host, Signer("1", self.key.encode()))
+
+    def _adapter_flags(self) -> dict[str, Any]:
+        return {**super()._adapter_flags(), "key": self.key, "key_id": "1"}
+
+    def test_unsigned_forged_and_wrongly_signed_events_never_reach_nova(self) -> None:
+        victim = self._instance(power_state.SHUTDOWN)
+        marker = self._instance(power_state.SHUTDOWN)
+        source = self._listen()
+        # What the attacker can do: publish unsigned, sign with a key of its
+        # own under the right id, or inject raw messages.
+        for signer in (None, Signer("1", b"w" * 32)):
+            forger = self.bus.start_publisher(self.host, signer)
+            forger.outbox.put(self.bus.event(instance_uuid=victim.uuid, detail="DESTROYED"))
+            # Queued (confirmed) before the marker below, so consumed before it.
+            self.assertEqual(0, forger.stop(bus.TIMEOUT))
+        self.bus.inject(
+            self.bus.event(instance_uuid=victim.uuid, reason="VmGuestShutdownEvent"),
+            routed_as=self.host,
+            signer=None,
+        )
+        self.bus.publish_guest_shutdown(marker.uuid)
+
+        self.assertEqual((marker.uuid, power_state.SHUTDOWN), self._next_sync()[:2])
+        self.assertEqual([marker.uuid], [event.uuid for event in self.handled])
+        self.assertEqual(3, source.subscriber.stats.unverified)
+        self.assertIsNotNone(source.verifier)

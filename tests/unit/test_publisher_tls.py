@@ -1,7 +1,12 @@
-"""The publisher over TLS: options, and bytes OpenSSL decrypted before the pump waits."""
+"""The publisher: TLS options, and when its pump must not wait.
+
+It must not wait on the socket for frames OpenSSL decrypted already, nor at
+all when a stop is requested and nothing is left to confirm.
+"""
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import time
@@ -106,3 +111,25 @@ def test_the_tls_options_work_in_another_projects_group(tmp_path):
     conf.set_override("ssl_ca_file", str(ca), "hypervisor_notifier")
 
     assert TLSSettings.from_conf(conf.hypervisor_notifier) == TLSSettings(str(ca))
+
+
+def test_a_stop_with_nothing_left_to_confirm_does_not_wait(monkeypatch):
+    """A stop requested while connecting: the pump read its wake-up, so it must not wait."""
+    publisher = Publisher(MemoryOutbox(), url=TransportURL.parse("rabbit://h/"), host="h",
+                          exchange="x", topic="t", heartbeat=0)  # fmt: skip
+
+    real_select = select.select
+
+    def select_waits(rlist: list, wlist: list, xlist: list, timeout: float = 0) -> tuple:
+        if timeout:  # a poll (timeout 0) of the outbox's wake-up pipe is fine
+            raise AssertionError("waited for the broker with nothing left to confirm")
+        return real_select(rlist, wlist, xlist, timeout)
+
+    monkeypatch.setattr(select, "select", select_waits)
+    left, right = socket.socketpair()
+    with left, right:
+        publisher._connection, publisher._channel = Connection(DecryptedAhead(left)), object()
+        publisher._connection.sock.buffered = 0
+        publisher._deadline = time.monotonic() + 3600
+        publisher._stop_requested.set()
+        publisher._pump()
