@@ -24,8 +24,9 @@ MASK = "****"
 
 # Any user:password@ in a text: after "scheme://", after the "," of a
 # multi-host URL, or in a mistyped URL ("rabbit:/u:pw@h"). A password with
-# "/" or "@" must be percent-encoded in a URL anyway.
-_CREDENTIALS = re.compile(r"(?P<head>[^\s:/@,]*:)[^\s@/]*@")
+# "/", "@" or "," must be percent-encoded in a URL anyway (a "," separates
+# the hosts of a multi-host URL).
+_CREDENTIALS = re.compile(r"(?P<head>[^\s:/@,]*:)[^\s@/,]*@")
 
 
 def mask_secrets(text: str) -> str:

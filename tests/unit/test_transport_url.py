@@ -195,6 +195,8 @@ def test_broker_host_repr_never_shows_the_password():
         ("rabbit://nova:pa:ss@broker/", "pa:ss", "broker"),
         ("URLs: rabbit://a:s3cret@b1/ and amqp://b:other-pw@b2/", "other-pw", "b2"),
         ("rabbit://a:first-pw@b1,b:second-pw@b2/", "second-pw", "b2"),
+        # A port before the "," stays, and so does the second broker's user.
+        ("rabbit://a:first-pw@b1:5672,b:second-pw@b2/", "second-pw", "b1:5672,b:****@b2"),
     ],
 )
 def test_mask_secrets_removes_every_password_from_text(text, password, kept):
