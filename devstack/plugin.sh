@@ -104,6 +104,19 @@ function configure_hypervisor_notifier_esx {
     done
 }
 
+# The signing key: HYPERVISOR_NOTIFIER_SIGNING_KEY, or 64 hex digits derived
+# from SERVICE_PASSWORD (the signer wants at least 32 bytes).
+function hypervisor_notifier_signing_key {
+    if [[ -n $HYPERVISOR_NOTIFIER_SIGNING_KEY ]]; then
+        echo "$HYPERVISOR_NOTIFIER_SIGNING_KEY"
+    elif [[ -n ${SERVICE_PASSWORD:-} ]]; then
+        printf 'hypervisor-notifier:%s' "$SERVICE_PASSWORD" | sha256sum | cut -d' ' -f1
+    else
+        die $LINENO "hypervisor-notifier: set HYPERVISOR_NOTIFIER_SIGNING_KEY" \
+            "(or SERVICE_PASSWORD), or HYPERVISOR_NOTIFIER_SIGN_EVENTS=False"
+    fi
+}
+
 # The config file, from nova's: the host, the backend from its
 # compute_driver, and its transport URL (with the notifier's user).
 function configure_hypervisor_notifier {
@@ -144,6 +157,9 @@ function configure_hypervisor_notifier {
     iniset "$conf" publisher topic "$HYPERVISOR_NOTIFIER_TOPIC"
     iniset "$conf" outbox path "$HYPERVISOR_NOTIFIER_STATE_DIR/outbox.sqlite"
     iniset "$conf" health port "$HYPERVISOR_NOTIFIER_HEALTH_PORT"
+    if [[ $HYPERVISOR_NOTIFIER_SIGN_EVENTS == True ]]; then
+        iniset "$conf" signing key "$(hypervisor_notifier_signing_key)"
+    fi
 }
 
 # nova.conf's [hypervisor_notifier]: read by hypervisor-notifier-nova-compute.
@@ -158,6 +174,9 @@ function configure_nova_for_hypervisor_notifier {
     iniset "$NOVA_CONF" hypervisor_notifier transport_url "$url"
     iniset "$NOVA_CONF" hypervisor_notifier exchange "$HYPERVISOR_NOTIFIER_EXCHANGE"
     iniset "$NOVA_CONF" hypervisor_notifier topic "$HYPERVISOR_NOTIFIER_TOPIC"
+    if [[ $HYPERVISOR_NOTIFIER_SIGN_EVENTS == True ]]; then
+        iniset "$NOVA_CONF" hypervisor_notifier key "$(hypervisor_notifier_signing_key)"
+    fi
     if [[ -n $HYPERVISOR_NOTIFIER_STOPPED_HOLD ]]; then
         iniset "$NOVA_CONF" hypervisor_notifier stopped_hold "$HYPERVISOR_NOTIFIER_STOPPED_HOLD"
     fi

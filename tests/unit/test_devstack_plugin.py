@@ -12,6 +12,7 @@ The devstack steps between the phases are done here as devstack does them:
 from __future__ import annotations
 
 import configparser
+import hashlib
 import os
 import shlex
 import shutil
@@ -22,10 +23,14 @@ from pathlib import Path
 import pytest
 
 from hypervisor_notifier import conf
+from hypervisor_notifier.signing import Signer
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "tests/devstack/harness.sh"
 RABBIT_PASSWORD = "devstack-rabbit-pw"
+SERVICE_PASSWORD = "devstack-service-pw"
+#: What every node derives from SERVICE_PASSWORD.
+SIGNING_KEY = hashlib.sha256(f"hypervisor-notifier:{SERVICE_PASSWORD}".encode()).hexdigest()
 NOVA_URL = f"rabbit://stackrabbit:{RABBIT_PASSWORD}@10.0.0.5:5672/"
 
 #: Records how the plugin called tools/rabbitmq-users.sh (written by issue 8's
@@ -75,6 +80,7 @@ class Devstack:
             "NOVA_CPU_CONF": str(self.nova_cpu_conf),
             "LIBVIRT_GROUP": "libvirt",
             "RABBIT_PASSWORD": RABBIT_PASSWORD,
+            "SERVICE_PASSWORD": SERVICE_PASSWORD,
             "ENABLED_SERVICES": "rabbit,n-api,n-cpu",
             "GLOBAL_VENV": "True",
             "DEVSTACK_VENV": str(root / "venv"),
@@ -176,12 +182,17 @@ def test_libvirt_host_with_nova_consumer(devstack):
     loaded = conf.load(["--config-file", str(host.conf)], prog="hypervisor-notifier")
     assert (loaded.host, loaded.health.port) == ("compute-hn7", 9324)
     # ... and nova's switch, which n-cpu's config inherits.
-    assert dict(read_ini(host.nova_cpu_conf)["hypervisor_notifier"]) == {
+    nova_group = dict(read_ini(host.nova_cpu_conf)["hypervisor_notifier"])
+    assert nova_group == {
         "source": "bus",
         "transport_url": f"rabbit://nova-hypervisor-events:{RABBIT_PASSWORD}@10.0.0.5:5672/",
         "exchange": "hypervisor",
         "topic": "hypervisor_events",
+        "key": SIGNING_KEY,
     }
+    # Signed with the key nova verifies with; a working key for both sides.
+    assert ini["signing"]["key"] == SIGNING_KEY
+    assert Signer.from_conf(loaded.signing) is not None
     # extra: the notifier, and n-cpu again as the wrapper, in the libvirt group.
     assert host.calls("run_process") == [
         ["hypervisor-notifier", f"{host.bin_dir}/hypervisor-notifier --config-file {host.conf}"],
@@ -264,6 +275,23 @@ def test_without_rabbit_users_nova_credentials_are_used(devstack):
     assert host.calls("rabbitmq-users") == []
     assert read_ini(host.conf)["publisher"]["transport_url"] == NOVA_URL
     assert read_ini(host.nova_conf)["hypervisor_notifier"]["transport_url"] == NOVA_URL
+
+
+def test_a_key_of_ones_own_or_no_signing(devstack):
+    host = devstack(
+        HYPERVISOR_NOTIFIER_NOVA_CONSUMER="True", HYPERVISOR_NOTIFIER_SIGNING_KEY="k" * 40
+    )
+    host.write_nova_conf(**LIBVIRT_NOVA)
+    host.run("stack:install", "stack:post-config")
+    assert read_ini(host.conf)["signing"]["key"] == "k" * 40
+    assert read_ini(host.nova_conf)["hypervisor_notifier"]["key"] == "k" * 40
+
+    # The next stack.sh, signing off (devstack writes nova.conf anew each time).
+    host.env["HYPERVISOR_NOTIFIER_SIGN_EVENTS"] = "False"
+    host.write_nova_conf(**LIBVIRT_NOVA)
+    host.run("stack:post-config")
+    assert not read_ini(host.conf).has_section("signing")
+    assert "key" not in read_ini(host.nova_conf)["hypervisor_notifier"]
 
 
 @pytest.mark.parametrize(
