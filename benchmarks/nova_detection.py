@@ -26,11 +26,13 @@ guest that stops at a random moment waits up to ``sync_power_state_interval``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import libvirt  # noqa: E402
 from common import Stats, progress  # noqa: E402
+from nova.virt import event as virtevent  # noqa: E402 - imports no eventlet: the child still picks threading
 
 from hypervisor_notifier import wire  # noqa: E402
 from hypervisor_notifier.consumer import nova as adapter  # noqa: E402
@@ -88,10 +91,6 @@ def main() -> None:
     if args.in_tree_listener:
         in_tree_listener()
         return
-    import threading
-
-    from nova.virt import event as virtevent
-
     image = guest_image()
     clock = LifecycleClock()
     host, exchange, topic = bus.unique("bench-host"), bus.unique("hn-bench"), bus.unique("hn_b")
@@ -143,10 +142,6 @@ def run(
     in_tree: queue.Queue[list[str]],
 ) -> tuple[list[float], list[float]]:
     """Boot ``count`` guests at once; detection times (ms) of both paths."""
-    import contextlib
-
-    from nova.virt import event as virtevent
-
     with contextlib.ExitStack() as guests:
         uuids = [guests.enter_context(clock.guest(image)).UUIDString() for _ in range(count)]
         ours_at: dict[str, float] = {}
