@@ -31,7 +31,6 @@ import os
 import queue
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,10 +42,7 @@ import libvirt  # noqa: E402
 from common import Stats, progress  # noqa: E402
 from nova.virt import event as virtevent  # noqa: E402 - imports no eventlet: the child still picks threading
 
-from hypervisor_notifier import wire  # noqa: E402
-from hypervisor_notifier.consumer import nova as adapter  # noqa: E402
-from tests import bus  # noqa: E402
-from tests.e2e.guest import GUEST_URI, LifecycleClock, guest_image, start_notifier  # noqa: E402
+from tests.e2e.guest import GUEST_URI, LifecycleClock, guest_image, notifier_and_adapter  # noqa: E402
 
 TIMEOUT = 180.0
 POLL_INTERVAL = 600.0
@@ -93,23 +89,14 @@ def main() -> None:
         return
     image = guest_image()
     clock = LifecycleClock()
-    host, exchange, topic = bus.unique("bench-host"), bus.unique("hn-bench"), bus.unique("hn_b")
     ours: queue.Queue[tuple[str, float]] = queue.Queue()
     in_tree: queue.Queue[list[str]] = queue.Queue()
-    with tempfile.TemporaryDirectory() as workdir:
-        service = start_notifier(Path(workdir), host=host, exchange=exchange, topic=topic)
-        source = adapter.NovaEventSource(
-            lambda event: (
-                ours.put((event.uuid, time.monotonic()))
-                if event.transition == virtevent.EVENT_LIFECYCLE_STOPPED
-                else None
-            ),
-            host=host,
-            transport_url=bus.BROKER_URL,
-            exchange=exchange,
-            topic=topic,
-        )
-        source.start()
+
+    def on_nova_event(event: virtevent.LifecycleEvent) -> None:
+        if event.transition == virtevent.EVENT_LIFECYCLE_STOPPED:
+            ours.put((event.uuid, time.monotonic()))
+
+    with notifier_and_adapter(on_nova_event):
         child = subprocess.Popen(
             [sys.executable, __file__, "--in-tree-listener"],
             stdin=subprocess.PIPE,
@@ -118,18 +105,15 @@ def main() -> None:
         )
         threading.Thread(target=read_in_tree, args=(child, in_tree), daemon=True).start()
         try:
-            assert source.wait_ready(TIMEOUT) and in_tree.get(timeout=TIMEOUT) == []
+            assert in_tree.get(timeout=TIMEOUT) == []
             progress(f"booting {args.guests} guests that power themselves off")
             results = run(clock, image, args.guests, ours, in_tree)
         finally:
-            source.stop()
             child.stdin.close()  # type: ignore[union-attr]
             try:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
-            service.stop()
-            bus.delete_bus(exchange, [wire.host_queue_name(topic, host)])
     report(args.guests, *results)
     clock.close()
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
+from hypervisor_notifier import wire
 from hypervisor_notifier.backends.libvirt import eventloop
-from tests.bus import BROKER_URL
-from tests.service_process import ServiceProcess, write_config
+from hypervisor_notifier.consumer.nova import NovaEventSource
+from tests.bus import BROKER_URL, delete_bus, unique
+from tests.service_process import TIMEOUT, ServiceProcess, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_URI = os.environ.get("HN_GUEST_URI", "qemu:///system")
@@ -111,20 +115,37 @@ class LifecycleClock:
         self.conn.close()
 
 
-def start_notifier(workdir: Path, *, host: str, exchange: str, topic: str) -> ServiceProcess:
-    """The real ``hypervisor-notifier`` on the guests' libvirtd, ready once it has resynced."""
-    config = workdir / "notifier.conf"
-    write_config(config, {
-        "DEFAULT": {"host": host},
-        "libvirt": {"connection_uri": GUEST_URI},
-        "publisher": {"transport_url": BROKER_URL, "exchange": exchange, "topic": topic},
-        "outbox": {"path": str(workdir / "outbox.sqlite")},
-        "health": {"port": "0"},
-    })  # fmt: skip
-    service = ServiceProcess(config)
-    try:
+@contextlib.contextmanager
+def notifier_and_adapter(callback: Callable[[Any], None]) -> Iterator[NovaEventSource]:
+    """A host's real ``hypervisor-notifier`` on the guests' libvirtd, and the nova adapter.
+
+    Yields the adapter once it consumes (the notifier has resynced by then);
+    stops both and deletes the host's queue and exchange after.
+
+    Arguments:
+        callback: The adapter's callback (stands for nova's ``handle_events``).
+
+    """
+    host, exchange, topic = unique("e2e-host"), unique("hn-e2e"), unique("hn_e2e")
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(delete_bus, exchange, [wire.host_queue_name(topic, host)])
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        config = workdir / "notifier.conf"
+        write_config(config, {
+            "DEFAULT": {"host": host},
+            "libvirt": {"connection_uri": GUEST_URI},
+            "publisher": {"transport_url": BROKER_URL, "exchange": exchange, "topic": topic},
+            "outbox": {"path": str(workdir / "outbox.sqlite")},
+            "health": {"port": "0"},
+        })  # fmt: skip
+        service = ServiceProcess(config)
+        cleanup.callback(service.stop)
         service.wait_for_log("resync (")
-    except AssertionError:
-        service.stop()
-        raise
-    return service
+        source = NovaEventSource(
+            callback, host=host, transport_url=BROKER_URL, exchange=exchange, topic=topic
+        )
+        source.start()
+        cleanup.callback(source.stop)
+        if not source.wait_ready(TIMEOUT):
+            raise TimeoutError(f"the adapter did not consume within {TIMEOUT} s")
+        yield source

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import queue
 import sys
-import tempfile
 import time
 import unittest
-from pathlib import Path
 from typing import Any
 
 import libvirt
 from nova.virt import event as virtevent
 
-from hypervisor_notifier import wire
-from hypervisor_notifier.consumer import nova as adapter
-from tests import bus
-from tests.e2e.guest import LifecycleClock, guest_image, start_notifier
+from tests.e2e.guest import LifecycleClock, guest_image, notifier_and_adapter
 from tests.service_process import TIMEOUT
 
 BOOT_TIMEOUT = 120.0
@@ -36,23 +31,10 @@ class GuestShutsItselfDownTest(unittest.TestCase):
         cls.addClassCleanup(cls.clock.close)
 
     def setUp(self) -> None:
-        self.host = bus.unique("e2e-host")
-        exchange, topic = bus.unique("hn-e2e"), bus.unique("hn_e2e")
-        self.addCleanup(bus.delete_bus, exchange, [wire.host_queue_name(topic, self.host)])
-        workdir = Path(self.enterContext(tempfile.TemporaryDirectory()))
-        self.service = start_notifier(workdir, host=self.host, exchange=exchange, topic=topic)
-        self.addCleanup(self.service.stop)
         self.calls: queue.Queue[tuple[Any, float]] = queue.Queue()
-        self.source = adapter.NovaEventSource(
-            lambda event: self.calls.put((event, time.monotonic())),
-            host=self.host,
-            transport_url=bus.BROKER_URL,
-            exchange=exchange,
-            topic=topic,
+        self.source = self.enterContext(
+            notifier_and_adapter(lambda event: self.calls.put((event, time.monotonic())))
         )
-        self.source.start()
-        self.addCleanup(self.source.stop)
-        self.assertTrue(self.source.wait_ready(TIMEOUT))
 
     def _calls_until_stopped(self) -> list[tuple[Any, float]]:
         calls = [self.calls.get(timeout=BOOT_TIMEOUT)]
