@@ -68,7 +68,7 @@ from hypervisor_notifier.backends.libvirt.backend import LibvirtBackend
 from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
 from hypervisor_notifier.conf import register_opts
 from hypervisor_notifier.events import LifecycleEvent, utcnow
-from hypervisor_notifier.resync import PublishedStates
+from hypervisor_notifier.notifier.resync import PublishedStates
 
 LIBVIRT_URI = "test+unix:///default"
 # Inactive when defined; every other one is started.

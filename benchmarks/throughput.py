@@ -103,10 +103,10 @@ from oslo_config import cfg
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import Subscriber
 from hypervisor_notifier.events import LifecycleEvent, Observation, PowerState, Transition
-from hypervisor_notifier.outbox import MemoryOutbox, Outbox
-from hypervisor_notifier.outbox_sqlite import SQLiteOutbox
-from hypervisor_notifier.publisher import Publisher
-from hypervisor_notifier.service import SequenceCounter
+from hypervisor_notifier.notifier.outbox import MemoryOutbox, Outbox
+from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
+from hypervisor_notifier.notifier.publisher import Publisher
+from hypervisor_notifier.notifier.service import SequenceCounter
 from hypervisor_notifier.signing import Signer, Verifier
 from hypervisor_notifier.transport_url import TransportURL
 

@@ -15,8 +15,8 @@ import fixtures
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import nova as adapter
 from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
-from hypervisor_notifier.outbox import MemoryOutbox
-from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.notifier.outbox import MemoryOutbox
+from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.signing import Signer
 from hypervisor_notifier.transport_url import TransportURL
 from tests.factories import make_event

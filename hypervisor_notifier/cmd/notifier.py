@@ -13,9 +13,9 @@ from hypervisor_notifier import logs
 from hypervisor_notifier.backends import UnknownBackend, load_backend
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import signing as signing_conf
-from hypervisor_notifier.health import HealthServer
-from hypervisor_notifier.outbox_sqlite import SQLiteOutbox
-from hypervisor_notifier.service import Service
+from hypervisor_notifier.notifier.health import HealthServer
+from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
+from hypervisor_notifier.notifier.service import Service
 from hypervisor_notifier.signing import Signer
 
 PROG = "hypervisor-notifier"

@@ -21,7 +21,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hypervisor_notifier import logs, preflight
+from hypervisor_notifier import logs
+from hypervisor_notifier.notifier import preflight
 
 PROG = "hypervisor-notifier-status"
 HEADER = ("Check", "Result", "Detail")

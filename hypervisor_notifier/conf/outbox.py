@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from hypervisor_notifier.outbox import MAX_EVENTS
-
 GROUP = "outbox"
+
+#: The default bound: about 100 MB of events, hours of a busy host's events.
+MAX_EVENTS = 100_000
 
 opts = [
     cfg.StrOpt(

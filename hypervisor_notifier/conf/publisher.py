@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from hypervisor_notifier import wire
 from hypervisor_notifier.conf import tls
 
 GROUP = "publisher"
+
+#: The per-host queue's types (the wire contract's ``wire.QUEUE_TYPES``; conf imports nothing).
+QUEUE_TYPES = ("classic", "quorum")
 
 opts = [
     cfg.StrOpt(
@@ -38,7 +40,7 @@ opts = [
     cfg.StrOpt(
         "queue_type",
         default="classic",
-        choices=wire.QUEUE_TYPES,
+        choices=QUEUE_TYPES,
         help="Type of the durable per-host queue <topic>.<host> (classic or quorum). "
         "Subscribers must use the same type.",
     ),

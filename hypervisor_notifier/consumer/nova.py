@@ -38,8 +38,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from hypervisor_notifier.conf import signing as signing_conf
-from hypervisor_notifier.conf import tls as tls_conf
+from hypervisor_notifier.conf import nova as nova_conf
 from hypervisor_notifier.consumer.stopped_hold import StoppedHold
 from hypervisor_notifier.consumer.subscriber import Subscriber
 from hypervisor_notifier.events import LifecycleEvent, Transition
@@ -48,57 +47,8 @@ from hypervisor_notifier.tls import TLSSettings
 
 LOG = logging.getLogger(__name__)
 
-GROUP = "hypervisor_notifier"
-
-opts = [
-    cfg.StrOpt(
-        "source",
-        default="bus",
-        choices=[
-            (
-                "bus",
-                "nova acts on the events of the bus; the virt driver's own "
-                "lifecycle events are discarded",
-            ),
-            ("driver", "nova acts on its virt driver's own lifecycle events; the adapter is off"),
-        ],
-        help="Where nova-compute takes guest lifecycle events from. Only one "
-        "source is used, so no event is handled twice.",
-    ),
-    cfg.StrOpt(
-        "transport_url",
-        secret=True,
-        help="The broker the notifiers publish to, as an oslo.messaging "
-        "transport URL. Default: nova's [DEFAULT] transport_url.",
-    ),
-    cfg.StrOpt("exchange", default="hypervisor", help="The notifiers' [publisher] exchange."),
-    cfg.StrOpt("topic", default="hypervisor_events", help="The notifiers' [publisher] topic."),
-    cfg.StrOpt(
-        "queue_type",
-        default="classic",
-        choices=["classic", "quorum"],
-        help="The notifiers' [publisher] queue_type (their per-host queue is consumed).",
-    ),
-    cfg.FloatOpt(
-        "stopped_hold",
-        default=15.0,
-        min=0.0,
-        help="Seconds a guest's 'stopped' is held before nova sees it, unless "
-        "the guest shut itself down (those reach nova at once). A later event "
-        "of the guest within the hold (the 'started' of a reboot) cancels it. "
-        "0 delivers every event at once.",
-    ),
-]
-
-
-#: Every option of the group: the adapter's, then the notifiers' signing key
-#: (events are verified when it is set) and TLS to the broker.
-all_opts = [*opts, *signing_conf.opts, *tls_conf.opts]
-
-
-def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """The options this adapter reads from nova.conf (for oslo-config-generator)."""
-    return [(GROUP, all_opts)]
+#: The nova.conf group of the adapter (its options: :mod:`hypervisor_notifier.conf.nova`).
+GROUP = nova_conf.GROUP
 
 
 def nova_transition(transition: Transition) -> int | None:
@@ -205,18 +155,18 @@ class NovaEventSource:
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, callback: Callable[[Any], None]) -> NovaEventSource:
         """Build it from nova's configuration (``[hypervisor_notifier]`` and ``host``)."""
-        group = conf[GROUP]
+        group = conf[nova_conf.GROUP]
         url = group.transport_url or conf.transport_url
         if not url:
             raise ValueError(
-                f"[{GROUP}] transport_url (or [DEFAULT] transport_url) must be set "
-                f"when [{GROUP}] source is 'bus'"
+                f"[{nova_conf.GROUP}] transport_url (or [DEFAULT] transport_url) must be set "
+                f"when [{nova_conf.GROUP}] source is 'bus'"
             )
         try:
             verifier = Verifier.from_conf(group)
             tls = TLSSettings.from_conf(group)
         except ValueError as exc:
-            raise ValueError(f"[{GROUP}] {exc}") from None
+            raise ValueError(f"[{nova_conf.GROUP}] {exc}") from None
         return cls(
             callback,
             host=conf.host,
@@ -317,14 +267,14 @@ def install(conf: cfg.ConfigOpts | None = None) -> None:
 
         conf = nova.conf.CONF
     with _installed_lock:
-        conf.register_opts(all_opts, group=GROUP)
+        conf.register_opts(nova_conf.all_opts, group=nova_conf.GROUP)
         original = virt_driver.ComputeDriver.register_event_listener
         if getattr(original, "hypervisor_notifier_original", None) is not None:
             return
-        nova_conf = conf
+        nova_config = conf
 
         def register_event_listener(driver: Any, callback: Any) -> None:
-            _register(driver, callback, nova_conf, original)
+            _register(driver, callback, nova_config, original)
 
         register_event_listener.hypervisor_notifier_original = original  # type: ignore[attr-defined]
         virt_driver.ComputeDriver.register_event_listener = register_event_listener
@@ -339,7 +289,7 @@ def _register(driver: Any, callback: Any, conf: cfg.ConfigOpts, original: Any) -
         # do not hold nova-compute's shutdown up.
         previous.stop(timeout=0)
     name = type(driver).__name__
-    if callback is None or conf[GROUP].source == "driver":
+    if callback is None or conf[nova_conf.GROUP].source == "driver":
         if callback is not None:
             LOG.info(
                 "nova lifecycle events: from the %s driver (source=driver); "

@@ -18,8 +18,8 @@ import pytest
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
-from hypervisor_notifier.outbox import MemoryOutbox
-from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.notifier.outbox import MemoryOutbox
+from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.signing import Signer
 from hypervisor_notifier.transport_url import TransportURL
 from tests.service_process import TIMEOUT, ServiceProcess, write_config

@@ -157,7 +157,9 @@ def test_disk_full_under_the_outbox_degrades_to_memory_and_says_so(
             assert any("outbox" in p and OUTBOX_PROBLEM in p for p in body["problems"]), body
             assert durable == 0.0
             # One error, from the outbox: the publisher goes on undisturbed.
-            outbox_errors = [line for line in errors if "hypervisor_notifier.outbox" in line]
+            outbox_errors = [
+                line for line in errors if "hypervisor_notifier.notifier.outbox" in line
+            ]
             assert len(outbox_errors) == 1, service.log
             assert "disk is full" in outbox_errors[0]
         finally:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hypervisor_notifier import preflight
 from hypervisor_notifier.cmd.status import format_table
-from hypervisor_notifier.preflight import Check, Result
+from hypervisor_notifier.notifier import preflight
+from hypervisor_notifier.notifier.preflight import Check, Result
 
 
 def test_table_aligns_its_columns():

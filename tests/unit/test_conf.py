@@ -118,3 +118,18 @@ def test_the_committed_sample_config_is_up_to_date(tmp_path):
     assert result.returncode == 0, result.stderr
 
     assert generated.read_text() == SAMPLE.read_text(), "run: tox -e genconfig"
+
+
+def test_conf_repeats_the_contracts_values_exactly():
+    # conf is a leaf, so it spells these values out; they must not drift apart.
+    from hypervisor_notifier import signing, wire
+    from hypervisor_notifier.conf import outbox as outbox_conf
+    from hypervisor_notifier.conf import publisher as publisher_conf
+    from hypervisor_notifier.conf import signing as signing_conf
+    from hypervisor_notifier.notifier import outbox
+
+    assert publisher_conf.QUEUE_TYPES == wire.QUEUE_TYPES
+    assert outbox_conf.MAX_EVENTS == outbox.MAX_EVENTS
+    assert signing_conf.MIN_KEY_BYTES == signing.MIN_KEY_BYTES
+    assert signing_conf.DEFAULT_MAX_AGE == signing.DEFAULT_MAX_AGE
+    assert signing_conf.DEFAULT_MAX_CLOCK_SKEW == signing.DEFAULT_MAX_CLOCK_SKEW

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hypervisor_notifier.framewriter import BatchingWriter
+from hypervisor_notifier.notifier.framewriter import BatchingWriter
 
 
 class Transport:

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from hypervisor_notifier import wire
-from hypervisor_notifier.outbox import MemoryOutbox
-from hypervisor_notifier.outbox_sqlite import SQLiteOutbox
+from hypervisor_notifier.notifier.outbox import MemoryOutbox
+from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from tests.factories import make_event
 
 

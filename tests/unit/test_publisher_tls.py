@@ -14,8 +14,8 @@ import time
 import pytest
 
 from hypervisor_notifier.conf import ConfigError
-from hypervisor_notifier.outbox import MemoryOutbox
-from hypervisor_notifier.publisher import Publisher
+from hypervisor_notifier.notifier.outbox import MemoryOutbox
+from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL
 

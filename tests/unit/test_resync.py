@@ -9,7 +9,7 @@ import pytest
 
 from hypervisor_notifier.backends.base import InstanceState
 from hypervisor_notifier.events import LifecycleEvent, Observation, PowerState, Transition
-from hypervisor_notifier.resync import PublishedStates
+from hypervisor_notifier.notifier.resync import PublishedStates
 from tests.factories import make_event
 
 NOW = datetime.datetime(2024, 2, 29, 12, 0, tzinfo=datetime.timezone.utc)

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from hypervisor_notifier.service import Service
+    from hypervisor_notifier.notifier.service import Service
 
 LOG = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import publisher as publisher_conf
-from hypervisor_notifier.framewriter import FrameWriterFactory
-from hypervisor_notifier.outbox import Entry, Outbox
+from hypervisor_notifier.notifier.framewriter import FrameWriterFactory
+from hypervisor_notifier.notifier.outbox import Entry, Outbox
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
 

@@ -21,9 +21,9 @@ from oslo_config import cfg
 
 from hypervisor_notifier import events
 from hypervisor_notifier.backends.base import Backend
-from hypervisor_notifier.outbox import Outbox
-from hypervisor_notifier.publisher import Publisher
-from hypervisor_notifier.resync import PublishedStates
+from hypervisor_notifier.notifier.outbox import Outbox
+from hypervisor_notifier.notifier.publisher import Publisher
+from hypervisor_notifier.notifier.resync import PublishedStates
 
 LOG = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""The durable outbox: :class:`~hypervisor_notifier.outbox.MemoryOutbox` kept in SQLite too.
+"""The durable outbox: :class:`~.outbox.MemoryOutbox` kept in SQLite too.
 
 A crash of the service loses nothing: a restarted service publishes what its
-predecessor had not had confirmed (see :mod:`hypervisor_notifier.outbox` for
+predecessor had not had confirmed (see :mod:`hypervisor_notifier.notifier.outbox` for
 the contract every outbox keeps).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import MalformedEvent, PowerState
-from hypervisor_notifier.outbox import MAX_EVENTS, Entry, MemoryOutbox
+from hypervisor_notifier.notifier.outbox import MAX_EVENTS, Entry, MemoryOutbox
 from hypervisor_notifier.signing import Signer
 
 LOG = logging.getLogger(__name__)

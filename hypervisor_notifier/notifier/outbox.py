@@ -6,7 +6,7 @@ outbox only on :meth:`Outbox.confirm`, so a broker outage loses nothing:
 after a reconnect the publisher releases what was in flight and sends it
 again, in the original order.
 
-:class:`~hypervisor_notifier.outbox_sqlite.SQLiteOutbox` also keeps the
+:class:`~hypervisor_notifier.notifier.outbox_sqlite.SQLiteOutbox` also keeps the
 entries in a SQLite database (WAL), so a crash of the service loses nothing
 either: a restarted service publishes what its predecessor had not had
 confirmed.
@@ -32,13 +32,14 @@ import threading
 import time
 
 from hypervisor_notifier import wire
+from hypervisor_notifier.conf import outbox as outbox_conf
 from hypervisor_notifier.events import LifecycleEvent, PowerState
 from hypervisor_notifier.signing import Signer
 
 LOG = logging.getLogger(__name__)
 
-#: The default bound: about 100 MB of events, hours of a busy host's events.
-MAX_EVENTS = 100_000
+#: The default bound (``[outbox] max_events``).
+MAX_EVENTS = outbox_conf.MAX_EVENTS
 
 
 @dataclasses.dataclass(frozen=True)
