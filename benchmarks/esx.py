@@ -70,17 +70,12 @@ sessions log out, the simulators are stopped.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import dataclasses
-import importlib.metadata
-import importlib.util
 import logging
 import os
-import platform
 import queue
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,28 +84,28 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from common import (
+from esx_resync import measure_resync, report_resync
+from esx_sim import session, simulator, vcsim
+from harness import (
     TRANSPORT_URL,
     Stats,
     delete_broker_objects,
+    machine_line,
     progress,
     rabbitmq_version,
     running,
+    service_argv,
     tail,
+    versions,
+    write_conf,
 )
-from oslo_config import cfg
-from pyVim import connect
 
 from hypervisor_notifier import wire
-from hypervisor_notifier.backends.esx import EsxBackend
-from hypervisor_notifier.conf import register_opts
 from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
 from hypervisor_notifier.events import Transition
 
-REPO = Path(__file__).resolve().parents[1]
 TOPIC = "hypervisor_events"
 LATENCY_VMS = 10
 BENCH_VM = "ha-host_VM0"  # the simulator's first VM with -esx
@@ -124,45 +119,6 @@ TICKER_MS = 250.0
 DEFAULT_EVENTS = 100
 DEFAULT_VMS = 1000
 DEFAULT_REPEATS = 5
-
-
-def load_vcsim() -> ModuleType:
-    """``tests/functional/vcsim.py``, by path: the benchmarks do not import the tests package."""
-    spec = importlib.util.spec_from_file_location("vcsim", REPO / "tests/functional/vcsim.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vcsim = load_vcsim()
-
-
-@contextlib.contextmanager
-def simulator(binary: str, directory: Path, vms: int) -> Iterator[tuple[Any, float]]:
-    """A started simulator with ``vms`` VMs, and how long it took to start; stopped after."""
-    directory.mkdir()
-    sim = vcsim.Simulator(binary, directory, vms=vms)
-    started = time.perf_counter()
-    try:
-        sim.start()
-        yield sim, time.perf_counter() - started
-    finally:
-        sim.stop()
-
-
-@contextlib.contextmanager
-def session(sim: Any) -> Iterator[Any]:
-    """A pyVmomi session of this process; logged out after."""
-    si = sim.session()
-    try:
-        yield si
-    finally:
-        with contextlib.suppress(Exception):
-            connect.Disconnect(si)
-
-
-# -- statistics -----------------------------------------------------------------
 
 
 # -- 1. latency -------------------------------------------------------------------
@@ -226,20 +182,16 @@ class PowerCycler:
 
 
 def write_service_conf(path: Path, *, host: str, exchange: str, esx: dict[str, str]) -> str:
-    sections = {
-        "DEFAULT": {"host": host, "backend": "esx"},
-        "esx": esx,
-        "publisher": {"transport_url": TRANSPORT_URL, "exchange": exchange, "topic": TOPIC},
-        "outbox": {"path": str(path.with_suffix(".sqlite"))},
-        "health": {"port": "0"},
-    }
-    path.write_text(
-        "\n".join(
-            f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
-            for name, values in sections.items()
-        )
+    return write_conf(
+        path,
+        {
+            "DEFAULT": {"host": host, "backend": "esx"},
+            "esx": esx,
+            "publisher": {"transport_url": TRANSPORT_URL, "exchange": exchange, "topic": TOPIC},
+            "outbox": {"path": path.with_suffix(".sqlite")},
+            "health": {"port": 0},
+        },
     )
-    return str(path)
 
 
 @dataclasses.dataclass
@@ -308,7 +260,7 @@ def watched_by_service(
         conf = write_service_conf(
             workdir / "notifier.conf", host=host, exchange=exchange, esx=sim.config()
         )
-        argv = [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file", conf]
+        argv = service_argv(conf)
         log_path = workdir / "notifier.log"
         with running("hypervisor-notifier service (esx)", argv, log_path) as service:
             if not resynced.wait(READY_TIMEOUT):
@@ -345,140 +297,18 @@ def measure_latency(binary: str, workdir: Path, count: int) -> Latency:
     return figures
 
 
-# -- 2. resync --------------------------------------------------------------------
-
-
-class RpcCounter:
-    """Count (and time) every SOAP request of a pyVmomi session, by method and property."""
-
-    def __init__(self, si: Any) -> None:
-        self.calls: collections.Counter[str] = collections.Counter()
-        self.seconds: collections.Counter[str] = collections.Counter()
-        stub = si._stub
-        invoke = stub.InvokeMethod
-
-        def counting(mo: Any, info: Any, args: Any, outer_stub: Any = None) -> Any:
-            # A property read is a Fetch whose info names the property.
-            key = f"Fetch {info.name}" if info.wsdlName == "Fetch" else info.wsdlName
-            started = time.perf_counter()
-            try:
-                return invoke(mo, info, args, outer_stub)
-            finally:
-                self.calls[key] += 1
-                self.seconds[key] += time.perf_counter() - started
-
-        stub.InvokeMethod = counting  # the accessors call self.InvokeMethod too
-
-    def take(self) -> tuple[collections.Counter[str], collections.Counter[str]]:
-        taken = self.calls.copy(), self.seconds.copy()
-        self.calls.clear()
-        self.seconds.clear()
-        return taken
-
-
-@dataclasses.dataclass
-class Way:
-    """One way of listing: milliseconds of each run, RPCs of one run by key, and their time."""
-
-    times_ms: list[float]
-    calls: collections.Counter[str]
-    seconds: collections.Counter[str]
-
-    @property
-    def ms(self) -> float:
-        return statistics.median(self.times_ms)
-
-    @property
-    def rpcs(self) -> int:
-        return sum(self.calls.values())
-
-
-def timed(call: Callable[[], set[tuple[str, str, str]]], repeats: int, counter: RpcCounter) -> Way:
-    """Time ``repeats`` runs; the RPCs are those of the last run (checked equal across runs)."""
-    times, counts, listed = [], [], []
-    for _ in range(repeats):
-        counter.take()
-        started = time.perf_counter()
-        listed.append(call())
-        times.append((time.perf_counter() - started) * 1000)
-        counts.append(counter.take())
-    if any(rows != listed[0] for rows in listed) or any(c[0] != counts[0][0] for c in counts):
-        raise RuntimeError("runs listed different VMs or made different calls")
-    return Way(times, *counts[-1])
-
-
-def backend_for(sim: Any) -> EsxBackend:
-    conf = cfg.ConfigOpts()
-    register_opts(conf)
-    conf([], default_config_files=[], default_config_dirs=[])
-    for name, value in sim.config().items():
-        conf.set_override(name, value, group="esx")
-    return EsxBackend(conf)
-
-
-@dataclasses.dataclass
-class Resync:
-    """The resync part's figures."""
-
-    vms: int
-    started_s: float
-    listed: int
-    watch_ms: float
-    backend: Way
-    naive: Way
-
-
-def measure_resync(binary: str, workdir: Path, vms: int, repeats: int) -> Resync:
-    with simulator(binary, workdir / "resync", vms) as (sim, started_s):
-        progress(f"resync: simulator with {vms:,} VMs started in {started_s:.2f} s")
-        backend = backend_for(sim)
-        backend._login()
-        try:
-            counter = RpcCounter(backend._si)
-            started = time.perf_counter()
-            pc_filter = backend._watch()  # the view, the event collector, the filter, a baseline
-            watch_ms = (time.perf_counter() - started) * 1000
-            view = backend._view
-
-            def backends_way() -> set[tuple[str, str, str]]:
-                return {
-                    (i.instance_uuid, i.instance_name, i.state) for i in backend.list_instances()
-                }
-
-            def naive_way() -> set[tuple[str, str, str]]:
-                return {
-                    (vm.config.instanceUuid, vm.name, str(vm.runtime.powerState))
-                    for vm in view.view
-                }
-
-            listed = backends_way()  # untimed: the first run of the path
-            progress(f"resync: list_instances(), {repeats} runs")
-            backend_row = timed(backends_way, repeats, counter)
-            progress(f"resync: naive, {repeats} runs")
-            naive_row = timed(naive_way, repeats, counter)
-            if naive_way() != listed:
-                raise RuntimeError("the naive way listed other VMs than list_instances()")
-            pc_filter.Destroy()
-        finally:
-            backend._logout()
-    return Resync(vms, started_s, len(listed), watch_ms, backend_row, naive_row)
-
-
 # -- report -----------------------------------------------------------------------
 
 
 def machine(binary: str) -> list[str]:
-    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     govmomi = subprocess.run(
         ["dpkg-query", "-W", "-f=${Version}", "golang-github-vmware-govmomi-dev"],
         capture_output=True, text=True, check=False,
     ).stdout or "?"  # fmt: skip
     return [
-        f"machine: nproc {len(os.sched_getaffinity(0))}, {platform.machine()}, "
-        f"Linux {platform.release()}, load average {load}",
-        f"python {platform.python_version()}; pyvmomi {importlib.metadata.version('pyvmomi')}; "
-        f"simulator: govmomi {govmomi} (Debian), {Path(binary).name}; "
-        f"RabbitMQ {rabbitmq_version()}; kombu {importlib.metadata.version('kombu')}",
+        machine_line(),
+        f"{versions('pyvmomi', 'kombu')}; simulator: govmomi {govmomi} (Debian), "
+        f"{Path(binary).name}; RabbitMQ {rabbitmq_version()}",
     ]
 
 
@@ -503,30 +333,6 @@ def report_latency(figures: Latency, count: int) -> list[str]:
         f"  (the simulator answers WaitForUpdatesEx on a {TICKER_MS:g} ms ticker started by each"
         " call: back to back, a change waits for nearly all of it; at a random phase, U[0, 250))"
     )
-    return lines
-
-
-def report_resync(figures: Resync, repeats: int) -> list[str]:
-    speedup = figures.naive.ms / figures.backend.ms
-    lines = [
-        f"2. resync, {figures.vms:,} VMs: simulator started in {figures.started_s:.2f} s; "
-        f"_watch() (view, event collector, filter, baseline) {figures.watch_ms:.0f} ms; "
-        f"{figures.listed:,} VMs listed",
-        f"  {f'way (median of {repeats} runs)':<66}{'ms':>8}{'RPCs':>8}",
-    ]
-    for label, way in (
-        ("list_instances(): one RetrievePropertiesEx over the view", figures.backend),
-        ("naive: view.view + 3 property reads per VM", figures.naive),
-    ):
-        lines.append(f"  {label:<66}{way.ms:8.1f}{way.rpcs:8d}")
-    lines.append(f"  {'speedup':<66}{speedup:8.1f} x")
-    for label, way in (("list_instances()", figures.backend), ("naive", figures.naive)):
-        spread = f"{min(way.times_ms):.1f}-{max(way.times_ms):.1f}"
-        parts = ", ".join(
-            f"{key} {way.calls[key]} ({way.seconds[key] * 1000:.0f} ms)"
-            for key in sorted(way.calls)
-        )
-        lines.append(f"  {label}: runs {spread} ms; RPCs of the last run: {parts}")
     return lines
 
 

@@ -39,10 +39,8 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.metadata
-import json
 import os
 import platform
-import queue
 import select
 import subprocess
 import sys
@@ -52,21 +50,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import libvirt
 import oslo_messaging
-from common import (
-    STOP_TIMEOUT,
+from harness import (
     TRANSPORT_URL,
     Stats,
     delete_broker_objects,
     progress,
     rabbitmq_version,
     running,
+    service_argv,
     tail,
+    write_conf,
 )
 from oslo_config import cfg
+from paced_calls import WARMUP, Inbox, Run, measure, merge
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
@@ -81,107 +80,17 @@ DOMAIN_XML = (
     "</metadata></domain>"
 )
 FORWARDER = Path(__file__).with_name("oslo_forwarder.py")
-DRIVER = Path(__file__).with_name("driver.py")
 HN_TOPIC = "hypervisor_events"
 
-WARMUP = 20
-EVENT_TIMEOUT = 5.0
-MAX_MISSING = 5
 READY_TIMEOUT = 30.0
 
-#: The transition each driver call must cause.
-TRANSITION_OF_CALL = {"suspend": "paused", "resume": "resumed"}
 
 GOAL_P50_MS = 2.0
 GOAL_P99_MS = 10.0
 
 
-# -- receiving side: shared by both paths ------------------------------------
-
-
-class Inbox:
-    """Receive times and transitions of the bench domain's events, in arrival order."""
-
-    def __init__(self, domain: str) -> None:
-        self.domain = domain
-        self._events: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
-
-    def record(self, received_at: float, domain: str, transition: str) -> None:
-        """Called by a path's callback; other domains' events are ignored."""
-        if domain == self.domain:
-            self._events.put((received_at, transition))
-
-    def get(self, timeout: float) -> tuple[float, str] | None:
-        """The next event, or None if none arrives within ``timeout`` seconds."""
-        try:
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-
-# -- driver: the other process that calls libvirt -----------------------------
-
-
 #: The key of ``--signed`` runs.
 SIGNING_KEY = "latency-benchmark-signing-key-32b"
-
-
-@dataclasses.dataclass
-class Run:
-    """What one path measured."""
-
-    latencies_ms: list[float]
-    mismatched: int
-    missing: int
-
-
-def measure(inbox: Inbox, domain: str, count: int) -> Run:
-    """Make ``WARMUP + count`` paced calls in a driver process; match them with the events."""
-    argv = [sys.executable, str(DRIVER), LIBVIRT_URI, domain]
-    driver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert driver.stdin is not None
-    try:
-        received: list[tuple[float, str] | None] = []
-        for index in range(WARMUP + count):
-            # The next call only once the previous event arrived: no queueing.
-            driver.stdin.write(f"{index}\n")
-            driver.stdin.flush()
-            received.append(inbox.get(EVENT_TIMEOUT))
-            _check_progress(received, driver)
-        calls, _ = driver.communicate(timeout=STOP_TIMEOUT)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    run = match(json.loads(calls)[WARMUP:], received[WARMUP:])
-    if not run.latencies_ms:
-        raise RuntimeError(f"no event matched its call: {run}")
-    return run
-
-
-def _check_progress(received: list[Any], driver: subprocess.Popen[str]) -> None:
-    """Give up early rather than wait EVENT_TIMEOUT for every call."""
-    if received[-1] is not None:
-        return
-    if driver.poll() is not None:
-        raise RuntimeError(f"the driver process died (exit code {driver.returncode})")
-    if received.count(None) > MAX_MISSING:
-        raise RuntimeError(f"more than {MAX_MISSING} events missing: is the path forwarding?")
-
-
-def match(calls: list[list[Any]], received: list[tuple[float, str] | None]) -> Run:
-    """Pair the n-th call with the n-th event; check each event's transition."""
-    run = Run([], 0, 0)
-    for (_index, call, started), event in zip(calls, received, strict=True):
-        if event is None:
-            run.missing += 1
-            continue
-        received_at, transition = event
-        if transition != TRANSITION_OF_CALL[call]:
-            run.mismatched += 1
-            continue
-        run.latencies_ms.append((received_at - started) * 1000)
-    return run
 
 
 # -- processes and broker objects: shared by both paths -----------------------
@@ -236,7 +145,7 @@ def hypervisor_notifier_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
         # nothing at start, and that resync is the sign it is ready.
         conf_path = bench.workdir / f"notifier-{uuid.uuid4().hex[:8]}.conf"
         conf = write_service_conf(conf_path, host=host, exchange=exchange, signed=bench.signed)
-        argv = [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file", conf]
+        argv = service_argv(conf)
         log_path = bench.workdir / "notifier.log"
         with running("hypervisor-notifier service", argv, log_path):
             if not resynced.wait(READY_TIMEOUT):
@@ -248,16 +157,18 @@ def hypervisor_notifier_path(bench: Bench, inbox: Inbox) -> Iterator[None]:
 
 
 def write_service_conf(path: Path, *, host: str, exchange: str, signed: bool) -> str:
-    signing = f"[signing]\nkey = {SIGNING_KEY}\n\n" if signed else ""
-    path.write_text(
-        signing + f"[DEFAULT]\nhost = {host}\n\n"
-        f"[libvirt]\nconnection_uri = {LIBVIRT_URI}\n\n"
-        f"[publisher]\ntransport_url = {TRANSPORT_URL}\nexchange = {exchange}\n"
-        f"topic = {HN_TOPIC}\n\n"
-        f"[outbox]\npath = {path.with_suffix('.sqlite')}\n\n"
-        "[health]\nport = 0\n"
+    sections: dict[str, dict[str, object]] = {"signing": {"key": SIGNING_KEY}} if signed else {}
+    return write_conf(
+        path,
+        {
+            **sections,
+            "DEFAULT": {"host": host},
+            "libvirt": {"connection_uri": LIBVIRT_URI},
+            "publisher": {"transport_url": TRANSPORT_URL, "exchange": exchange, "topic": HN_TOPIC},
+            "outbox": {"path": path.with_suffix(".sqlite")},
+            "health": {"port": 0},
+        },
     )
-    return str(path)
 
 
 class OsloEndpoint:
@@ -382,17 +293,6 @@ def yes(ok: bool) -> str:
     return "yes" if ok else "no"
 
 
-def merge(earlier: Run | None, later: Run) -> Run:
-    """One path's rounds, as one run."""
-    if earlier is None:
-        return later
-    return Run(
-        earlier.latencies_ms + later.latencies_ms,
-        earlier.mismatched + later.mismatched,
-        earlier.missing + later.missing,
-    )
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000, help="events per path (default 1000)")
@@ -426,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 inbox = Inbox(domain)
                 with path(bench, inbox):
                     progress(f"round {round_ + 1}, {label}: {WARMUP} + {per_round} events")
-                    run = measure(inbox, domain, per_round)
+                    run = measure(inbox, LIBVIRT_URI, domain, per_round)
                 results[label] = merge(results.get(label), run)
     print("\n".join([*header, *report(args.events, results)]))
     return 0

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import libvirt  # noqa: E402
-from common import Stats, progress  # noqa: E402
+from harness import Stats, progress  # noqa: E402
 from nova.virt import event as virtevent  # noqa: E402 - imports no eventlet: the child still picks threading
 
 from tests.e2e.guest import GUEST_URI, LifecycleClock, guest_image, notifier_and_adapter  # noqa: E402

@@ -7,7 +7,7 @@
   ``notifier/``, not even through another module.
 - ``backends/`` reaches nothing of ``notifier/``.
 - The publisher knows nothing of backends.
-- No module of the package is over 400 lines.
+- No module of the package, the benchmarks or the tests is over 400 lines.
 """
 
 from __future__ import annotations
@@ -126,3 +126,15 @@ def test_the_publisher_knows_nothing_of_backends():
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_module_is_over_400_lines(name):
     assert len(MODULES[name].read_text().splitlines()) <= MAX_LINES
+
+
+OTHER_MODULES = sorted(
+    str(path.relative_to(ROOT))
+    for folder in ("benchmarks", "tests")
+    for path in (ROOT / folder).rglob("*.py")
+)
+
+
+@pytest.mark.parametrize("name", OTHER_MODULES)
+def test_no_benchmark_or_test_module_is_over_400_lines(name):
+    assert len((ROOT / name).read_text().splitlines()) <= MAX_LINES
