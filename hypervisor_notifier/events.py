@@ -1,6 +1,6 @@
 """Guest lifecycle events and their versioned payload.
 
-This module is part of the public wire contract (DESIGN.md, "Wire contract").
+This module is part of the public wire contract (doc/source/wire.rst).
 It imports nothing hypervisor- or broker-specific, so the consumer library
 can use it on hosts without libvirt-python or pyVmomi.
 

@@ -1,6 +1,6 @@
 """How lifecycle events travel on AMQP: names, queue arguments, envelope.
 
-Part of the public wire contract (DESIGN.md). Publisher and consumer both
+Part of the public wire contract (doc/source/wire.rst). Publisher and consumer both
 use it, so the two sides cannot disagree; it imports no hypervisor binding.
 
 - Exchange: a durable topic exchange (``[publisher] exchange``).

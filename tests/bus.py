@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import amqp
@@ -19,14 +15,11 @@ from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.signing import Signer
 from hypervisor_notifier.transport_url import TransportURL
+from tests.broker import BROKER_URL, delete_bus, unique
+from tests.broker import connection as broker_connection
 from tests.factories import make_event
 
-BROKER_URL = os.environ.get("HN_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
 TIMEOUT = 30.0
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 class Bus(fixtures.Fixture):
@@ -97,7 +90,7 @@ class Bus(fixtures.Fixture):
 
     def inject(self, event: LifecycleEvent, *, routed_as: str, signer: Signer | None) -> None:
         """Publish ``event`` from outside any notifier, with ``routed_as``'s routing key."""
-        with _connection() as connection:
+        with broker_connection() as connection:
             channel = connection.channel()
             channel.confirm_select()
             channel.basic_publish_confirm(
@@ -119,28 +112,6 @@ class Bus(fixtures.Fixture):
 
     def _delete(self) -> None:
         delete_bus(self.exchange, [wire.host_queue_name(self.topic, h) for h in self.hosts])
-
-
-def delete_bus(exchange: str, queues: list[str]) -> None:
-    """Delete a test's queues and exchange on the real broker."""
-    with _connection() as connection:
-        channel = connection.channel()
-        for name in queues:
-            channel.queue_delete(name)
-        channel.exchange_delete(exchange)
-
-
-@contextlib.contextmanager
-def _connection() -> Iterator[amqp.Connection]:
-    url = TransportURL.parse(BROKER_URL).hosts[0]
-    connection = amqp.Connection(
-        f"{url.hostname}:{url.port}", userid=url.username, password=url.password
-    )
-    connection.connect()
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def stop_sources() -> None:

@@ -1,4 +1,4 @@
-"""The seed's scenario for real: a qemu guest runs its own poweroff, nova learns at once.
+"""The founding scenario for real: a qemu guest runs its own poweroff, nova learns at once.
 
 A TCG guest under libvirtd ``qemu:///system`` powers itself off from inside;
 the real ``hypervisor-notifier`` publishes SHUTDOWN/GUEST and STOPPED to the

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,15 +21,11 @@ from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.signing import Signer
 from hypervisor_notifier.transport_url import TransportURL
+from tests.broker import BROKER_URL, delete_bus, unique
 from tests.service_process import TIMEOUT, ServiceProcess, write_config
 
-BROKER_URL = os.environ.get("HN_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
 LIBVIRT_URI = os.environ.get("HN_LIBVIRT_URI", "test+unix:///default")
 TOPIC = "hypervisor_events"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -48,8 +43,7 @@ def names(broker: amqp.Channel) -> Iterator[dict[str, str]]:
     """A unique exchange and host for this test; their exchange and host queue deleted after."""
     names = {"exchange": unique("hn-test"), "host": unique("fn")}
     yield names
-    broker.queue_delete(wire.host_queue_name(TOPIC, names["host"]))
-    broker.exchange_delete(names["exchange"])
+    delete_bus(names["exchange"], [wire.host_queue_name(TOPIC, names["host"])])
 
 
 # -- libvirt -------------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_once_unsupported_list_all_domains_is_not_tried_again(conn, fleet, unsup
 @pytest.mark.parametrize(
     ("state", "after", "change"),
     [
-        (SHUTOFF, "listDomainsID#1", "create"),  # the seed's race: started between the lists
+        (SHUTOFF, "listDomainsID#1", "create"),  # legacy race: started between lists
         (SHUTOFF, "listDefinedDomains#1", "create"),
         (RUNNING, "listDomainsID#1", "destroy"),  # stopped between the lists
         (RUNNING, "listDomainsID#2", "destroy"),  # stopped before its lookup by ID

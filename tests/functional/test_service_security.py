@@ -15,7 +15,7 @@ from hypervisor_notifier.signing import Verifier
 from .conftest import TOPIC, domain_xml, unique
 
 KEY = f"service-key-{uuid.uuid4().hex}"
-#: Payload fields of the wire contract (DESIGN.md), plus the signature.
+#: Payload fields of the wire contract (doc/source/wire.rst), plus the signature.
 PAYLOAD_FIELDS = {
     "schema_version", "event_id", "host", "hypervisor", "instance_uuid", "instance_name",
     "transition", "power_state", "reason", "detail", "occurred_at", "seq", "resync", "signature",

@@ -14,7 +14,7 @@ import pytest
 
 @pytest.fixture
 def wire_payload() -> dict[str, Any]:
-    """A payload written by hand from DESIGN.md's wire contract, not produced by the code.
+    """A payload written by hand from the wire contract (doc/source/wire.rst), not by the code.
 
     A fresh dict for every test: free to mutate.
     """

@@ -1,4 +1,4 @@
-"""LifecycleEvent and its payload: the wire contract of DESIGN.md."""
+"""LifecycleEvent and its payload: the wire contract of doc/source/wire.rst."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.factories import make_event
 UTC = datetime.timezone.utc
 PLUS_TWO = datetime.timezone(datetime.timedelta(hours=2))
 
-#: DESIGN.md, "Wire contract", Payload: every key, no other.
+#: doc/source/wire.rst, the payload: every key, no other.
 PAYLOAD_KEYS = {
     "schema_version",
     "event_id",
@@ -217,7 +217,7 @@ def test_power_state_values_are_novas(state, nova_value):
 
 @pytest.mark.parametrize(
     "name",
-    # nova.virt.event's EVENT_LIFECYCLE_* names, lower case, and DESIGN.md's "crashed".
+    # nova.virt.event's EVENT_LIFECYCLE_* names, lower case, and the wire contract's "crashed".
     [
         "started",
         "stopped",

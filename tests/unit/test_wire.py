@@ -1,4 +1,4 @@
-"""Names, queue arguments and the messagingv2 envelope: the wire contract of DESIGN.md."""
+"""Names, queue arguments and the messagingv2 envelope: the wire contract (doc/source/wire.rst)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Listing libvirt domains in one call, and their states in one more.
 
-This is nova's blueprint *libvirt-domain-listing-speedup* (the seed
-``003_850d4a180ecb2ac0.txt``): ``listAllDomains`` (libvirt >= 0.9.13) returns
+This is nova's blueprint *libvirt-domain-listing-speedup*: ``listAllDomains``
+(libvirt >= 0.9.13) returns
 every domain in one RPC, where the legacy calls (``numOfDomains``,
 ``listDomainsID``, ``lookupByID``, ``numOfDefinedDomains``,
 ``listDefinedDomains``, ``lookupByName``) take O(N) RPCs and can lose a guest
