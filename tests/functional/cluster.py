@@ -1,0 +1,202 @@
+"""A 3-node RabbitMQ cluster of the tests' own, on this machine.
+
+Three nodes of Debian's rabbitmq-server, each with its own node name, AMQP
+and distribution ports, data directory and logs, sharing one Erlang cookie
+(their common HOME) and nothing else: the machine's node on 127.0.0.1:5672
+is never touched. ``cluster_partition_handling = pause_minority``, as a
+production cluster runs. Nodes 2 and 3 join node 1 (``join_cluster``).
+
+Started once per test session (the first test that asks), reused, torn
+down by the pids it started. A node killed by a test is started again by
+:meth:`RabbitCluster.start_node`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tests.functional.privaterabbit import RABBITMQ_BIN, START_TIMEOUT, free_port
+
+SIZE = 3
+
+
+class ClusterNode:
+    """One node of the cluster.
+
+    Arguments:
+        name: Its Erlang node name (``name@localhost``).
+        directory: Its own data, logs and config.
+        home: The HOME (Erlang cookie) every node of the cluster shares.
+
+    """
+
+    def __init__(self, name: str, directory: Path, home: Path) -> None:
+        self.node = name
+        self.directory = directory
+        self.home = home
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.partitioned = False
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.home),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+            "RABBITMQ_PID_FILE": str(self.directory / "rabbit.pid"),
+        }
+
+    @property
+    def url(self) -> str:
+        return f"guest:guest@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the node's process; return once its applications run."""
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        (self.directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "loopback_users = none\n"
+            "cluster_partition_handling = pause_minority\n"
+        )
+        log = (self.directory / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.ctl("wait", str(self.directory / "rabbit.pid"), "--timeout", str(START_TIMEOUT))
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        """Run rabbitmqctl against this node; its output."""
+        result = subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.node, *args],
+            env=self.env, capture_output=True, text=True, timeout=START_TIMEOUT,
+        )  # fmt: skip
+        if check and result.returncode:
+            raise RuntimeError(f"rabbitmqctl -n {self.node} {' '.join(args)}: "
+                               f"{result.stdout}{result.stderr}")  # fmt: skip
+        return result.stdout
+
+    def kill(self) -> None:
+        """kill -9 the node's whole process group (beam and its port programs)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class RabbitCluster:
+    """Three clustered nodes; :attr:`transport_url` names all three.
+
+    Arguments:
+        directory: Where the nodes' directories and their shared HOME go.
+
+    """
+
+    def __init__(self, directory: Path) -> None:
+        run = uuid.uuid4().hex[:6]
+        home = directory / "home"
+        home.mkdir(parents=True)
+        # One cookie for every node (rabbitmqctl reads it from HOME too).
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(uuid.uuid4().hex.upper())
+        cookie.chmod(0o400)
+        self.nodes = [
+            ClusterNode(f"hn-c{index}-{run}@localhost", directory / f"node{index}", home)
+            for index in range(1, SIZE + 1)
+        ]
+
+    @property
+    def transport_url(self) -> str:
+        return "rabbit://" + ",".join(node.url for node in self.nodes) + "/"
+
+    def start(self) -> None:
+        """Start node 1, then join the others to it; check the cluster has every node."""
+        first, *others = self.nodes
+        first.start()
+        for node in others:
+            node.start()
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first.node)
+            node.ctl("start_app")
+        running = first.ctl("eval", "length(rabbit_nodes:all_running()).").strip()
+        if running != str(SIZE):
+            raise RuntimeError(f"cluster formed with {running} running nodes, not {SIZE}")
+
+    def node_on_port(self, port: int) -> ClusterNode:
+        return next(node for node in self.nodes if node.port == port)
+
+    def start_node(self, node: ClusterNode) -> None:
+        """Start a node a test killed; it rejoins the cluster by itself."""
+        if not node.running:
+            node.start()
+
+    def partition(self, node: ClusterNode, timeout: float = 60.0) -> None:
+        """Cut ``node`` off from the others; return once ``pause_minority`` paused it.
+
+        Erlang's distribution between ``node`` and the others gets a cookie
+        that neither side accepts, and their links are dropped: the same as a
+        network partition for the nodes, while this machine's CLI still
+        reaches ``node`` with the shared cookie.
+        """
+        node.ctl("eval", f"[begin erlang:set_cookie(N, hn_partitioned), erlang:disconnect_node(N)"
+                         f" end || N <- {self._others(node)}].")  # fmt: skip
+        node.partitioned = True
+        self._wait_running(node, "false", timeout)
+
+    def heal(self, node: ClusterNode, timeout: float = 90.0) -> None:
+        """Undo :meth:`partition`; return once ``node`` runs again."""
+        restore = "erlang:set_cookie(N, erlang:get_cookie()), net_kernel:connect_node(N)"
+        node.ctl("eval", f"[begin {restore} end || N <- {self._others(node)}].")
+        self._wait_running(node, "true", timeout)
+        node.partitioned = False
+
+    def _others(self, node: ClusterNode) -> str:
+        return "[" + ",".join(f"'{other.node}'" for other in self.nodes if other is not node) + "]"
+
+    @staticmethod
+    def _wait_running(node: ClusterNode, want: str, timeout: float) -> None:
+        # rabbit pauses and resumes on its own timers: nothing to be notified by.
+        deadline = time.monotonic() + timeout
+        while node.ctl("eval", "rabbit:is_running().", check=False).strip() != want:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node.node}: rabbit:is_running() is not {want}")
+            time.sleep(0.5)
+
+    def any_running(self) -> ClusterNode:
+        """A node whose process runs (and that no test partitioned away)."""
+        return next(node for node in self.nodes if node.running and not node.partitioned)
+
+    def queue_leader(self, queue: str) -> ClusterNode:
+        """The node leading quorum queue ``queue`` now."""
+        out = self.any_running().ctl("list_queues", "name", "leader", "--no-table-headers")
+        for line in out.splitlines():
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return next(node for node in self.nodes if node.node == leader.strip())
+        raise LookupError(f"no quorum queue {queue!r}")
+
+    def stop(self) -> None:
+        """Kill every node started here (by its process group) and wait for it."""
+        for node in self.nodes:
+            node.kill()
