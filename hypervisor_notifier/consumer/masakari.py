@@ -1,0 +1,230 @@
+"""masakari consumer: guest failures on the bus become masakari VM notifications.
+
+masakari's engine recovers a guest (``masakari.engine.instance_events``)
+when a VM notification's payload says ``event: LIFECYCLE`` with
+``vir_domain_event: STOPPED_FAILED`` (or ``IO_ERROR`` with
+``IO_ERROR_REPORT``). :func:`notification_for` turns this project's events
+into exactly those payloads, and nothing else into a notification.
+
+Delivery semantics (what masakari-monitors' instancemonitor does not give):
+
+- **Acked only once masakari accepted.** A message leaves the queue when
+  ``POST /notifications`` answered 2xx, or 409 (masakari already has that
+  notification: a resend after a lost answer).
+- **Never dropped for an outage.** While the API is unreachable or answers
+  5xx (or a token problem), the same notification is retried with backoff,
+  for as long as it takes; the event stays unacknowledged on the durable
+  queue, so a restart of this consumer loses nothing either.
+- **In order, once.** One notification at a time, in queue order (so per
+  guest); the Subscriber drops duplicates (``event_id``) and stale events.
+- **Refused for good, said loudly.** A 4xx other than 409 (the host is in
+  no failover segment, a bad payload) will not change by retrying: the event
+  is counted ``refused`` and logged at ERROR, and the consumer goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Any
+
+from keystoneauth1 import exceptions as ks_exceptions
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
+
+from hypervisor_notifier.backoff import Backoff
+from hypervisor_notifier.conf import masakari as masakari_conf
+from hypervisor_notifier.consumer.subscriber import Subscriber
+from hypervisor_notifier.events import LifecycleEvent, Transition
+from hypervisor_notifier.signing import Verifier
+from hypervisor_notifier.transport_url import describe_error
+
+LOG = logging.getLogger(__name__)
+
+#: The libvirt (reason, detail) of a ``stopped`` that is a guest failure.
+#: A guest destroyed after a crash (``on_crash=destroy``) is a failure too.
+FAILURE_STOPS = {("STOPPED", "FAILED"), ("STOPPED", "CRASHED")}
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def notification_for(event: LifecycleEvent) -> dict[str, Any] | None:
+    """The masakari VM notification for ``event``; None if masakari should not act on it."""
+    if event.transition is not Transition.STOPPED or event.resync:
+        return None
+    if (event.reason, event.detail) not in FAILURE_STOPS:
+        return None
+    return {
+        "type": "VM",
+        "hostname": event.host,
+        "generated_time": event.occurred_at.strftime(TIME_FORMAT),
+        "payload": {
+            "event": "LIFECYCLE",
+            "instance_uuid": event.instance_uuid,
+            "vir_domain_event": "STOPPED_FAILED",
+        },
+    }
+
+
+class Refused(Exception):
+    """masakari refused a notification for good (a 4xx other than 409)."""
+
+
+class Stopped(Exception):
+    """The consumer stops while a notification waits for masakari: it stays queued."""
+
+
+class MasakariClient:
+    """Hand notifications to masakari's API, retrying until it accepts them.
+
+    Arguments:
+        adapter: A keystoneauth1 Adapter for masakari (service type ``instance-ha``).
+        retry_interval_max: Largest delay between two attempts.
+        stopping: Set to give up waiting (the notification is not sent).
+
+    """
+
+    retry_initial = 0.5
+
+    def __init__(
+        self,
+        adapter: Any,
+        *,
+        retry_interval_max: float = 60.0,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.retry_interval_max = retry_interval_max
+        self.stopping = stopping or threading.Event()
+        #: Failed attempts so far (retried ones).
+        self.retries = 0
+
+    def send(self, notification: dict[str, Any]) -> str:
+        """POST the notification; return ``accepted`` or ``duplicate``.
+
+        Raises:
+            Refused: masakari will never accept it.
+            Stopped: :attr:`stopping` was set while retrying.
+
+        """
+        backoff = Backoff(initial=self.retry_initial, maximum=self.retry_interval_max)
+        while True:
+            problem = self._attempt(notification)
+            if problem in ("accepted", "duplicate"):
+                return problem
+            self.retries += 1
+            delay = backoff.next()
+            LOG.warning("masakari did not take a notification (%s); retrying in %.1f s",
+                        problem, delay)  # fmt: skip
+            if self.stopping.wait(delay):
+                raise Stopped(problem)
+
+    def _attempt(self, notification: dict[str, Any]) -> str:
+        """One POST: ``accepted``, ``duplicate``, or why to retry; Refused if never."""
+        try:
+            response = self.adapter.post(
+                "/notifications", json={"notification": notification}, raise_exc=False
+            )
+        except (ks_exceptions.ConnectionError, ks_exceptions.http.HttpError) as exc:
+            return f"API unreachable: {describe_error(exc)}"
+        except ks_exceptions.ClientException as exc:
+            # Catalog or token trouble: not this notification's fault, and not final.
+            return f"keystone: {describe_error(exc)}"
+        status = response.status_code
+        if status < 300:
+            return "accepted"
+        if status == 409:
+            return "duplicate"
+        if status >= 500 or status in (401, 403, 408, 429):
+            return f"HTTP {status}"
+        raise Refused(f"HTTP {status}: {response.text[:200]}")
+
+
+@dataclasses.dataclass
+class MasakariStats:
+    """What the consumer did with the events it received."""
+
+    notified: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    refused: int = 0
+
+
+class MasakariConsumer:
+    """Every host's events from one durable queue, guest failures to masakari.
+
+    Arguments:
+        client: Hands notifications to masakari.
+        transport_url: The notifiers' broker(s).
+        queue: The durable queue to read every host's events from.
+        subscriber_options: Further :class:`Subscriber` arguments (exchange,
+            topic, queue_type, verifier, TLS files).
+
+    """
+
+    def __init__(
+        self, client: MasakariClient, transport_url: str, queue: str, **subscriber_options: Any
+    ) -> None:
+        self.client = client
+        self.stats = MasakariStats()
+        # Retrying is the client's: the callback raises only when stopping.
+        self.subscriber = Subscriber(
+            transport_url, self._on_event, queue=queue, **subscriber_options
+        )
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> MasakariConsumer:
+        """Build from :mod:`hypervisor_notifier.conf.masakari`'s groups (registered)."""
+        group = conf[masakari_conf.GROUP]
+        auth = ks_loading.load_auth_from_conf_options(conf, masakari_conf.GROUP)
+        session = ks_loading.load_session_from_conf_options(conf, masakari_conf.GROUP, auth=auth)
+        adapter = ks_loading.load_adapter_from_conf_options(
+            conf, masakari_conf.GROUP, session=session, auth=auth
+        )
+        client = MasakariClient(adapter, retry_interval_max=group.retry_interval_max)
+        bus = conf[masakari_conf.BUS_GROUP]
+        return cls(
+            client,
+            bus.transport_url,
+            bus.queue,
+            exchange=bus.exchange,
+            topic=bus.topic,
+            queue_type=bus.queue_type,
+            verifier=Verifier.from_conf(bus),
+            ssl_ca_file=bus.ssl_ca_file,
+            ssl_cert_file=bus.ssl_cert_file,
+            ssl_key_file=bus.ssl_key_file,
+        )
+
+    def start(self) -> None:
+        """Consume in the subscriber's thread."""
+        self.client.stopping.clear()
+        self.subscriber.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Whether the queue is consumed (within ``timeout`` seconds)."""
+        return self.subscriber.wait_ready(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop; a notification still waiting for masakari stays on the queue."""
+        self.client.stopping.set()
+        self.subscriber.stop(timeout)
+
+    def _on_event(self, event: LifecycleEvent) -> None:
+        notification = notification_for(event)
+        if notification is None:
+            self.stats.ignored += 1
+            return
+        try:
+            outcome = self.client.send(notification)
+        except Refused as exc:
+            self.stats.refused += 1
+            LOG.error("masakari refused the notification for %s on %s (%s): not retried",
+                      event.instance_uuid, event.host, exc)  # fmt: skip
+            return
+        if outcome == "duplicate":
+            self.stats.duplicates += 1
+        else:
+            self.stats.notified += 1
+        LOG.info("masakari notified: %s on %s stopped by a failure (%s/%s), %s",
+                 event.instance_uuid, event.host, event.reason, event.detail, outcome)  # fmt: skip
