@@ -61,8 +61,9 @@ class MasakariConsumerTest(unittest.TestCase):
         self.consumer.start()
         self.addCleanup(self.consumer.stop)
         self.assertTrue(self.consumer.wait_ready(TIMEOUT))
-        self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(BROKER_URL),
-                                   host=self.host, exchange=self.exchange, topic=TOPIC)  # fmt: skip
+        url = TransportURL.parse(BROKER_URL)
+        self.publisher = Publisher(MemoryOutbox(), url=url, host=self.host,
+                                   exchange=self.exchange, topic=TOPIC)  # fmt: skip
         self.publisher.start()
         self.addCleanup(self.publisher.stop, 5)
 
