@@ -16,4 +16,5 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$REPO/tools/bootstrap.sh" test
 
 cd "$REPO"
-exec "$REPO/.venv/bin/tox" -e "${TOX_ENVS:-pep8,py3,functional,docs,releasenotes,nova}" "$@"
+envs=${TOX_ENVS:-pep8,py3,functional,docs,releasenotes,nova}
+exec "$REPO/.venv/bin/tox" -e "$envs" "$@"
