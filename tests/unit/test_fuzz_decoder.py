@@ -1,10 +1,11 @@
-"""The decoder of incoming messages, fuzzed: only MalformedEvent escapes, and fast.
+"""The decoder of incoming messages, fuzzed: only MalformedEvent escapes.
 
 What a subscriber does with a body off the bus: ``wire.decode`` (size,
 JSON, envelope), ``LifecycleEvent.from_payload`` and, with a key, the
 signature and freshness checks. Every input is decoded twice, without and
-with a verifier, and must return (or raise MalformedEvent) within
-``PER_INPUT``. 100,000 inputs in all, each test asserting its own count:
+with a verifier, and must return or raise MalformedEvent (how fast is for
+benchmarks, not asserted here). 100,000 inputs in all, each test asserting
+its own count:
 
 - raw bytes, and valid signed bodies cut, spliced and overwritten;
 - valid signed envelopes whose payload and envelope fields are replaced,
@@ -20,9 +21,7 @@ example, not the decoder, is what takes the time.
 
 from __future__ import annotations
 
-import datetime
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +36,6 @@ from tests.factories import make_event
 KEY = b"fuzz-key-of-at-least-thirty-two-bytes"
 SIGNER = Signer("1", KEY)
 BATCH = 20
-#: The longest one input may take to be decoded both ways: a hang, not a slow machine
-#: (typically 0.05 ms; the bound leaves room for a loaded CI host).
-PER_INPUT = 0.5
 
 
 def deep(depth: int) -> Any:
@@ -89,7 +85,7 @@ def changes_of(values: st.SearchStrategy[Any]) -> st.SearchStrategy[list[tuple[s
 def fuzz_settings(batches: int) -> settings:
     return settings(
         max_examples=batches,
-        deadline=datetime.timedelta(seconds=BATCH * PER_INPUT * 2),
+        deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
@@ -107,7 +103,6 @@ class Decoder:
     def __call__(self, body: bytes | str) -> None:
         self.inputs += 1
         for check in (None, self.verifier):
-            began = time.monotonic()
             try:
                 event = wire.decode(body, check)
             except MalformedEvent:
@@ -115,8 +110,6 @@ class Decoder:
             else:
                 assert event.verified is (check is not None)
                 self.verified += event.verified
-            elapsed = time.monotonic() - began
-            assert elapsed < PER_INPUT, f"{elapsed * 1000:.0f} ms for {body[:200]!r}"
 
 
 def edited(changes: list[tuple[str, str, Any]], *, sign: str) -> dict[str, Any]:
