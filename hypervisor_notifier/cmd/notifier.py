@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         health.stop()
     outbox.close()
     # Unconfirmed events in a durable outbox are published by the next start.
-    return 1 if left and outbox.problem else 0
+    return 1 if left and not outbox.durable else 0
 
 
 if __name__ == "__main__":

@@ -113,6 +113,11 @@ class Outbox(abc.ABC):
         return None
 
     @property
+    def durable(self) -> bool:
+        """Whether the entries survive a crash of the service now."""
+        return False
+
+    @property
     def last_seq(self) -> int:
         """The highest ``seq`` a previous run issued, as far as this outbox knows (0: none)."""
         return 0

@@ -115,6 +115,11 @@ class SQLiteOutbox(MemoryOutbox):
         return self._problem
 
     @property
+    def durable(self) -> bool:
+        """See :attr:`Outbox.durable`: until the file fails (a damaged one was replaced)."""
+        return self._db is not None
+
+    @property
     def last_seq(self) -> int:
         """See :attr:`Outbox.last_seq`: the recorded one, or the highest seq still stored."""
         return self._last_seq

@@ -177,7 +177,7 @@ class Service:
         left = self.publisher.stop(self.shutdown_timeout)
         if not left:
             LOG.info("stopped: every event was confirmed by the broker")
-        elif self.outbox.problem:
+        elif not self.outbox.durable:
             LOG.error(
                 "stopping with %d events unconfirmed and lost: %s", left, self.outbox.problem
             )

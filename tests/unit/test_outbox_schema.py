@@ -202,7 +202,7 @@ def test_garbage_in_the_wal_is_reported_kept_and_the_rest_recovered(tmp_path, ca
     assert outbox_schema.inspect(str(path)).kind is Kind.DAMAGED
 
     box = SQLiteOutbox(str(path))
-    assert box.damaged
+    assert box.damaged and box.durable  # reported, on a new outbox that keeps its promise
     assert "write-ahead log is damaged" in box.problem and str(path) in box.problem
     assert any(r.levelname == "ERROR" and "write-ahead log" in r.message for r in caplog.records)
     (kept,) = tmp_path.glob("outbox.sqlite.damaged-*[0-9]Z")
@@ -264,6 +264,6 @@ def test_an_unreadable_file_degrades_to_memory_and_is_not_moved(tmp_path):
     path = tmp_path / "lost+found" / "outbox.sqlite"  # missing, under an uncreatable directory
     path.parent.write_text("a file")
     box = SQLiteOutbox(str(path))
-    assert "in memory" in box.problem
+    assert "in memory" in box.problem and not box.durable
     box.close()
     assert path.parent.read_text() == "a file"
