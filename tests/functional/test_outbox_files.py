@@ -227,7 +227,9 @@ def test_garbage_in_the_wal_of_a_stopped_service_is_reported_and_kept(
         first.process.kill()
         first.stop()
         frame, frames = corrupt_middle_of_wal(Path(f"{path}-wal"))
-        assert frames > 20, frames
+        # At least one commit after the damage (a checkpoint may have restarted the log
+        # during the shared driver's resync: only the frames since then count).
+        assert frames >= 4, frames
     damaged_wal = Path(f"{path}-wal").read_bytes()
     _, collector = subscribe()
 
