@@ -192,7 +192,9 @@ def _damage(db: sqlite3.Connection, path: str) -> str | None:
     # The log first: SQLite's own reading (quick_check included) ignores what
     # follows a bad frame.
     wal = outbox_wal.scan(path + "-wal")
-    if wal.damaged:
+    # Read twice: a frame being written by a running service (the preflight reads a
+    # live outbox) is not damage, and is complete by the second reading.
+    if wal.damaged and outbox_wal.scan(path + "-wal") == wal:
         return wal.describe()
     try:
         found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
