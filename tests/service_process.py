@@ -7,6 +7,7 @@ end-to-end suites share it.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TIMEOUT = 30.0
@@ -45,15 +47,26 @@ def healthz(port: int) -> tuple[int, dict]:
 
 
 class ServiceProcess:
-    """``hypervisor-notifier`` running as a child process, its log lines collected."""
+    """``hypervisor-notifier`` running as a child process, its log lines collected.
 
-    def __init__(self, config_path: Path) -> None:
+    ``wrapper`` runs it under another command (``faketime -f -1h``), ``env``
+    adds to its environment.
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        wrapper: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
+            [*wrapper, sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
              str(config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
         self.lines: list[str] = []
         self._new_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()

@@ -14,6 +14,7 @@ from hypervisor_notifier.backends import UnknownBackend, load_backend
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.notifier.health import HealthServer
+from hypervisor_notifier.notifier.outbox_schema import OutboxRefused
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from hypervisor_notifier.notifier.service import Service
 from hypervisor_notifier.signing import Signer
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             health = HealthServer(
                 service, conf.health.listen, conf.health.port, conf.health.max_event_age
             )
-    except (config.ConfigError, UnknownBackend) as exc:
+    except (config.ConfigError, UnknownBackend, OutboxRefused) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the health port is taken or not ours to bind
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         health.stop()
     outbox.close()
     # Unconfirmed events in a durable outbox are published by the next start.
-    return 1 if left and outbox.problem else 0
+    return 1 if left and not outbox.durable else 0
 
 
 if __name__ == "__main__":

@@ -14,9 +14,12 @@ opts = [
         "path",
         default="/var/lib/hypervisor-notifier/outbox.sqlite",
         help="SQLite database where events wait until the broker confirmed them, "
-        "so a crash of the service loses none. If it cannot be opened or written "
-        "(disk full, read-only), the service keeps publishing from memory and "
-        "says so in /healthz and the metrics.",
+        "so a crash of the service loses none; created at the first start, with "
+        "its directory. Only an outbox this service created is opened: a "
+        "directory, another file or an outbox of a newer release stops the start "
+        "(exit status 2) and is left untouched. If it cannot be written (disk "
+        "full, read-only), the service keeps publishing from memory and says so "
+        "in /healthz and the metrics.",
     ),
     cfg.IntOpt(
         "max_events",

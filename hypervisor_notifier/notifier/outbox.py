@@ -69,6 +69,8 @@ class Outbox(abc.ABC):
 
     #: Events dropped by coalescing since start.
     coalesced = 0
+    #: True when the outbox file was found damaged at start (kept aside for inspection).
+    damaged = False
 
     def __init__(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -109,6 +111,16 @@ class Outbox(abc.ABC):
     def problem(self) -> str | None:
         """Why the outbox does not keep its promise now (not durable), or None."""
         return None
+
+    @property
+    def durable(self) -> bool:
+        """Whether the entries survive a crash of the service now."""
+        return False
+
+    @property
+    def last_seq(self) -> int:
+        """The highest ``seq`` a previous run issued, as far as this outbox knows (0: none)."""
+        return 0
 
     def known_states(self) -> dict[str, tuple[str, PowerState]]:
         """The last state put for each instance by a previous run: {uuid: (name, state)}."""

@@ -25,6 +25,7 @@ from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, wire
 from hypervisor_notifier.backends import UnknownBackend, load_backend
 from hypervisor_notifier.backends.base import Backend, BackendUnavailable, InstanceState
+from hypervisor_notifier.notifier import outbox_schema
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error, mask_secrets
 
@@ -123,17 +124,41 @@ def check_hypervisor(backend: Backend, timeout: float) -> Check:
 
 
 def check_outbox(conf: cfg.ConfigOpts) -> Check:
-    """Whether the outbox file can be written by this user (else events stay in memory)."""
+    """What ``[outbox] path`` holds (as the service judges it at start); whether it is writable."""
     path = conf.outbox.path
+    try:
+        found = outbox_schema.inspect(path)
+    except OSError as exc:
+        return Check("outbox", Result.WARNING, f"[outbox] path {path}: {exc}: the service "
+                     "would keep events in memory only")  # fmt: skip
+    if found.refused:
+        # The service refuses to start on it: the same line.
+        return Check("outbox", Result.FAILURE, f"[outbox] path {path} {found.description}")
+    if found.kind is outbox_schema.Kind.DAMAGED:
+        return Check(
+            "outbox",
+            Result.WARNING,
+            f"[outbox] path {path} {found.description}: the service would keep it aside "
+            "for inspection and start a new one",
+        )
     target = path if os.path.exists(path) else os.path.dirname(path) or "."
     user = getpass.getuser()
-    if os.access(target, os.W_OK):
-        return Check("outbox", Result.OK, f"{path} writable by {user}")
+    if not os.access(target, os.W_OK):
+        return Check(
+            "outbox",
+            Result.WARNING,
+            f"[outbox] path: {target} is not writable by {user} (or missing): the service "
+            "would keep events in memory only",
+        )
+    if found.kind is outbox_schema.Kind.MISSING:
+        return Check("outbox", Result.OK, f"{path}: {found.description}; writable by {user}")
+    upgraded = found.version != outbox_schema.SCHEMA_VERSION
     return Check(
         "outbox",
-        Result.WARNING,
-        f"[outbox] path: {target} is not writable by {user} (or missing): the service "
-        "would keep events in memory only",
+        Result.OK,
+        f"{path} {found.description}"
+        + (f" (upgraded to {outbox_schema.SCHEMA_VERSION} at start)" if upgraded else "")
+        + f"; writable by {user}",
     )
 
 

@@ -31,12 +31,20 @@ LOG = logging.getLogger(__name__)
 class SequenceCounter:
     """Per-host event sequence numbers: strictly increasing, also across restarts.
 
-    A number is at least the wall clock in microseconds, so a restarted
-    service continues above its predecessor unless the clock stepped back.
+    A number is one more than the previous one, or the wall clock in
+    microseconds if that is larger (so a new outbox, with nothing recorded,
+    still starts above what an earlier one issued, unless the clock was
+    stepped back as well). The first is above ``start``: the highest number
+    the previous run issued, recorded in the outbox. A clock stepped back, or
+    a run with the clock ahead, therefore never makes the numbers go back.
+
+    Arguments:
+        start: The highest number already issued (``Outbox.last_seq``).
+
     """
 
-    def __init__(self) -> None:
-        self._last = 0
+    def __init__(self, start: int = 0) -> None:
+        self._last = start
         self._lock = threading.Lock()
 
     def next(self) -> int:
@@ -75,7 +83,7 @@ class Service:
         self.host = host
         self.shutdown_timeout = shutdown_timeout
         self.sync_interval = sync_interval
-        self.sequence = SequenceCounter()
+        self.sequence = SequenceCounter(outbox.last_seq)
         self.published_states = PublishedStates(outbox.known_states(), outbox.forget_states)
         #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
         self.received = {"pushed": 0, "resync": 0}
@@ -169,7 +177,7 @@ class Service:
         left = self.publisher.stop(self.shutdown_timeout)
         if not left:
             LOG.info("stopped: every event was confirmed by the broker")
-        elif self.outbox.problem:
+        elif not self.outbox.durable:
             LOG.error(
                 "stopping with %d events unconfirmed and lost: %s", left, self.outbox.problem
             )

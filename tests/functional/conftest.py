@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import amqp
@@ -105,11 +105,20 @@ def make_domain(
 def start_service(
     tmp_path: Path, names: dict[str, str]
 ) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start the service with this test's host and exchange; stop it after."""
+    """Start the service with this test's host and exchange; stop it after.
+
+    ``start(transport_url=..., uri=..., wrapper=(), env=None, **sections)``:
+    ``wrapper`` and ``env`` as :class:`ServiceProcess` takes them.
+    """
     started: list[ServiceProcess] = []
 
     def start(
-        *, transport_url: str = BROKER_URL, uri: str = LIBVIRT_URI, **sections: dict[str, str]
+        *,
+        transport_url: str = BROKER_URL,
+        uri: str = LIBVIRT_URI,
+        wrapper: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        **sections: dict[str, str],
     ) -> ServiceProcess:
         config = {
             "DEFAULT": {"host": names["host"], "shutdown_timeout": "10"},
@@ -127,7 +136,7 @@ def start_service(
             config.setdefault(section, {}).update(values)
         path = tmp_path / f"notifier-{len(started)}.conf"
         write_config(path, config)
-        service = ServiceProcess(path)
+        service = ServiceProcess(path, wrapper=wrapper, env=env)
         started.append(service)
         return service
 
