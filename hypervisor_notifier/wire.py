@@ -65,6 +65,15 @@ def queue_arguments(queue_type: str) -> dict[str, Any]:
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
 
 
+def stream_arguments(max_age: str, max_bytes: int) -> dict[str, Any]:
+    """Return the ``x-arguments`` of the history stream: a stream kept ``max_age``, ``max_bytes``.
+
+    ``max_age`` is RabbitMQ's form (``7D``, ``12h``, ``30m``); whichever
+    bound is reached first drops the oldest segments.
+    """
+    return {"x-queue-type": "stream", "x-max-age": max_age, "x-max-length-bytes": max_bytes}
+
+
 def encode(event: LifecycleEvent, signer: Signer | None = None) -> bytes:
     """Encode an event as a ``messagingv2`` notification body (UTF-8 JSON), signed by signer."""
     payload = event.to_payload()
@@ -87,19 +96,25 @@ def encode(event: LifecycleEvent, signer: Signer | None = None) -> bytes:
     return json.dumps(outer).encode()
 
 
-def decode(body: bytes | str, verifier: Verifier | None = None) -> LifecycleEvent:
+def decode(
+    body: bytes | str, verifier: Verifier | None = None, *, fresh: bool = True
+) -> LifecycleEvent:
     """Decode a notification body; raise :class:`MalformedEvent` if it is not one of ours.
 
     Accepts the ``messagingv2`` envelope and, for oslo's older ``messaging``
     driver, a bare notification. With a ``verifier``, the payload's signature
-    is checked before any of its fields is read, then its freshness
-    (:meth:`Verifier.verify`): the event returned is ``verified``; the
+    is checked before any of its fields is read, then (unless ``fresh`` is
+    False: replaying history) its freshness (:meth:`Verifier.verify`): the
+    event returned is ``verified``; the
     verifier's :class:`~hypervisor_notifier.signing.Unverified` and
     :class:`~hypervisor_notifier.signing.Replayed` are MalformedEvents too.
     Never raises anything else.
     """
     event_type, payload = _notification(body)
-    event = LifecycleEvent.from_payload(payload) if verifier is None else verifier.verify(payload)
+    if verifier is None:
+        event = LifecycleEvent.from_payload(payload)
+    else:
+        event = verifier.verify(payload, fresh=fresh)
     if event_type != EVENT_TYPE_PREFIX + event.transition.value:
         raise MalformedEvent(f"event_type {event_type!r} contradicts {event.transition.value!r}")
     return event

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, logs
+from hypervisor_notifier.cmd import history
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.conf import signing as signing_conf
@@ -66,31 +67,42 @@ class Watch:
                 self.done.set()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``hypervisor-events``."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    watch = commands.add_parser("watch", help="print lifecycle events as they arrive")
-    watch.add_argument("--host", help="only this compute host's events (default: every host's)")
-    watch.add_argument("--instance", help="only this instance's events (UUID or name)")
-    watch.add_argument("--json", action="store_true", help="print JSON lines")
-    watch.add_argument("--count", type=int, help="exit after printing this many events")
-    watch.add_argument(
+def add_bus_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every subcommand reads: the bus, the signing key, which events to show."""
+    parser.add_argument("--host", help="only this compute host's events (default: every host's)")
+    parser.add_argument("--instance", help="only this instance's events (UUID or name)")
+    parser.add_argument("--json", action="store_true", help="print JSON lines")
+    parser.add_argument(
         "--config-file",
         action="append",
         default=[],
         help="the service's config file: [publisher] transport_url, exchange and topic",
     )
-    watch.add_argument("--transport-url", help="broker URL (overrides the config file)")
-    watch.add_argument("--exchange", help="exchange (overrides the config file)")
-    watch.add_argument("--topic", help="topic (overrides the config file)")
-    watch.add_argument(
+    parser.add_argument("--transport-url", help="broker URL (overrides the config file)")
+    parser.add_argument("--exchange", help="exchange (overrides the config file)")
+    parser.add_argument("--topic", help="topic (overrides the config file)")
+    parser.add_argument(
         "--key-file",
         help="file holding the signing key (overrides [signing] key): print only events "
         "signed with it (or [signing] previous_key); others are counted and dropped",
     )
-    watch.add_argument("--key-id", help="the key's id (overrides [signing] key_id)")
-    watch.add_argument("--ssl-ca-file", help="TLS CA file (overrides [publisher] ssl_ca_file)")
+    parser.add_argument("--key-id", help="the key's id (overrides [signing] key_id)")
+    parser.add_argument("--ssl-ca-file", help="TLS CA file (overrides [publisher] ssl_ca_file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``hypervisor-events``."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    watch = commands.add_parser("watch", help="print lifecycle events as they arrive")
+    add_bus_arguments(watch)
+    watch.add_argument("--count", type=int, help="exit after printing this many events")
+    history.add_history_arguments(watch, required_since=False)
+    past = commands.add_parser(
+        "history", help="print the events of the history stream since a moment, then exit"
+    )
+    add_bus_arguments(past)
+    history.add_history_arguments(past, required_since=True)
     return parser
 
 
@@ -110,12 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf.set_override("key", None, signing_conf.GROUP)
     if args.key_id:
         conf.set_override("key_id", args.key_id, signing_conf.GROUP)
-    watch = Watch(instance=args.instance, as_json=args.json, count=args.count)
+    watch = Watch(instance=args.instance, as_json=args.json, count=getattr(args, "count", None))
     try:
         verifier = Verifier.from_conf(conf[signing_conf.GROUP])
     except ValueError as exc:
         print(f"{PROG}: error: [{signing_conf.GROUP}] {exc}", file=sys.stderr)
         return 2
+    if args.command == "history" or args.since:
+        follow = args.command == "watch"
+        with stop_signals_to_main_thread(watch.done.set):
+            return history.replay(args, conf, verifier, watch, follow=follow, done=watch.done,
+                                  prog=PROG)  # fmt: skip
     try:
         subscriber = Subscriber(
             args.transport_url or opts.transport_url,

@@ -50,6 +50,26 @@ opts = [
         help="Declare the durable per-host queue <topic>.<host>, bound to this "
         "host's routing key, so events wait there while no subscriber runs.",
     ),
+    cfg.StrOpt(
+        "history_stream",
+        default="",
+        help="Name of a RabbitMQ stream (x-queue-type stream) that also receives this "
+        "host's events and keeps them for history_max_age: 'hypervisor-events history' "
+        "and 'watch --since' replay from it. Give every host's notifier the same name "
+        "(e.g. <topic>.history) for one stream of the whole cloud. Empty: none.",
+    ),
+    cfg.StrOpt(
+        "history_max_age",
+        default="7D",
+        regex=r"^[0-9]+[YMDhms]$",
+        help="How long the history stream keeps events (RabbitMQ's form: 7D, 12h, 30m).",
+    ),
+    cfg.IntOpt(
+        "history_max_bytes",
+        default=5 * 2**30,
+        min=1,
+        help="Bytes the history stream keeps at most; the oldest segments go first.",
+    ),
     cfg.IntOpt(
         "confirm_window",
         default=256,

@@ -78,6 +78,9 @@ class Publisher:
         connect_timeout: Seconds allowed to open a connection (and to write).
         reconnect_interval_max: Largest backoff delay between connection attempts.
         tls: Certificates for a TLS URL (``rabbits://``); None: the system's CA store.
+        history_stream: A stream that also receives this host's events ("": none).
+        history_max_age: The stream's retention by age (``7D``, ``12h``).
+        history_max_bytes: The stream's retention by size.
 
     """
 
@@ -96,6 +99,9 @@ class Publisher:
         connect_timeout: float = 5.0,
         reconnect_interval_max: float = 30.0,
         tls: TLSSettings | None = None,
+        history_stream: str = "",
+        history_max_age: str = "7D",
+        history_max_bytes: int = 5 * 2**30,
     ) -> None:
         self.outbox = outbox
         self.url = url
@@ -110,6 +116,8 @@ class Publisher:
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(maximum=reconnect_interval_max)
         self.tls = tls or TLSSettings()
+        self.history_stream = history_stream
+        self.history_arguments = wire.stream_arguments(history_max_age, history_max_bytes)
         #: Counters, for logs and metrics.
         self.published = 0
         self.confirmed = 0
@@ -157,6 +165,9 @@ class Publisher:
             connect_timeout=opts.connect_timeout,
             reconnect_interval_max=opts.reconnect_interval_max,
             tls=tls,
+            history_stream=opts.history_stream,
+            history_max_age=opts.history_max_age,
+            history_max_bytes=opts.history_max_bytes,
         )
 
     @property
@@ -272,6 +283,10 @@ class Publisher:
                 self.queue_name, durable=True, auto_delete=False, arguments=self.queue_arguments
             )
             channel.queue_bind(self.queue_name, self.exchange, self.routing_key)
+        if self.history_stream:
+            channel.queue_declare(self.history_stream, durable=True, auto_delete=False,
+                                  arguments=self.history_arguments)  # fmt: skip
+            channel.queue_bind(self.history_stream, self.exchange, self.routing_key)
 
     def _disconnect(self, *, graceful: bool) -> None:
         connection, self._connection, self._channel = self._connection, None, None

@@ -1,0 +1,73 @@
+"""``hypervisor-events history`` and ``watch --since``: replay the history stream."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable
+
+from oslo_config import cfg
+
+from hypervisor_notifier import events
+from hypervisor_notifier.conf import publisher as publisher_conf
+from hypervisor_notifier.consumer.history import HistoryReader, parse_since
+from hypervisor_notifier.signing import Verifier
+from hypervisor_notifier.tls import TLSSettings
+from hypervisor_notifier.transport_url import describe_error
+
+
+def add_history_arguments(parser: argparse.ArgumentParser, *, required_since: bool) -> None:
+    """The options a replay needs (``history``'s, and ``watch``'s ``--since``)."""
+    parser.add_argument(
+        "--since",
+        required=required_since,
+        help="replay from the history stream from this moment: 10m, 2h, 7d ago, or an "
+        "ISO 8601 time ([publisher] history_stream must be set)",
+    )
+    parser.add_argument(
+        "--stream", help="the history stream (overrides [publisher] history_stream)"
+    )
+
+
+def replay(
+    args: argparse.Namespace,
+    conf: cfg.ConfigOpts,
+    verifier: Verifier | None,
+    show: Callable[[events.LifecycleEvent], None],
+    *,
+    follow: bool,
+    done: threading.Event,
+    prog: str,
+) -> int:
+    """Show the stream's matching events since ``args.since``; 2 for bad input, 1 if unreadable."""
+    opts = conf[publisher_conf.GROUP]
+    stream = args.stream or opts.history_stream
+    if not stream:
+        print(f"{prog}: error: no history stream: set [publisher] history_stream or --stream",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    tls = TLSSettings(args.ssl_ca_file or opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
+    reader = HistoryReader(args.transport_url or opts.transport_url, stream, verifier=verifier,
+                           tls=tls)  # fmt: skip
+
+    def matches(event: events.LifecycleEvent) -> bool:
+        if args.host and event.host != args.host:
+            return False
+        return not args.instance or args.instance in (event.instance_uuid, event.instance_name)
+
+    try:
+        stats = reader.replay(since, show, matches=matches, follow=follow, stop=done.is_set)
+    except Exception as exc:  # the broker or the stream is not there: say so, no traceback
+        print(f"{prog}: error: cannot read stream {stream!r}: {describe_error(exc)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if stats.refused:
+        print(f"{prog}: {stats.refused} messages of the stream were refused (malformed or "
+              "not signed by an accepted key)", file=sys.stderr)  # fmt: skip
+    return 0

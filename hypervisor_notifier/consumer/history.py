@@ -1,0 +1,173 @@
+"""Replaying the history stream: what happened to a guest, or a host, since a moment.
+
+Notifiers configured with ``[publisher] history_stream`` also route their
+events to a RabbitMQ stream, which keeps them for its retention
+(``history_max_age``, ``history_max_bytes``) whether or not anyone reads
+them. A stream is read over AMQP 0.9.1 like a queue, with a consumer
+argument ``x-stream-offset`` saying where to start: here a timestamp, so no
+other client library is needed. Reading does not remove anything: any number
+of readers replay the same events, each from its own offset.
+
+The stream starts a reader at the beginning of the chunk holding the
+timestamp, so events a little older may come first: they are skipped by
+their ``occurred_at``. Each event is decoded and, with a verifier, checked
+like a Subscriber does (a forged event in the stream is counted, not
+shown); a replay is not refused as a replay, since replaying is the point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable
+
+import amqp
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, utcnow
+from hypervisor_notifier.signing import Verifier
+from hypervisor_notifier.tls import TLSSettings
+from hypervisor_notifier.transport_url import TransportURL
+
+LOG = logging.getLogger(__name__)
+
+#: Unacknowledged stream messages the broker sends ahead (a stream needs a prefetch).
+PREFETCH = 500
+
+
+@dataclasses.dataclass
+class HistoryStats:
+    """What a replay read."""
+
+    read: int = 0
+    shown: int = 0
+    #: Malformed, or (with a verifier) not signed by an accepted key.
+    refused: int = 0
+
+
+class HistoryReader:
+    """Read a history stream from a moment on.
+
+    Arguments:
+        transport_url: The broker(s) holding the stream (the first that answers is read).
+        stream: The stream's name (``[publisher] history_stream``).
+        verifier: Show only events signed by its keys; None: any well-formed event.
+        tls: Certificates for a TLS URL.
+
+    """
+
+    def __init__(
+        self,
+        transport_url: str,
+        stream: str,
+        *,
+        verifier: Verifier | None = None,
+        tls: TLSSettings | None = None,
+    ) -> None:
+        self.url = TransportURL.parse(transport_url)
+        self.stream = stream
+        self.verifier = verifier
+        self.tls = tls or TLSSettings()
+        self.stats = HistoryStats()
+
+    def replay(
+        self,
+        since: datetime.datetime,
+        callback: Callable[[LifecycleEvent], None],
+        *,
+        matches: Callable[[LifecycleEvent], bool] = lambda _event: True,
+        follow: bool = False,
+        idle: float = 1.0,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> HistoryStats:
+        """Hand every matching event since ``since`` to ``callback``, oldest first.
+
+        Arguments:
+            since: The earliest ``occurred_at`` shown (aware).
+            callback: Called with each matching event, in the stream's order.
+            matches: Which events to show.
+            follow: Go on with new events as they come (until ``stop``); else
+                return once nothing more arrived for ``idle`` seconds (the end).
+            idle: Seconds without a message that mean the end was reached.
+            stop: Polled between messages; True ends a ``follow``.
+
+        Raises:
+            OSError, amqp.exceptions.AMQPError: The broker or the stream is not there.
+
+        """
+        connection = self._connect()
+        try:
+            channel = connection.channel()
+            channel.basic_qos(0, PREFETCH, False)
+
+            def on_message(message: amqp.Message) -> None:
+                self._handle(message.body, since, callback, matches)
+                channel.basic_ack(message.delivery_tag)
+
+            # py-amqp sends an aware datetime as an AMQP timestamp: the offset's kind.
+            channel.basic_consume(self.stream, callback=on_message,
+                                  arguments={"x-stream-offset": since})  # fmt: skip
+            while not stop():
+                try:
+                    connection.drain_events(timeout=idle)
+                except TimeoutError:
+                    if not follow:
+                        break
+        finally:
+            connection.collect()
+        return self.stats
+
+    def _connect(self) -> amqp.Connection:
+        last: Exception | None = None
+        for broker in self.url.hosts:
+            connection = amqp.Connection(
+                broker.address, userid=broker.username, password=broker.password,
+                virtual_host=self.url.virtual_host, connect_timeout=5,
+                ssl=self.tls.amqp_ssl(broker.hostname) if self.url.tls else False,
+            )  # fmt: skip
+            try:
+                connection.connect()
+                return connection
+            except (OSError, amqp.exceptions.AMQPError) as exc:
+                connection.collect()
+                last = exc
+        assert last is not None  # noqa: S101 - a URL has at least one host
+        raise last
+
+    def _handle(
+        self,
+        body: bytes | str,
+        since: datetime.datetime,
+        callback: Callable[[LifecycleEvent], None],
+        matches: Callable[[LifecycleEvent], bool],
+    ) -> None:
+        self.stats.read += 1
+        try:
+            event = wire.decode(body, self.verifier, fresh=False)
+        except MalformedEvent as exc:
+            self.stats.refused += 1
+            LOG.warning("skipped a message of stream %r: %s", self.stream, exc)
+            return
+        if event.occurred_at < since or not matches(event):
+            return
+        self.stats.shown += 1
+        callback(event)
+
+
+def parse_since(text: str, now: datetime.datetime | None = None) -> datetime.datetime:
+    """``10m``, ``2h``, ``7d``, ``30s`` ago, or an ISO 8601 time (UTC if it names no zone).
+
+    Raises:
+        ValueError: Neither.
+
+    """
+    now = now or utcnow()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return now - datetime.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r} is neither 10m/2h/7d nor an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
