@@ -9,7 +9,8 @@ import threading
 from collections.abc import Sequence
 
 from hypervisor_notifier import conf as config
-from hypervisor_notifier import events, logs
+from hypervisor_notifier import events, logs, version
+from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.conf import signing as signing_conf
@@ -69,6 +70,7 @@ class Watch:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``hypervisor-events``."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
     watch = commands.add_parser("watch", help="print lifecycle events as they arrive")
     watch.add_argument("--host", help="only this compute host's events (default: every host's)")
@@ -101,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         conf = config.load(config_args, prog=PROG)
     except config.ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(PROG, exc)
     logs.setup(debug=conf.debug)
     opts = conf[publisher_conf.GROUP]
     if args.key_file:
@@ -114,8 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         verifier = Verifier.from_conf(conf[signing_conf.GROUP])
     except ValueError as exc:
-        print(f"{PROG}: error: [{signing_conf.GROUP}] {exc}", file=sys.stderr)
-        return 2
+        return print_error(PROG, ValueError(f"{config.where(conf, signing_conf.GROUP)} {exc}"))
     try:
         subscriber = Subscriber(
             args.transport_url or opts.transport_url,
@@ -130,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_key_file=opts.ssl_key_file,
         )
     except ValueError as exc:
-        print(f"{PROG}: error: {mask_secrets(str(exc))}", file=sys.stderr)
-        return 2
+        return print_error(PROG, ValueError(mask_secrets(str(exc))))
     with stop_signals_to_main_thread(watch.done.set):
         subscriber.start()
     watch.done.wait()
