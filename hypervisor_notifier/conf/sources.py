@@ -116,7 +116,13 @@ def unknown(conf: cfg.ConfigOpts, files: Sequence[str]) -> list[str]:
                 problems.append(f"{parsed.path}: [{section}]: unknown section{_guess(key, known)}")
                 continue
             for option in options:
-                if option not in known[key]:
+                if len(option.split()) > 1:
+                    # "key s3cret:x" reads as option "key s3cret", value "x": show one word.
+                    problems.append(
+                        f"{parsed.path}: [{section}] {option.split()[0]} ...: not an option "
+                        "name (a missing '='?)"
+                    )
+                elif option not in known[key]:
                     problems.append(
                         f"{parsed.path}: [{section}] {option}: unknown option"
                         f"{_guess(option, known[key])}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.parse
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +176,33 @@ def test_an_empty_key_file_stops_a_verifying_consumer(tmp_path):
     assert watch.returncode == 2
     assert watch.stderr.count("\n") == 1, watch.stderr
     assert f"[signing] key_file '{key_file}' is empty" in watch.stderr
+
+
+def test_a_password_of_any_characters_is_in_no_log_line_argv_or_process_title(start_service):
+    password = f"p/a,s#s@w:o%rd?é€-{uuid.uuid4().hex[:8]}"
+    user = unique("hn-special")
+    subprocess.run(["rabbitmqctl", "-q", "add_user", user, password], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", user, ".*", ".*", ".*"],
+                       check=True, capture_output=True)  # fmt: skip
+        encoded = urllib.parse.quote(password, safe="")
+        service = start_service(
+            DEFAULT={"debug": "true"},
+            transport_url=f"rabbit://{user}:{encoded}@127.0.0.1:5672/",
+        )
+        service.wait_for_log(f"connected to broker {user}@127.0.0.1:5672")
+        pid = service.process.pid
+        shown = [
+            service.log,
+            Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"),
+            Path(f"/proc/{pid}/comm").read_text(),
+            Path(f"/proc/{pid}/status").read_text().splitlines()[0],
+        ]
+        assert service.stop() == 0
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], check=False,
+                       capture_output=True)  # fmt: skip
+    for text in shown:
+        assert password not in text and encoded not in text
+        assert "é€" not in text
