@@ -171,7 +171,9 @@ class TransportURL:
     def unparse(self) -> str:
         """The URL, every part percent-encoded: it parses back to this one. Holds the passwords."""
         scheme = "rabbits" if self.tls else "rabbit"
-        return f"{scheme}://{','.join(_netloc(h) for h in self.hosts)}/{_quote(self.virtual_host)}"
+        # The default vhost as oslo.messaging's URLs write it: "rabbit://host/".
+        vhost = "" if self.virtual_host == "/" else _quote(self.virtual_host)
+        return f"{scheme}://{','.join(_netloc(h) for h in self.hosts)}/{vhost}"
 
     def with_credentials(self, username: str, password: str) -> TransportURL:
         """The same brokers and virtual host, each with ``username`` and ``password``."""

@@ -13,7 +13,7 @@ import sys
 import urllib.parse
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hypervisor_notifier.transport_url import TransportURL, mask_secrets
@@ -34,6 +34,10 @@ HOSTS = st.lists(
 )  # fmt: skip
 
 
+#: Parsing is fast; a loaded test machine is not: no per-example deadline.
+NO_DEADLINE = settings(deadline=None)
+
+
 def quote(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
@@ -45,6 +49,7 @@ def build(hosts, user: str, password: str, vhost: str = "") -> str:
     return f"rabbit://{netloc}/{vhost}"
 
 
+@NO_DEADLINE
 @given(hosts=HOSTS, user=ANY_TEXT.filter(bool), password=ANY_TEXT, vhost=ANY_TEXT)
 def test_a_percent_encoded_url_round_trips_any_user_password_and_vhost(hosts, user, password,
                                                                         vhost):  # fmt: skip
@@ -56,6 +61,7 @@ def test_a_percent_encoded_url_round_trips_any_user_password_and_vhost(hosts, us
     assert [h.port for h in url.hosts] == [port or 5672 for _, port in hosts]
 
 
+@NO_DEADLINE
 @given(hosts=HOSTS, text=ANY_TEXT)
 def test_a_percent_encoded_password_is_in_no_log_form_of_the_url(hosts, text):
     password = f"pw-\u0436{text}"
@@ -67,6 +73,7 @@ def test_a_percent_encoded_password_is_in_no_log_form_of_the_url(hosts, text):
         assert password not in shown and quote(password) not in shown
 
 
+@NO_DEADLINE
 @given(hosts=HOSTS, password=PASSWORDS)
 def test_an_unencoded_password_is_read_right_or_refused_and_never_shown(hosts, password):
     # An unencoded "@" together with a "," can make a URL of other valid brokers: no parser
