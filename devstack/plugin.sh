@@ -13,21 +13,19 @@
 #
 # Settings: devstack/settings.
 
-# transport_url with every broker's credentials replaced.
+# The service's own transport-URL parser, for this plugin: no second one in
+# bash. Its input (a URL, a password) comes on standard input, out of the
+# process list. It needs only the standard library and the source tree.
+# Usage: hypervisor_notifier_url_tool COMMAND [ARG]   (see its --help)
+function hypervisor_notifier_url_tool {
+    PYTHONPATH=$HYPERVISOR_NOTIFIER_DIR${PYTHONPATH:+:$PYTHONPATH} \
+        "$HYPERVISOR_NOTIFIER_PYTHON" -m hypervisor_notifier.transport_url "$@"
+}
+
+# transport_url with every broker's credentials replaced, percent-encoded.
 # Usage: hypervisor_notifier_url_for URL USER PASSWORD
 function hypervisor_notifier_url_for {
-    local url=$1 user=$2 password=$3
-    local scheme=${url%%://*} rest=${url#*://}
-    local netloc=${rest%%/*}
-    local path=${rest#"$netloc"}
-    local -a hosts credited=()
-    local host
-    IFS=, read -ra hosts <<< "$netloc"
-    for host in "${hosts[@]}"; do
-        credited+=("$user:$password@${host##*@}")
-    done
-    local IFS=,
-    echo "$scheme://${credited[*]}$path"
+    printf '%s\n%s\n' "$1" "$3" | hypervisor_notifier_url_tool with-credentials "$2"
 }
 
 # nova's transport_url, with USER's credentials when
@@ -38,20 +36,16 @@ function hypervisor_notifier_transport_url {
     url=$(iniget "$NOVA_CONF" DEFAULT transport_url)
     if [[ $HYPERVISOR_NOTIFIER_RABBIT_USERS == True ]]; then
         url=$(hypervisor_notifier_url_for "$url" "$1" \
-            "$HYPERVISOR_NOTIFIER_RABBIT_PASSWORD")
+            "$HYPERVISOR_NOTIFIER_RABBIT_PASSWORD") ||
+            die $LINENO "hypervisor-notifier: $NOVA_CONF [DEFAULT] transport_url" \
+                "cannot be used (see above)"
     fi
     echo "$url"
 }
 
-# The virtual host of a transport URL ("/" when it names none).
+# The virtual host of a transport URL, decoded ("/" when it names none).
 function hypervisor_notifier_vhost_of {
-    local rest=${1#*://}
-    local vhost=${rest#*/}
-    if [[ $vhost == "$rest" ]]; then
-        vhost=""
-    fi
-    vhost=${vhost%%\?*}
-    echo "${vhost:-/}"
+    printf '%s\n' "$1" | hypervisor_notifier_url_tool vhost
 }
 
 function install_hypervisor_notifier {
@@ -121,7 +115,7 @@ function hypervisor_notifier_signing_key {
 # compute_driver, and its transport URL (with the notifier's user).
 function configure_hypervisor_notifier {
     local conf=$HYPERVISOR_NOTIFIER_CONF
-    local driver backend nova_url url host uri
+    local driver backend nova_url vhost url host uri
     driver=$(iniget "$NOVA_CONF" DEFAULT compute_driver)
     backend=$(hypervisor_notifier_backend_for "$driver")
     if [[ -z $backend ]]; then
@@ -133,9 +127,12 @@ function configure_hypervisor_notifier {
         die $LINENO "hypervisor-notifier: $NOVA_CONF has no [DEFAULT] transport_url"
     fi
     if [[ $HYPERVISOR_NOTIFIER_RABBIT_USERS == True ]] && is_service_enabled rabbit; then
-        create_hypervisor_notifier_rabbit_users "$(hypervisor_notifier_vhost_of "$nova_url")"
+        vhost=$(hypervisor_notifier_vhost_of "$nova_url") ||
+            die $LINENO "hypervisor-notifier: $NOVA_CONF [DEFAULT] transport_url" \
+                "cannot be used (see above)"
+        create_hypervisor_notifier_rabbit_users "$vhost"
     fi
-    url=$(hypervisor_notifier_transport_url "$HYPERVISOR_NOTIFIER_RABBIT_USER")
+    url=$(hypervisor_notifier_transport_url "$HYPERVISOR_NOTIFIER_RABBIT_USER") || exit 1
 
     sudo install -d -o "$STACK_USER" -m 0755 "$HYPERVISOR_NOTIFIER_CONF_DIR"
     install -d -m 0700 "$HYPERVISOR_NOTIFIER_STATE_DIR"
@@ -167,7 +164,8 @@ function configure_hypervisor_notifier {
 # n-cpu, after post-config.
 function configure_nova_for_hypervisor_notifier {
     local url
-    url=$(hypervisor_notifier_transport_url "$HYPERVISOR_NOTIFIER_RABBIT_CONSUMER_USER")
+    url=$(hypervisor_notifier_transport_url "$HYPERVISOR_NOTIFIER_RABBIT_CONSUMER_USER") ||
+        exit 1
     # Explicit even without users: n-cpu's own [DEFAULT] transport_url may
     # name a cell's vhost, where the notifier does not publish.
     iniset "$NOVA_CONF" hypervisor_notifier source bus

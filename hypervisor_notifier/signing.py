@@ -34,6 +34,8 @@ import datetime
 import hashlib
 import hmac
 import json
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -103,20 +105,59 @@ class _Key:
 def read_secret(value: str | None, path: str | None, what: str) -> bytes | None:
     """Return a key given inline (``value``) or in a file (``path``, stripped); None if neither.
 
+    Fails closed: a key that is set must be usable. An empty key (``key =``
+    with nothing after it, an empty file) is an error, not "unsigned"; so is
+    a key file that group or others may read or write (as ssh refuses such a
+    private key). Shorter keys than :data:`MIN_KEY_BYTES` are refused when
+    the key is used (:class:`Signer`, :class:`Verifier`).
+
+    Arguments:
+        value: The inline key option's value (None: unset).
+        path: The key file option's value (None or empty: unset).
+        what: The inline option's name (``key``); the file's is ``<what>_file``.
+
     Raises:
-        ValueError: Both are given, or the file cannot be read (the text
-            names the option and the file, never the key).
+        ValueError: Both are given, the key is empty, or the file cannot be
+            read or is not private (the text names the option, the file and
+            its mode, never the key).
 
     """
-    if value and path:
+    if value is not None and path:
         raise ValueError(f"{what} and {what}_file are both set; set one")
     if path:
-        try:
-            with open(path, "rb") as secret_file:
-                return secret_file.read().strip()
-        except OSError as exc:
-            raise ValueError(f"{what}_file {path!r}: {exc.strerror or exc}") from None
-    return value.encode() if value else None
+        secret = _read_key_file(path, f"{what}_file")
+        if not secret:
+            raise ValueError(f"{what}_file {path!r} is empty: a key is needed (or no {what}_file)")
+        return secret
+    if value is not None and not value.strip():
+        raise ValueError(f"{what} is set but empty: a key is needed (or no {what} line)")
+    return value.encode() if value is not None else None
+
+
+def _read_key_file(path: str, option: str) -> bytes:
+    """The stripped content of a key file that only its owner may access."""
+    try:
+        # Checked on the open file: what is read is what was checked.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError as exc:
+        raise ValueError(f"{option} {path!r}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{option} {path!r} is not a regular file")
+        if mode & 0o077:
+            raise ValueError(
+                f"{option} {path!r} has mode {stat.S_IMODE(mode):04o}: group or others may "
+                "access it; make it its owner's only (chmod 600), as ssh requires of a private key"
+            )
+        chunks = []
+        while chunk := os.read(descriptor, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).strip()
+    except OSError as exc:
+        raise ValueError(f"{option} {path!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(descriptor)
 
 
 class Signer:
@@ -148,7 +189,7 @@ class Signer:
 
         """
         key = read_secret(group.key, group.key_file, "key")
-        return cls(group.key_id, key) if key else None
+        return None if key is None else cls(group.key_id, key)
 
     def sign(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Return ``payload`` with its ``signature`` field (the dict is changed in place)."""
@@ -211,12 +252,12 @@ class Verifier:
         """
         key = read_secret(group.key, group.key_file, "key")
         previous = read_secret(group.previous_key, group.previous_key_file, "previous_key")
-        if not key:
-            if previous:
+        if key is None:
+            if previous is not None:
                 raise ValueError("previous_key is set but key is not")
             return None
         keys = {group.key_id: key}
-        if previous:
+        if previous is not None:
             if group.previous_key_id == group.key_id:
                 raise ValueError(f"previous_key_id equals key_id ({group.key_id!r})")
             keys[group.previous_key_id] = previous

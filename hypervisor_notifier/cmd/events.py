@@ -9,8 +9,8 @@ import threading
 from collections.abc import Sequence
 
 from hypervisor_notifier import conf as config
-from hypervisor_notifier import events, logs
-from hypervisor_notifier.cmd import history
+from hypervisor_notifier import events, logs, version
+from hypervisor_notifier.cmd import history, print_error
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.conf import signing as signing_conf
@@ -93,6 +93,7 @@ def add_bus_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``hypervisor-events``."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
     watch = commands.add_parser("watch", help="print lifecycle events as they arrive")
     add_bus_arguments(watch)
@@ -113,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         conf = config.load(config_args, prog=PROG)
     except config.ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(PROG, exc)
     logs.setup(debug=conf.debug)
     opts = conf[publisher_conf.GROUP]
     if args.key_file:
@@ -126,8 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         verifier = Verifier.from_conf(conf[signing_conf.GROUP])
     except ValueError as exc:
-        print(f"{PROG}: error: [{signing_conf.GROUP}] {exc}", file=sys.stderr)
-        return 2
+        return print_error(PROG, ValueError(f"{config.where(conf, signing_conf.GROUP)} {exc}"))
     if args.command == "history" or args.since:
         follow = args.command == "watch"
         with stop_signals_to_main_thread(watch.done.set):
@@ -147,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_key_file=opts.ssl_key_file,
         )
     except ValueError as exc:
-        print(f"{PROG}: error: {mask_secrets(str(exc))}", file=sys.stderr)
-        return 2
+        return print_error(PROG, ValueError(mask_secrets(str(exc))))
     with stop_signals_to_main_thread(watch.done.set):
         subscriber.start()
     watch.done.wait()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from oslo_config import cfg
 
 from hypervisor_notifier import events
+from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.consumer.history import HistoryReader, parse_since
 from hypervisor_notifier.signing import Verifier
@@ -44,14 +45,12 @@ def replay(
     opts = conf[publisher_conf.GROUP]
     stream = args.stream or opts.history_stream
     if not stream:
-        print(f"{prog}: error: no history stream: set [publisher] history_stream or --stream",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        return print_error(prog, ValueError("no history stream: set [publisher] "
+                                            "history_stream or --stream"))  # fmt: skip
     try:
         since = parse_since(args.since)
     except ValueError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(prog, exc)
     tls = TLSSettings(args.ssl_ca_file or opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
     reader = HistoryReader(args.transport_url or opts.transport_url, stream, verifier=verifier,
                            tls=tls)  # fmt: skip

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from hypervisor_notifier import conf as config
-from hypervisor_notifier import logs
+from hypervisor_notifier import logs, version
 from hypervisor_notifier.backends import UnknownBackend, load_backend
+from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.notifier.health import HealthServer
@@ -28,13 +29,13 @@ def _signer(conf: cfg.ConfigOpts) -> Signer | None:
     try:
         return Signer.from_conf(conf[signing_conf.GROUP])
     except ValueError as exc:
-        raise config.ConfigError(f"[{signing_conf.GROUP}] {exc}") from None
+        raise config.ConfigError(f"{config.where(conf, signing_conf.GROUP)} {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the service; return 0 once stopped with no event lost."""
     try:
-        conf = config.load(sys.argv[1:] if argv is None else argv, prog=PROG)
+        conf = config.load(sys.argv[1:] if argv is None else argv, prog=PROG, version=version())
         logs.setup(debug=conf.debug, log_file=conf.log_file)
         backend = load_backend(conf)
         signer = _signer(conf)
@@ -48,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 service, conf.health.listen, conf.health.port, conf.health.max_event_age
             )
     except (config.ConfigError, UnknownBackend, OutboxRefused) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(PROG, exc)
     except OSError as exc:  # the health port is taken or not ours to bind
         print(f"{PROG}: error: [health] {conf.health.listen}:{conf.health.port}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip

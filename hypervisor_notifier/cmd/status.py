@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hypervisor_notifier import logs
+from hypervisor_notifier import logs, version
 from hypervisor_notifier.notifier import preflight
 
 PROG = "hypervisor-notifier-status"
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Preflight checks of a hypervisor-notifier configuration.",
         epilog="Exit status: 0 all checks passed, 1 a warning, 2 a failure.",
     )
+    parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
         "check", help="check the configuration, the hypervisor and the broker"

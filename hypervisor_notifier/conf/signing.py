@@ -24,11 +24,15 @@ opts = [
         f"{MIN_KEY_BYTES} bytes (e.g. the output of 'openssl rand -hex 32'). "
         "The notifier signs every event with it; a consumer that has it refuses "
         "events not signed with it (or with previous_key), replayed or too old. "
-        "Unset: events are not signed, and consumers accept unsigned events.",
+        "Unset: events are not signed, and consumers accept unsigned events. "
+        "Set but empty or short: the service (or consumer) refuses to start.",
     ),
     cfg.StrOpt(
         "key_file",
-        help="File holding the key (instead of key), e.g. readable by the service's user only.",
+        help="File holding the key (instead of key), surrounding whitespace stripped. "
+        "It must be its owner's only (mode 0600 or 0400, as ssh requires of a "
+        "private key): one that group or others may access is refused, and so is "
+        "an empty or short one.",
     ),
     cfg.StrOpt(
         "key_id",
@@ -43,7 +47,11 @@ opts = [
         "notifiers switch to the new key (and while events signed with it wait "
         "in outboxes and queues).",
     ),
-    cfg.StrOpt("previous_key_file", help="File holding previous_key (instead of previous_key)."),
+    cfg.StrOpt(
+        "previous_key_file",
+        help="File holding previous_key (instead of previous_key), under the same "
+        "rules as key_file.",
+    ),
     cfg.StrOpt(
         "previous_key_id",
         default="0",

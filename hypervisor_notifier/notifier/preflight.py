@@ -168,7 +168,8 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
     try:
         url = TransportURL.parse(opts.transport_url)
     except ValueError as exc:
-        return [Check("broker", Result.FAILURE, f"[publisher] transport_url: {exc}")]
+        where = config.where(conf, "publisher", "transport_url")
+        return [Check("broker", Result.FAILURE, f"{where}: {exc}")]
     try:
         tls = TLSSettings.from_conf(opts)
     except ValueError as exc:
@@ -267,7 +268,8 @@ def run(config_args: Sequence[str], *, prog: str, timeout: float) -> list[Check]
     try:
         conf = config.load(config_args, prog=prog)
     except config.ConfigError as exc:
-        return [Check("configuration", Result.FAILURE, str(exc)), *_skipped("configuration")]
+        failures = [Check("configuration", Result.FAILURE, line) for line in exc.problems]
+        return [*failures, *_skipped("configuration")]
     files = ", ".join(conf.config_file) or "no config file, defaults"
     checks = [
         Check("configuration", Result.OK, f"{files}; host {conf.host}, backend {conf.backend}")

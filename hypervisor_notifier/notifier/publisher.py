@@ -39,7 +39,7 @@ from oslo_config import cfg
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
-from hypervisor_notifier.conf import ConfigError
+from hypervisor_notifier.conf import ConfigError, where
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.notifier.framewriter import FrameWriterFactory
 from hypervisor_notifier.notifier.outbox import Entry, Outbox
@@ -147,7 +147,8 @@ class Publisher:
         try:
             url = TransportURL.parse(opts.transport_url)
         except ValueError as exc:
-            raise ConfigError(f"[{publisher_conf.GROUP}] transport_url: {exc}") from None
+            option = where(conf, publisher_conf.GROUP, "transport_url")
+            raise ConfigError(f"{option}: {exc}") from None
         try:
             tls = TLSSettings.from_conf(opts)
         except ValueError as exc:

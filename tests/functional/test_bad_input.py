@@ -153,3 +153,47 @@ def test_a_lost_libvirt_connection_is_reopened_and_resynced(
         assert service.process.poll() is None
     finally:
         proxy.stop()
+
+
+def test_typos_in_the_config_file_stop_the_service_one_line_each(start_service, tmp_path):
+    service = start_service(
+        publisher={"transprot_url": "rabbit://nova:s3cret@127.0.0.1:5672/"},
+        publsher={"exchange": "hv"},
+    )
+
+    assert service.process.wait(TIMEOUT) == 2
+    service.stop()
+    path = tmp_path / "notifier-0.conf"
+    assert service.lines == [
+        f"hypervisor-notifier: error: {path}: [publisher] transprot_url: unknown option "
+        "(did you mean transport_url?)\n",
+        f"hypervisor-notifier: error: {path}: [publsher]: unknown section "
+        "(did you mean publisher?)\n",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("password", "pieces"),
+    [
+        ("ab/cd", ["ab", "cd"]),  # was: host "nova", port "ab", vhost "cd@127.0.0.1:5672/"
+        ("1234/x", ["1234"]),  # was: silently host nova, port 1234
+        ("ab,cd", ["ab", "cd"]),  # was: two brokers
+        ("ab#cd", ["ab", "cd"]),
+        ("pässw/örd", ["pässw", "örd"]),
+    ],
+)
+def test_an_unencoded_password_stops_the_service_and_is_never_shown(
+    start_service, tmp_path, password, pieces
+):
+    service = start_service(transport_url=f"rabbit://nova:{password}@127.0.0.1:5672/")
+
+    assert service.process.wait(TIMEOUT) == 2
+    service.stop()
+    assert len(service.lines) == 1, service.log
+    line = service.lines[0]
+    assert line.startswith(
+        f"hypervisor-notifier: error: {tmp_path}/notifier-0.conf: [publisher] transport_url: "
+    )
+    assert "must be percent-encoded" in line
+    for piece in [password, *pieces]:
+        assert piece not in line.replace("percent-encoded", "")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import urllib.parse
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +15,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.events import Transition
 from hypervisor_notifier.signing import Verifier
 
-from .conftest import TOPIC, domain_xml, unique
+from .conftest import TIMEOUT, TOPIC, domain_xml, unique
 
 KEY = f"service-key-{uuid.uuid4().hex}"
 #: Payload fields of the wire contract (doc/source/wire.rst), plus the signature.
@@ -27,6 +30,7 @@ def test_the_service_signs_with_its_key_file_and_never_logs_the_key(
 ):
     key_file = tmp_path / "signing.key"
     key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
     verifier = Verifier({"2026-11": KEY.encode()})
     subscriber, collector = subscribe(verifier=verifier)
     dom = make_domain()
@@ -128,3 +132,77 @@ def test_the_libvirt_connection_is_read_only_unless_configured_otherwise(
     service = start_service(libvirt={"read_only": read_only})
     service.wait_for_log("connected to libvirt")
     assert _libvirt_client(service.process.pid)["readonly"] == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [
+        ("", 0o600, "is empty"),
+        ("\n", 0o400, "is empty"),
+        (KEY, 0o644, "has mode 0644: group or others may access it"),
+        (KEY, 0o640, "has mode 0640: group or others may access it"),
+    ],
+)
+def test_an_empty_or_unprotected_key_file_stops_the_service(
+    tmp_path, start_service, content, mode, message
+):
+    key_file = tmp_path / "signing.key"
+    key_file.write_text(content)
+    key_file.chmod(mode)
+
+    service = start_service(signing={"key_file": str(key_file)})
+
+    assert service.process.wait(TIMEOUT) == 2
+    service.stop()
+    assert len(service.lines) == 1, service.log
+    assert service.lines[0].startswith("hypervisor-notifier: error: ")
+    assert f"[signing] key_file '{key_file}' {message}" in service.lines[0]
+    assert KEY not in service.log
+
+
+def test_an_empty_key_file_stops_a_verifying_consumer(tmp_path):
+    key_file = tmp_path / "signing.key"
+    key_file.write_text("")
+    key_file.chmod(0o600)
+
+    watch = subprocess.run(
+        [sys.executable, "-m", "hypervisor_notifier.cmd.events", "watch",
+         "--transport-url", "rabbit://guest:guest@127.0.0.1:5672/", "--key-file", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )  # fmt: skip
+
+    assert watch.returncode == 2
+    assert watch.stderr.count("\n") == 1, watch.stderr
+    assert f"[signing] key_file '{key_file}' is empty" in watch.stderr
+
+
+def test_a_password_of_any_characters_is_in_no_log_line_argv_or_process_title(start_service):
+    password = f"p/a,s#s@w:o%rd?é€-{uuid.uuid4().hex[:8]}"
+    user = unique("hn-special")
+    subprocess.run(["rabbitmqctl", "-q", "add_user", user, password], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", user, ".*", ".*", ".*"],
+                       check=True, capture_output=True)  # fmt: skip
+        encoded = urllib.parse.quote(password, safe="")
+        service = start_service(
+            DEFAULT={"debug": "true"},
+            transport_url=f"rabbit://{user}:{encoded}@127.0.0.1:5672/",
+        )
+        service.wait_for_log(f"connected to broker {user}@127.0.0.1:5672")
+        pid = service.process.pid
+        shown = [
+            service.log,
+            Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"),
+            Path(f"/proc/{pid}/comm").read_text(),
+            Path(f"/proc/{pid}/status").read_text().splitlines()[0],
+        ]
+        assert service.stop() == 0
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], check=False,
+                       capture_output=True)  # fmt: skip
+    for text in shown:
+        assert password not in text and encoded not in text
+        assert "é€" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,13 +156,13 @@ def test_unknown_backend_fails_and_skips_the_hypervisor(status, exchange):
     assert rows["hypervisor"] == ("skipped", "needs a backend")
 
 
-def test_unsupported_transport_url_fails_the_broker_check(status):
+def test_unsupported_transport_url_fails_the_broker_check(status, tmp_path):
     code, output, rows = status(publisher={"transport_url": "kafka://user:pw-kafka@broker:9092"})
 
     assert code == 2, output
     assert rows["broker"] == (
         "failure",
-        "[publisher] transport_url: transport 'kafka' is not supported "
+        f"{tmp_path}/notifier.conf: [publisher] transport_url: transport 'kafka' is not supported "
         "(use rabbit:// or amqp:// or rabbits:// or amqps://)",
     )
     assert "pw-kafka" not in output
@@ -224,3 +225,60 @@ def test_esx_login_refused_fails_the_hypervisor_check(status, exchange, vcsim):
         "failure",
         f"vSphere {vcsim.username}@127.0.0.1:{vcsim.port} refused the login",
     )
+
+
+def test_typos_in_the_config_file_fail_the_preflight_one_row_each(status, tmp_path):
+    code, output, _ = status(publisher={"transprot_url": "rabbit://guest:guest@127.0.0.1/"},
+                             publsher={"exchange": "hv"})  # fmt: skip
+
+    assert code == 2, output
+    path = tmp_path / "notifier.conf"
+    failures = [line for line in output.splitlines() if line.startswith("configuration ")]
+    assert [line.split(" | ", 2)[1:] for line in failures] == [
+        ["failure", f"{path}: [publisher] transprot_url: unknown option "
+                    "(did you mean transport_url?)"],
+        ["failure", f"{path}: [publsher]: unknown section (did you mean publisher?)"],
+    ]  # fmt: skip
+
+
+#: Every character that breaks a URL, and some that are not ASCII.
+SPECIAL_PASSWORD = "p/a,s#s@w:o%rd?é€"
+
+
+@pytest.fixture
+def special_user() -> Iterator[str]:
+    """A real RabbitMQ user whose password is SPECIAL_PASSWORD; deleted after."""
+    user = unique("hn-special")
+    for command in (
+        ["add_user", user, SPECIAL_PASSWORD],
+        ["set_permissions", "-p", "/", user, ".*", ".*", ".*"],
+    ):
+        subprocess.run(["rabbitmqctl", "-q", *command], check=True, capture_output=True)
+    yield user
+    subprocess.run(["rabbitmqctl", "-q", "delete_user", user], check=False, capture_output=True)
+
+
+def test_a_percent_encoded_password_of_any_characters_logs_in(status, exchange, special_user):
+    encoded = urllib.parse.quote(SPECIAL_PASSWORD, safe="")
+    url = f"rabbit://{special_user}:{encoded}@127.0.0.1:5672/"
+
+    code, output, rows = status("--debug", publisher={"transport_url": url})
+
+    assert rows["broker 127.0.0.1:5672"] == ("ok", f"{special_user} logged in to vhost /"), output
+    assert SPECIAL_PASSWORD not in output and encoded not in output
+    assert code == 0, output
+
+
+def test_an_unencoded_password_fails_the_broker_check_without_showing_it(status, special_user,
+                                                                        tmp_path):  # fmt: skip
+    url = f"rabbit://{special_user}:{SPECIAL_PASSWORD}@127.0.0.1:5672/"
+
+    code, output, rows = status("--debug", publisher={"transport_url": url})
+
+    assert code == 2, output
+    result, detail = rows["broker"]
+    assert result == "failure"
+    assert detail.startswith(f"{tmp_path}/notifier.conf: [publisher] transport_url: ")
+    assert "must be percent-encoded" in detail
+    for piece in ("p/a", "s#s", "w:o", "rd?", "é€", special_user):
+        assert piece not in output

@@ -75,6 +75,7 @@ def test_watch_prints_readable_lines_for_every_host(broker, names):
 def test_watch_with_the_key_prints_only_signed_events(broker, names, tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text("watch-test-key-of-thirty-two-bytes\n")
+    key_file.chmod(0o600)
     signer = Signer("7", b"watch-test-key-of-thirty-two-bytes")
     signed, unsigned, marker = (make_event(host=names["host"]) for _ in range(3))
     watch = start_watch(names, "--json", "--count", "2", "--key-file", str(key_file),

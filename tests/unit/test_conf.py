@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from oslo_config import cfg
 
+import hypervisor_notifier
 from hypervisor_notifier import conf
+from hypervisor_notifier.conf import sources
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATOR_CONF = REPO / "etc/hypervisor-notifier/hypervisor-notifier-config-generator.conf"
@@ -133,3 +136,116 @@ def test_conf_repeats_the_contracts_values_exactly():
     assert signing_conf.MIN_KEY_BYTES == signing.MIN_KEY_BYTES
     assert signing_conf.DEFAULT_MAX_AGE == signing.DEFAULT_MAX_AGE
     assert signing_conf.DEFAULT_MAX_CLOCK_SKEW == signing.DEFAULT_MAX_CLOCK_SKEW
+
+
+# -- typos and errors: one line each, naming file, section and option -----------------
+
+
+def problems_of(load_config, text: str) -> list[str]:
+    with pytest.raises(conf.ConfigError) as raised:
+        load_config(text)
+    assert str(raised.value) == "\n".join(raised.value.problems)
+    return raised.value.problems
+
+
+def test_unknown_options_and_sections_are_each_reported_with_file_and_section(
+    load_config, tmp_path
+):
+    path = tmp_path / "hypervisor-notifier.conf"
+
+    problems = problems_of(
+        load_config,
+        "[DEFAULT]\nbackend = libvirt\nhostname = h1\n"
+        "[publsher]\ntransport_url = rabbit://nova:s3cret@broker/\n"
+        "[publisher]\ntransprot_url = rabbit://nova:s3cret@broker/\nexchange = hv\n",
+    )
+
+    assert problems == [
+        f"{path}: [DEFAULT] hostname: unknown option (did you mean host?)",
+        f"{path}: [publsher]: unknown section (did you mean publisher?)",
+        f"{path}: [publisher] transprot_url: unknown option (did you mean transport_url?)",
+    ]
+
+
+def test_a_config_dir_is_checked_too_and_section_names_are_case_insensitive(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-extra.conf").write_text("[Publisher]\ntopic = t\n[sink]\nx = 1\n")
+
+    with pytest.raises(conf.ConfigError) as raised:
+        conf.load(["--config-dir", str(tmp_path / "conf.d")], prog="hypervisor-notifier")
+
+    assert raised.value.problems == [f"{tmp_path}/conf.d/50-extra.conf: [sink]: unknown section"]
+
+
+def test_what_a_library_registers_on_the_conf_is_known_without_a_list(tmp_path):
+    # oslo.log registers its options on the same ConfigOpts: they are known from then on.
+    path = tmp_path / "n.conf"
+    path.write_text("[DEFAULT]\nlog_dir = /var/log/x\n[oslo_messaging_rabbit]\nssl = true\n")
+    loaded = cfg.ConfigOpts()
+    conf.register_opts(loaded)
+    loaded(["--config-file", str(path)])
+    assert len(sources.unknown(loaded, [str(path)])) == 2
+
+    loaded.register_opt(cfg.StrOpt("log_dir"))
+    loaded.register_opt(cfg.BoolOpt("ssl", deprecated_name="rabbit_use_ssl"),
+                        group="oslo_messaging_rabbit")  # fmt: skip
+    path.write_text(path.read_text() + "rabbit_use_ssl = true\n")
+    assert sources.unknown(loaded, [str(path)]) == []
+
+
+def test_a_bad_value_is_one_line_with_file_section_and_option_without_location_info(
+    load_config, tmp_path
+):
+    problems = problems_of(
+        load_config, "[publisher]\nconfirm_window = many\nqueue_type = fifo\n[sink]\n"
+    )
+
+    path = tmp_path / "hypervisor-notifier.conf"
+    assert problems == [
+        f"{path}: [sink]: unknown section",
+        f"{path}: [publisher] queue_type: Valid values are [classic, quorum], but found 'fifo'",
+        f"{path}: [publisher] confirm_window: invalid literal for int() with base 10: 'many'",
+    ]
+
+
+def test_a_parse_error_names_the_file_and_line_but_not_the_line(load_config, tmp_path):
+    path = tmp_path / "hypervisor-notifier.conf"
+    assert problems_of(load_config, "[signing]\nkey s3cret\n") == [
+        f"{path}: line 2: No ':' or '=' found in assignment"
+    ]
+    # A ":" makes it an assignment to an option with a space in its name.
+    assert problems_of(load_config, "[signing]\nkey s3cret:more\n") == [
+        f"{path}: [signing] key ...: not an option name (a missing '='?)"
+    ]
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(conf.ConfigError, match=f"^{tmp_path}/nope.conf: no such config file$"):
+        conf.load(["--config-file", str(tmp_path / "nope.conf")], prog="hypervisor-notifier")
+
+
+def test_where_names_the_file_that_sets_the_option(tmp_path):
+    first, second = tmp_path / "a.conf", tmp_path / "b.conf"
+    first.write_text("[publisher]\ntransport_url = rabbit://b1/\n")
+    second.write_text("[publisher]\nexchange = hv\n")
+    loaded = conf.load(["--config-file", str(first), "--config-file", str(second)],
+                       prog="hypervisor-notifier")  # fmt: skip
+
+    assert (
+        conf.where(loaded, "publisher", "transport_url") == f"{first}: [publisher] transport_url"
+    )
+    assert conf.where(loaded, "publisher") == f"{second}: [publisher]"
+    assert conf.where(loaded, "signing", "key") == "[signing] key"
+
+
+@pytest.mark.parametrize("module", ["notifier", "status", "events"])
+def test_every_command_answers_version(module):
+    result = subprocess.run(
+        [sys.executable, "-m", f"hypervisor_notifier.cmd.{module}", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == hypervisor_notifier.version()

@@ -24,6 +24,7 @@ import pytest
 
 from hypervisor_notifier import conf
 from hypervisor_notifier.signing import Signer
+from hypervisor_notifier.transport_url import TransportURL
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "tests/devstack/harness.sh"
@@ -33,8 +34,8 @@ SERVICE_PASSWORD = "devstack-service-pw"
 SIGNING_KEY = hashlib.sha256(f"hypervisor-notifier:{SERVICE_PASSWORD}".encode()).hexdigest()
 NOVA_URL = f"rabbit://stackrabbit:{RABBIT_PASSWORD}@10.0.0.5:5672/"
 
-#: Records how the plugin called tools/rabbitmq-users.sh (written by issue 8's
-#: engineer; this stand-in works whether or not the real script exists).
+#: Records how the plugin called tools/rabbitmq-users.sh, in place of the real
+#: script (which would run rabbitmqctl against this machine's broker).
 RABBIT_USERS_STANDIN = """#!/bin/bash
 printf '%q ' rabbitmq-users "RABBITMQCTL=$RABBITMQCTL" "HN_EXCHANGE=$HN_EXCHANGE" \\
     "HN_TOPIC=$HN_TOPIC" "$@" >> "$HN_CALLS"
@@ -313,4 +314,44 @@ def test_what_the_plugin_cannot_configure_stops_stack_sh(devstack, nova, env, me
 
     assert result.returncode != 0
     assert message in result.stderr
+    assert not host.conf.exists()
+
+
+def test_a_password_of_any_characters_reaches_the_configs_percent_encoded(devstack):
+    password = "p/a,s#s@w:o%rd?é"
+    host = devstack(HYPERVISOR_NOTIFIER_NOVA_CONSUMER="True",
+                    HYPERVISOR_NOTIFIER_RABBIT_PASSWORD=password)  # fmt: skip
+    nova_url = f"rabbit://stackrabbit:{RABBIT_PASSWORD}@10.0.0.5:5672,stackrabbit:x@[fd00::6]/nova%2Fcell1"
+    host.write_nova_conf(**{**LIBVIRT_NOVA, "DEFAULT": {**LIBVIRT_NOVA["DEFAULT"],
+                                                         "transport_url": nova_url}})  # fmt: skip
+
+    host.run("stack:install", "stack:post-config")
+
+    for path, section, user in (
+        (host.conf, "publisher", "hypervisor-notifier"),
+        (host.nova_conf, "hypervisor_notifier", "nova-hypervisor-events"),
+    ):
+        url = TransportURL.parse(read_ini(path)[section]["transport_url"])
+        assert [(h.address, h.username, h.password) for h in url.hosts] == [
+            ("10.0.0.5:5672", user, password),
+            ("[fd00::6]:5672", user, password),
+        ]
+        assert url.virtual_host == "nova/cell1"
+    # The users are made in the decoded vhost.
+    assert [call[-1] for call in host.calls("rabbitmq-users")] == ["nova/cell1", "nova/cell1"]
+    assert password not in (host.run("unstack").stdout)
+
+
+def test_a_nova_url_the_parser_refuses_stops_stack_sh_without_its_secret(devstack):
+    host = devstack()
+    bad_url = "rabbit://stackrabbit:se/cret@10.0.0.5:5672/"
+    host.write_nova_conf(**{**LIBVIRT_NOVA, "DEFAULT": {**LIBVIRT_NOVA["DEFAULT"],
+                                                         "transport_url": bad_url}})  # fmt: skip
+
+    result = host.run("stack:install", "stack:post-config", check=False)
+
+    assert result.returncode != 0
+    assert "transport URL: an '@' after the broker hosts" in result.stderr
+    assert "[DEFAULT] transport_url cannot be used" in result.stderr
+    assert "cret" not in result.stderr and "stackrabbit" not in result.stderr
     assert not host.conf.exists()

@@ -190,6 +190,7 @@ def nova_conf(tmp_path):
 def test_verifier_and_signer_from_options_in_any_group(nova_conf, tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text("f" * 64 + "\n")
+    key_file.chmod(0o600)
     nova_conf.set_override("key_file", str(key_file), "hypervisor_notifier")
     nova_conf.set_override("key_id", "2", "hypervisor_notifier")
     nova_conf.set_override("previous_key", "p" * 32, "hypervisor_notifier")
@@ -231,3 +232,82 @@ def test_the_keys_are_secret_options():
     secret = {opt.name for opt in signing_conf.opts if opt.secret}
     assert secret == {"key", "previous_key"}
     assert signing.MIN_KEY_BYTES == 32
+
+
+# -- fail closed -------------------------------------------------------------------
+
+
+def key_file_of(tmp_path, content: str, mode: int = 0o600):
+    path = tmp_path / "signing.key"
+    path.write_text(content)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("build", [Signer.from_conf, Verifier.from_conf])
+@pytest.mark.parametrize("content", ["", "\n", "  \n\n"])
+def test_an_empty_key_file_is_an_error_not_unsigned(nova_conf, tmp_path, build, content):
+    path = key_file_of(tmp_path, content)
+    nova_conf.set_override("key_file", str(path), "hypervisor_notifier")
+
+    with pytest.raises(ValueError, match=rf"key_file '{path}' is empty"):
+        build(nova_conf.hypervisor_notifier)
+
+
+@pytest.mark.parametrize("build", [Signer.from_conf, Verifier.from_conf])
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_inline_key_is_an_error_not_unsigned(nova_conf, build, value):
+    nova_conf.set_override("key", value, "hypervisor_notifier")
+
+    with pytest.raises(ValueError, match="key is set but empty"):
+        build(nova_conf.hypervisor_notifier)
+
+
+def test_an_empty_previous_key_file_is_an_error(nova_conf, tmp_path):
+    nova_conf.set_override("key", "k" * 32, "hypervisor_notifier")
+    nova_conf.set_override("previous_key_file", str(key_file_of(tmp_path, "")),
+                           "hypervisor_notifier")  # fmt: skip
+
+    with pytest.raises(ValueError, match=r"previous_key_file .* is empty"):
+        Verifier.from_conf(nova_conf.hypervisor_notifier)
+
+
+@pytest.mark.parametrize("build", [Signer.from_conf, Verifier.from_conf])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o660])
+def test_a_key_file_others_may_access_is_refused_naming_file_and_mode(
+    nova_conf, tmp_path, build, mode
+):
+    secret = "s" * 64
+    path = key_file_of(tmp_path, secret, mode)
+    nova_conf.set_override("key_file", str(path), "hypervisor_notifier")
+
+    with pytest.raises(ValueError) as raised:
+        build(nova_conf.hypervisor_notifier)
+
+    assert f"key_file '{path}' has mode {mode:04o}: group or others" in str(raised.value)
+    assert "sss" not in str(raised.value)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_key_file_of_its_owner_only_is_read(nova_conf, tmp_path, mode):
+    path = key_file_of(tmp_path, "f" * 64 + "\n", mode)
+    nova_conf.set_override("key_file", str(path), "hypervisor_notifier")
+
+    assert Signer.from_conf(nova_conf.hypervisor_notifier) is not None
+
+
+def test_a_directory_as_key_file_is_refused(nova_conf, tmp_path):
+    (tmp_path / "keys").mkdir(mode=0o700)
+    nova_conf.set_override("key_file", str(tmp_path / "keys"), "hypervisor_notifier")
+
+    with pytest.raises(ValueError, match="is not a regular file"):
+        Verifier.from_conf(nova_conf.hypervisor_notifier)
+
+
+def test_a_short_key_file_is_refused_with_its_length_not_its_value(nova_conf, tmp_path):
+    nova_conf.set_override("key_file", str(key_file_of(tmp_path, "tiny-key\n")),
+                           "hypervisor_notifier")  # fmt: skip
+
+    with pytest.raises(ValueError, match="is 8 bytes long") as raised:
+        Verifier.from_conf(nova_conf.hypervisor_notifier)
+    assert "tiny" not in str(raised.value)
