@@ -59,7 +59,7 @@ class ConsumerState:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._open()
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, ValueError) as exc:
             raise ValueError(f"consumer state file {path!r}: {exc}") from None
 
     def _open(self) -> None:
