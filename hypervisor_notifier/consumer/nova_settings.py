@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 
 from oslo_config import cfg
 
@@ -114,7 +115,8 @@ def resolve(conf: cfg.ConfigOpts) -> NovaSettings:
         (NOTIFICATIONS, _get(conf, NOTIFICATIONS, "transport_url")),
         ("DEFAULT", _get(conf, None, "transport_url")),
     ):
-        if value:
+        # oslo.messaging's own default, "rabbit://", names no broker: unset.
+        if value and (where == group or urllib.parse.urlsplit(str(value)).netloc):
             url, url_source = str(value), f"[{where}] transport_url"
             break
     if url is None or url_source is None:
