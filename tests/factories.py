@@ -27,4 +27,3 @@ def make_event(**overrides: Any) -> LifecycleEvent:
     }
     fields.update(overrides)
     return LifecycleEvent(**fields)
-

@@ -133,7 +133,8 @@ class Dispatcher:
             # The routing key matched this host's queue, the payload names
             # another host: misrouted, or forged; never acted on here.
             return self._refuse(
-                "other_host", f"event {event.event_id} names host {event.host!r}, not {self.host!r}"
+                "other_host",
+                f"event {event.event_id} names host {event.host!r}, not {self.host!r}",
             )
         verdict = self.filter.verdict(event)
         if verdict is Verdict.DUPLICATE:

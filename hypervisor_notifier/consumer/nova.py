@@ -180,8 +180,11 @@ class NovaEventSource:
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, callback: Callable[[Any], None]) -> NovaEventSource:
-        """Build it from nova's configuration (``[hypervisor_notifier]``, ``host``,
-        ``state_path``, oslo.messaging's groups as fallbacks: :mod:`.nova_settings`).
+        """Build it from nova's configuration (oslo.messaging's groups as fallbacks).
+
+        Reads ``[hypervisor_notifier]``, ``host``, ``state_path`` and, where
+        the adapter's options are unset, oslo.messaging's groups
+        (:mod:`~hypervisor_notifier.consumer.nova_settings`).
         """
         nova_settings.register_oslo_messaging_opts(conf)
         group = conf[nova_conf.GROUP]
@@ -190,7 +193,9 @@ class NovaEventSource:
             verifier = Verifier.from_conf(group)
         except ValueError as exc:
             text = str(exc)
-            raise ValueError(text if text.startswith("[") else f"[{nova_conf.GROUP}] {text}") from None
+            raise ValueError(
+                text if text.startswith("[") else f"[{nova_conf.GROUP}] {text}"
+            ) from None
         source = cls(
             callback,
             host=conf.host,

@@ -66,8 +66,7 @@ class ConsumerState:
         db = self._db
         application_id = db.execute("PRAGMA application_id").fetchone()[0]
         if application_id not in (0, APPLICATION_ID) or (
-            application_id == 0
-            and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            application_id == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         ):
             # Someone else's database: never touch it.
             db.close()

@@ -272,7 +272,7 @@ class Subscriber(kombu.mixins.ConsumerMixin):
             )
             yield connection
 
-    def get_consumers(self, Consumer: Any, channel: Any) -> list[kombu.Consumer]:  # noqa: N803
+    def get_consumers(self, Consumer: Any, channel: Any) -> list[kombu.Consumer]:
         """The one consumer of the queue, its exchange checked first."""
         self._ensure_exchange(channel.connection)
         exchange = kombu.Exchange(
@@ -296,7 +296,9 @@ class Subscriber(kombu.mixins.ConsumerMixin):
             )
         ]
 
-    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+    def on_consume_ready(
+        self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
+    ) -> None:
         """Consuming: messages are judged anew; :meth:`wait_ready` returns."""
         self.dispatcher.resume()
         self._ready.set()

@@ -21,7 +21,7 @@ from .test_subscriber import declare_host_queue, publish
 
 
 def start_watch(names, *args, url_argv=True, stdout=subprocess.PIPE):
-    """Start ``watch``, the broker URL on its command line or (``url_argv=False``) in its environment."""
+    """Start ``watch``; the broker URL on its command line, or (``url_argv=False``) in its env."""
     url = ["--transport-url", BROKER_URL] if url_argv else []
     process = subprocess.Popen(
         [sys.executable, "-m", "hypervisor_notifier.cmd.events", "watch",

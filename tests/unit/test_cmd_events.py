@@ -181,9 +181,9 @@ def test_an_empty_or_missing_url_file_is_an_error_naming_it(tmp_path):
     empty = tmp_path / "empty"
     empty.write_text("\n")
 
-    with pytest.raises(ValueError, match="--transport-url-file '.*empty' is empty"):
+    with pytest.raises(ValueError, match=r"--transport-url-file '.*empty' is empty"):
         transport_url_from(args("--transport-url-file", str(empty)), {}, None)
-    with pytest.raises(ValueError, match="--transport-url-file '.*nope': No such file"):
+    with pytest.raises(ValueError, match=r"--transport-url-file '.*nope': No such file"):
         transport_url_from(args("--transport-url-file", str(tmp_path / "nope")), {}, None)
 
 

@@ -148,11 +148,15 @@ def test_with_a_state_file_a_replay_is_refused_after_a_restart(app, tmp_path):
     path = str(tmp_path / "state.sqlite")
     paused = make_event(host=HOST, seq=7)
     body = wire.encode(paused, signer)
-    first_run = Dispatcher(app, host=HOST, verifier=Verifier({"1": KEY}), state=ConsumerState(path))
+    first_run = Dispatcher(
+        app, host=HOST, verifier=Verifier({"1": KEY}), state=ConsumerState(path)
+    )
     assert first_run.dispatch(body) is Decision.ACK
 
     # A new process: a new verifier (its memory is empty), the same state file.
-    restarted = Dispatcher(app, host=HOST, verifier=Verifier({"1": KEY}), state=ConsumerState(path))
+    restarted = Dispatcher(
+        app, host=HOST, verifier=Verifier({"1": KEY}), state=ConsumerState(path)
+    )
     late = make_event(host=HOST, instance_uuid=paused.instance_uuid, seq=6)
 
     assert restarted.dispatch(body) is Decision.REJECT

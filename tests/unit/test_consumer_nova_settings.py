@@ -95,9 +95,7 @@ def test_the_adapters_own_options_win(tmp_path):
 
 
 def test_default_transport_url_is_the_last_fallback(tmp_path):
-    conf = nova_conf_from(
-        tmp_path, f"[DEFAULT]\nstate_path = {tmp_path}\ntransport_url = {URL}\n"
-    )
+    conf = nova_conf_from(tmp_path, f"[DEFAULT]\nstate_path = {tmp_path}\ntransport_url = {URL}\n")
 
     settings = nova_settings.resolve(conf)
 
