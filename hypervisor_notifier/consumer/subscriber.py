@@ -129,7 +129,9 @@ class Subscriber(kombu.mixins.ConsumerMixin):
 
     """
 
+    #: Seconds before consuming again after a callback failure, doubling up to the maximum.
     retry_backoff_initial = 0.1
+    retry_backoff_maximum = 5.0
 
     def __init__(
         self,
@@ -222,7 +224,7 @@ class Subscriber(kombu.mixins.ConsumerMixin):
 
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
         """Consume until :meth:`stop`, reconnecting whenever needed (blocking)."""
-        retry_backoff = Backoff(initial=self.retry_backoff_initial, maximum=5.0)
+        retry_backoff = Backoff(self.retry_backoff_initial, self.retry_backoff_maximum)
         refused_backoff = Backoff(maximum=self.retry_intervals[2])
         try:
             while not self.should_stop:
