@@ -172,7 +172,7 @@ class NovaEventSource:
             ssl_ca_file=tls.ca_file,
             ssl_cert_file=tls.cert_file,
             ssl_key_file=tls.key_file,
-            tls=force_tls,
+            force_tls=force_tls,
             heartbeat=heartbeat,
             state_file=state_file,
         )
@@ -190,26 +190,26 @@ class NovaEventSource:
         group = conf[nova_conf.GROUP]
         try:
             settings = nova_settings.resolve(conf)
-            verifier = Verifier.from_conf(group)
+            source = cls(
+                callback,
+                host=conf.host,
+                transport_url=settings.transport_url,
+                exchange=group.exchange,
+                topic=group.topic,
+                queue_type=settings.queue_type,
+                stopped_hold=group.stopped_hold,
+                verifier=Verifier.from_conf(group),
+                tls=settings.tls_settings,
+                force_tls=settings.tls,
+                heartbeat=settings.heartbeat,
+                state_file=settings.state_file,
+            )
         except ValueError as exc:
+            # Every message names its option or file, never a password.
             text = str(exc)
             raise ValueError(
                 text if text.startswith("[") else f"[{nova_conf.GROUP}] {text}"
             ) from None
-        source = cls(
-            callback,
-            host=conf.host,
-            transport_url=settings.transport_url,
-            exchange=group.exchange,
-            topic=group.topic,
-            queue_type=settings.queue_type,
-            stopped_hold=group.stopped_hold,
-            verifier=verifier,
-            tls=settings.tls_settings,
-            force_tls=settings.tls,
-            heartbeat=settings.heartbeat,
-            state_file=settings.state_file,
-        )
         source.sources = settings.describe()
         return source
 

@@ -117,8 +117,8 @@ class Subscriber(kombu.mixins.ConsumerMixin):
             certificate; None for the system's CA store.
         ssl_cert_file: TLS: a client certificate to present.
         ssl_key_file: TLS: its private key, unless ``ssl_cert_file`` holds it.
-        tls: True: TLS even though the URL does not ask for it (oslo.messaging's
-            ``[oslo_messaging_rabbit] ssl``); None: as the URL says.
+        force_tls: TLS even though the URL does not ask for it (oslo.messaging's
+            ``[oslo_messaging_rabbit] ssl``); False: as the URL says.
         state_file: Keep the dedupe and order memory in this file (see above);
             None: in memory only.
         connect_timeout: Seconds a TCP (and TLS) connect may take.
@@ -152,7 +152,7 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         ssl_ca_file: str | None = None,
         ssl_cert_file: str | None = None,
         ssl_key_file: str | None = None,
-        tls: bool | None = None,
+        force_tls: bool = False,
         state_file: str | None = None,
         connect_timeout: float = 5.0,
         heartbeat: float = 30.0,
@@ -163,7 +163,7 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         if host is None and queue is None and not exclusive:
             raise ValueError("subscribing to every host needs a queue name, or exclusive=True")
         self.url = TransportURL.parse(transport_url)
-        if tls:
+        if force_tls:
             self.url = dataclasses.replace(self.url, tls=True)
         self.tls = TLSSettings(ssl_ca_file, ssl_cert_file, ssl_key_file)
         self.tls.check()

@@ -128,3 +128,26 @@ def test_an_unreadable_fallback_ca_names_it_without_the_password(tmp_path):
     with pytest.raises(ValueError, match=r"ssl_ca_file .*missing.pem.*: no such file") as raised:
         nova_settings.resolve(conf)
     assert PASSWORD not in str(raised.value)
+
+
+def test_a_state_file_that_is_not_the_adapters_fails_the_start_naming_it(tmp_path):
+    from hypervisor_notifier.consumer.nova import NovaEventSource
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 50)
+    conf = nova_conf_from(
+        tmp_path,
+        f"""
+        [DEFAULT]
+        state_path = {tmp_path}
+        transport_url = {URL}
+        [hypervisor_notifier]
+        state_file = {notes}
+        """,
+    )
+
+    with pytest.raises(
+        ValueError, match=rf"^\[hypervisor_notifier\] consumer state file '{notes}'"
+    ):
+        NovaEventSource.from_conf(conf, print)
+    assert notes.read_text() == "not a database\n" * 50
