@@ -248,6 +248,6 @@ class DispatcherMachine(RuleBasedStateMachine):
         self.directory.cleanup()
 
 
-DispatcherMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30,
+DispatcherMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25,
                                                deadline=None)  # fmt: skip
 test_dispatcher_against_a_model = DispatcherMachine.TestCase
