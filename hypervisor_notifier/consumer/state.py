@@ -15,9 +15,12 @@ event_ids and ``max_ids`` instances are kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+
+LOG = logging.getLogger(__name__)
 
 #: "HNCS" (hypervisor-notifier consumer state): marks the file as ours.
 APPLICATION_ID = 0x484E4353
@@ -53,6 +56,8 @@ class ConsumerState:
         self.max_ids = max_ids
         self._lock = threading.Lock()
         self._writes = 0
+        #: Deliveries that could not be recorded (a full disk...): logged at ERROR.
+        self.failures = 0
         try:
             directory = os.path.dirname(path)
             if directory:
@@ -89,28 +94,47 @@ class ConsumerState:
         return ids, seqs
 
     def delivered(self, event_id: str, host: str, instance_uuid: str, seq: int) -> None:
-        """Record one delivery (committed when this returns)."""
+        """Record one delivery (committed when this returns, unless logged as failed).
+
+        A failure to write (a full disk, a removed file) does not stop the
+        consumer: the event was handled, and is remembered in memory; only a
+        replay of it after a restart would no longer be refused. It is
+        logged and counted in :attr:`failures`.
+        """
         with self._lock:
-            db = self._db
-            db.execute("BEGIN")
             try:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO delivered (event_id) VALUES (?)", (event_id,)
+                self._record(event_id, host, instance_uuid, seq)
+            except sqlite3.Error as exc:
+                self.failures += 1
+                LOG.error(
+                    "consumer state file %r: could not record event %s (%s); after a "
+                    "restart a replay of it would not be refused",
+                    self.path,
+                    event_id,
+                    exc,
                 )
-                n = cursor.lastrowid
-                db.execute(
-                    "INSERT INTO last_seq (host, instance_uuid, seq, n) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (host, instance_uuid) DO UPDATE SET "
-                    "seq = max(seq, excluded.seq), n = excluded.n",
-                    (host, instance_uuid, seq, n),
-                )
-                self._writes += 1
-                if self._writes % TRIM_EVERY == 0:
-                    self._trim()
-                db.execute("COMMIT")
-            except sqlite3.Error:
+
+    def _record(self, event_id: str, host: str, instance_uuid: str, seq: int) -> None:
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO delivered (event_id) VALUES (?)", (event_id,)
+            )
+            db.execute(
+                "INSERT INTO last_seq (host, instance_uuid, seq, n) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (host, instance_uuid) DO UPDATE SET "
+                "seq = max(seq, excluded.seq), n = excluded.n",
+                (host, instance_uuid, seq, cursor.lastrowid),
+            )
+            self._writes += 1
+            if self._writes % TRIM_EVERY == 0:
+                self._trim()
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
                 db.execute("ROLLBACK")
-                raise
+            raise
 
     def _trim(self) -> None:
         (newest,) = self._db.execute("SELECT max(n) FROM delivered").fetchone()

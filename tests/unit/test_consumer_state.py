@@ -57,3 +57,16 @@ def test_a_file_that_is_not_a_consumer_state_is_refused_and_left_alone(tmp_path,
 
     assert (path.read_bytes() if path.is_file() else None) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+def test_a_failed_write_is_logged_and_counted_and_the_consumer_goes_on(tmp_path, caplog):
+    state = ConsumerState(str(tmp_path / "state.sqlite"))
+    state._db.execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
+    event_filter = EventFilter(state=state)
+    event = make_event()
+
+    event_filter.delivered(event)
+
+    assert state.failures == 1
+    assert event_filter.verdict(event) is Verdict.DUPLICATE  # still remembered in memory
+    assert any("could not record event" in r.getMessage() for r in caplog.records)
