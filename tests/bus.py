@@ -43,6 +43,8 @@ class Bus(fixtures.Fixture):
         self.addCleanup(self._delete)
         self.publishers: dict[str, Publisher] = {}
         self.hosts: set[str] = set()
+        # The adapter's state file: never in nova's default state_path (the environment).
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
         self.publisher_for(self.host)
 
     def publisher_for(self, host: str) -> Publisher:
@@ -107,6 +109,7 @@ class Bus(fixtures.Fixture):
             "transport_url": BROKER_URL,
             "exchange": self.exchange,
             "topic": self.topic,
+            "state_file": os.path.join(self.state_dir, "consumer.sqlite"),
             **overrides,
         }
 

@@ -1,11 +1,10 @@
-"""Builders shared by the unit and functional tests."""
+"""Builders shared by the unit and functional tests; libvirt-free, so the consumer's tests
+run on a host without the binding (libvirt's own builders: ``tests/libvirt_factories.py``)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
-
-import libvirt
 
 from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition, utcnow
 
@@ -28,11 +27,3 @@ def make_event(**overrides: Any) -> LifecycleEvent:
     }
     fields.update(overrides)
     return LifecycleEvent(**fields)
-
-
-def libvirt_error(code: int) -> libvirt.libvirtError:
-    """A libvirtError whose get_error_code() is ``code`` (the binding reads it from ``err``)."""
-    exc = libvirt.libvirtError(f"error {code}")
-    exc.err = (code, libvirt.VIR_FROM_NONE, f"error {code}", libvirt.VIR_ERR_ERROR,
-               None, None, None, -1, -1)  # fmt: skip
-    return exc

@@ -1,12 +1,19 @@
-"""``hypervisor-events watch``: tail the bus, one line per event with its delivery latency."""
+"""``hypervisor-events watch``: tail the bus, one line per event with its delivery latency.
+
+The broker URL (its password) is best given in a file (``--transport-url-file``)
+or the environment (``$HYPERVISOR_EVENTS_TRANSPORT_URL``), or the service's
+config file: a command line is visible to every user of the host.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import TextIO
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, logs, version
@@ -19,24 +26,80 @@ from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.transport_url import mask_secrets
 
 PROG = "hypervisor-events"
+#: The environment variable holding the broker URL (kept off the command line).
+URL_ENVIRONMENT = "HYPERVISOR_EVENTS_TRANSPORT_URL"
+
+# ANSI colours of the transition column: what stops a guest red, what runs it green.
+_RED, _GREEN, _YELLOW, _RESET = "\033[31m", "\033[32m", "\033[33m", "\033[0m"
+_COLOURS = {
+    events.Transition.STOPPED: _RED,
+    events.Transition.CRASHED: _RED,
+    events.Transition.SHUTTING_DOWN: _RED,
+    events.Transition.STARTED: _GREEN,
+    events.Transition.RESUMED: _GREEN,
+    events.Transition.REBOOTED: _GREEN,
+    events.Transition.PAUSED: _YELLOW,
+    events.Transition.SUSPENDED: _YELLOW,
+}
 
 
-def format_line(event: events.LifecycleEvent, latency_ms: float) -> str:
-    """One human-readable line for ``event``."""
+def format_line(event: events.LifecycleEvent, latency_ms: float, colour: bool = False) -> str:
+    """One human-readable line for ``event``; ``colour``: the transition in ANSI colour."""
     flags = (" resync" if event.resync else "") + (" verified" if event.verified else "")
+    transition = f"{event.transition.value:<19}"
+    if colour and event.transition in _COLOURS:
+        transition = f"{_COLOURS[event.transition]}{transition}{_RESET}"
     return (
-        f"{events.format_time(event.occurred_at)} {event.host} {event.transition.value:<19} "
+        f"{events.format_time(event.occurred_at)} {event.host} {transition} "
         f"{event.instance_name} ({event.instance_uuid}) "
         f"power_state={event.power_state.name} reason={event.reason}/{event.detail} "
         f"seq={event.seq} latency={latency_ms:.1f}ms{flags}"
     )
 
 
-def format_json(event: events.LifecycleEvent, latency_ms: float) -> str:
+def format_json(event: events.LifecycleEvent, latency_ms: float, colour: bool = False) -> str:
     """The event's wire payload as one JSON line, plus ``latency_ms`` and ``verified``."""
     return json.dumps(
         {**event.to_payload(), "latency_ms": round(latency_ms, 3), "verified": event.verified}
     )
+
+
+def use_colour(choice: str, stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether to colour: ``always``, ``never``, or ``auto`` (a terminal, and no ``$NO_COLOR``)."""
+    if choice != "auto":
+        return choice == "always"
+    return stream.isatty() and not environ.get("NO_COLOR")
+
+
+def transport_url_from(
+    args: argparse.Namespace, environ: Mapping[str, str], configured: str | None
+) -> str | None:
+    """The broker URL: ``--transport-url-file``, ``--transport-url``, the environment, the config.
+
+    Raises:
+        ValueError: The file cannot be read or is empty (the text names it).
+
+    """
+    if args.transport_url_file:
+        try:
+            with open(args.transport_url_file, encoding="utf-8") as url_file:
+                url = url_file.read().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"--transport-url-file {args.transport_url_file!r}: {exc.strerror or exc}"
+            ) from None
+        if not url:
+            raise ValueError(f"--transport-url-file {args.transport_url_file!r} is empty")
+        return url
+    if args.transport_url:
+        if "@" in args.transport_url:  # user:password@ on the command line
+            print(
+                f"{PROG}: warning: a password on the command line is visible to every user "
+                f"of this host; use --transport-url-file or ${URL_ENVIRONMENT}",
+                file=sys.stderr,
+            )
+        return args.transport_url
+    return environ.get(URL_ENVIRONMENT) or configured
 
 
 class Watch:
@@ -46,21 +109,35 @@ class Watch:
         instance: Print only this instance's events (UUID or name).
         as_json: Print JSON lines instead of text.
         count: Stop after printing this many events.
+        transitions: Print only events of these transitions (None: all).
+        colour: Colour the text lines (never JSON).
 
     """
 
-    def __init__(self, *, instance: str | None, as_json: bool, count: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        instance: str | None,
+        as_json: bool,
+        count: int | None,
+        transitions: Collection[events.Transition] | None = None,
+        colour: bool = False,
+    ) -> None:
         self.instance = instance
         self.formatter = format_json if as_json else format_line
         self.remaining = count
+        self.transitions = frozenset(transitions) if transitions else None
+        self.colour = colour and not as_json
         self.done = threading.Event()
 
     def __call__(self, event: events.LifecycleEvent) -> None:
         """Subscriber callback: print one event."""
         if self.instance and self.instance not in (event.instance_uuid, event.instance_name):
             return
+        if self.transitions is not None and event.transition not in self.transitions:
+            return
         latency = (events.utcnow() - event.occurred_at).total_seconds() * 1000
-        print(self.formatter(event, latency), flush=True)
+        print(self.formatter(event, latency, self.colour), flush=True)
         if self.remaining is not None:
             self.remaining -= 1
             if self.remaining <= 0:
@@ -71,14 +148,36 @@ def add_bus_arguments(parser: argparse.ArgumentParser) -> None:
     """What every subcommand reads: the bus, the signing key, which events to show."""
     parser.add_argument("--host", help="only this compute host's events (default: every host's)")
     parser.add_argument("--instance", help="only this instance's events (UUID or name)")
+    parser.add_argument(
+        "--transition",
+        action="append",
+        choices=[t.value for t in events.Transition],
+        help="only events of this transition (repeat for several)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines")
+    parser.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour the transitions: auto (default) only on a terminal, and not when "
+        "$NO_COLOR is set",
+    )
     parser.add_argument(
         "--config-file",
         action="append",
         default=[],
         help="the service's config file: [publisher] transport_url, exchange and topic",
     )
-    parser.add_argument("--transport-url", help="broker URL (overrides the config file)")
+    url = parser.add_mutually_exclusive_group()
+    url.add_argument(
+        "--transport-url-file",
+        help="file holding the broker URL (overrides the environment and the config file)",
+    )
+    url.add_argument(
+        "--transport-url",
+        help=f"broker URL; a password given here is visible in the process list: "
+        f"prefer --transport-url-file or ${URL_ENVIRONMENT}",
+    )
     parser.add_argument("--exchange", help="exchange (overrides the config file)")
     parser.add_argument("--topic", help="topic (overrides the config file)")
     parser.add_argument(
@@ -122,19 +221,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf.set_override("key", None, signing_conf.GROUP)
     if args.key_id:
         conf.set_override("key_id", args.key_id, signing_conf.GROUP)
-    watch = Watch(instance=args.instance, as_json=args.json, count=getattr(args, "count", None))
+    watch = Watch(
+        instance=args.instance,
+        as_json=args.json,
+        count=getattr(args, "count", None),
+        transitions=[events.Transition(t) for t in args.transition or ()],
+        colour=use_colour(args.color, sys.stdout, os.environ),
+    )
     try:
         verifier = Verifier.from_conf(conf[signing_conf.GROUP])
     except ValueError as exc:
         return print_error(PROG, ValueError(f"{config.where(conf, signing_conf.GROUP)} {exc}"))
+    try:
+        url = transport_url_from(args, os.environ, opts.transport_url)
+        if not url:
+            raise ValueError(
+                f"no broker URL: use --transport-url-file, ${URL_ENVIRONMENT} or a "
+                f"--config-file with [{publisher_conf.GROUP}] transport_url"
+            )
+    except ValueError as exc:
+        return print_error(PROG, ValueError(mask_secrets(str(exc))))
     if args.command == "history" or args.since:
         follow = args.command == "watch"
         with stop_signals_to_main_thread(watch.done.set):
-            return history.replay(args, conf, verifier, watch, follow=follow, done=watch.done,
-                                  prog=PROG)  # fmt: skip
+            return history.replay(args, conf, url, verifier, watch, follow=follow,
+                                  done=watch.done, prog=PROG)  # fmt: skip
     try:
         subscriber = Subscriber(
-            args.transport_url or opts.transport_url,
+            url,
             watch,
             host=args.host,
             exchange=args.exchange or opts.exchange,

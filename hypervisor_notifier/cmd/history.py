@@ -34,6 +34,7 @@ def add_history_arguments(parser: argparse.ArgumentParser, *, required_since: bo
 def replay(
     args: argparse.Namespace,
     conf: cfg.ConfigOpts,
+    url: str,
     verifier: Verifier | None,
     show: Callable[[events.LifecycleEvent], None],
     *,
@@ -41,7 +42,10 @@ def replay(
     done: threading.Event,
     prog: str,
 ) -> int:
-    """Show the stream's matching events since ``args.since``; 2 for bad input, 1 if unreadable."""
+    """Show the stream's matching events since ``args.since`` (from ``url``'s broker).
+
+    Returns 2 for bad input, 1 if the stream cannot be read, else 0.
+    """
     opts = conf[publisher_conf.GROUP]
     stream = args.stream or opts.history_stream
     if not stream:
@@ -52,8 +56,7 @@ def replay(
     except ValueError as exc:
         return print_error(prog, exc)
     tls = TLSSettings(args.ssl_ca_file or opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
-    reader = HistoryReader(args.transport_url or opts.transport_url, stream, verifier=verifier,
-                           tls=tls)  # fmt: skip
+    reader = HistoryReader(url, stream, verifier=verifier, tls=tls)
 
     def matches(event: events.LifecycleEvent) -> bool:
         if args.host and event.host != args.host:

@@ -33,15 +33,31 @@ opts = [
         "transport_url",
         secret=True,
         help="The broker the notifiers publish to, as an oslo.messaging "
-        "transport URL. Default: nova's [DEFAULT] transport_url.",
+        "transport URL. Unset: [oslo_messaging_notifications] transport_url, "
+        "then [DEFAULT] transport_url (TLS then also when [oslo_messaging_rabbit] "
+        "ssl is true).",
     ),
     cfg.StrOpt("exchange", default="hypervisor", help="The notifiers' [publisher] exchange."),
     cfg.StrOpt("topic", default="hypervisor_events", help="The notifiers' [publisher] topic."),
     cfg.StrOpt(
         "queue_type",
-        default="classic",
         choices=["classic", "quorum"],
-        help="The notifiers' [publisher] queue_type (their per-host queue is consumed).",
+        help="The notifiers' [publisher] queue_type (their per-host queue is consumed). "
+        "Unset: quorum when [oslo_messaging_rabbit] rabbit_quorum_queue is true, "
+        "else classic.",
+    ),
+    cfg.IntOpt(
+        "heartbeat",
+        min=0,
+        help="AMQP heartbeat to the broker, seconds (0: none). Unset: "
+        "[oslo_messaging_rabbit] heartbeat_timeout_threshold (60 by default).",
+    ),
+    cfg.StrOpt(
+        "state_file",
+        help="Where the adapter keeps the ids of the events it handed to nova "
+        "and each instance's last seq, so that a replayed or stale event is "
+        "refused after a restart too (a small SQLite file, created if missing). "
+        "Unset: hypervisor-notifier-<host>.sqlite in nova's state_path.",
     ),
     cfg.FloatOpt(
         "stopped_hold",
@@ -56,7 +72,8 @@ opts = [
 
 
 #: Every option of the group: the adapter's, then the notifiers' signing key
-#: (events are verified when it is set) and TLS to the broker.
+#: (events are verified when it is set) and TLS to the broker (unset TLS files
+#: fall back to [oslo_messaging_rabbit]'s).
 all_opts = [*opts, *signing_conf.opts, *tls_conf.opts]
 
 

@@ -13,8 +13,10 @@ any other subscriber can use it on any host::
 
 With ``verifier=hypervisor_notifier.signing.Verifier(...)`` it hands over only
 events signed with the deployment's key (``event.verified``); with
-``rabbits://`` and ``ssl_ca_file=...`` it connects with TLS (see
-doc/source/security.rst).
+``rabbits://`` and ``ssl_ca_file=...`` it connects with TLS; with
+``state_file=...`` it still refuses a replayed or stale event after a restart
+(see doc/source/security.rst). A host's subscriber refuses events naming
+another host.
 """
 
 from hypervisor_notifier.consumer.subscriber import Subscriber, SubscriberStats

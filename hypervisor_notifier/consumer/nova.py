@@ -39,6 +39,8 @@ from typing import Any
 from oslo_config import cfg
 
 from hypervisor_notifier.conf import nova as nova_conf
+from hypervisor_notifier.consumer import nova_settings
+from hypervisor_notifier.consumer.dispatcher import SubscriberStats
 from hypervisor_notifier.consumer.stopped_hold import StoppedHold
 from hypervisor_notifier.consumer.subscriber import Subscriber
 from hypervisor_notifier.events import LifecycleEvent, Transition
@@ -85,27 +87,40 @@ def to_nova_event(event: LifecycleEvent) -> Any | None:
 
 @dataclasses.dataclass
 class AdapterStats:
-    """What the adapter did with the events it received."""
+    """What the adapter did with the events it received.
 
+    Arguments:
+        subscriber: The stats of the adapter's subscriber, which refuses what
+            must never reach nova (read through ``other_host`` and ``unverified``).
+
+    """
+
+    subscriber: SubscriberStats
     handed_to_nova: int = 0
-    #: Events naming another host than this nova-compute's (never handed on).
-    other_host: int = 0
-    #: Events not verified while a key is set (never handed on; the subscriber
-    #: rejects them first, this is the adapter's own guard).
-    unverified: int = 0
     #: Events nova has no transition for (shutting_down, rebooted, crashed).
     no_nova_transition: int = 0
     #: The virt driver's own lifecycle events, discarded while the source is the bus.
     driver_events_discarded: int = 0
+
+    @property
+    def other_host(self) -> int:
+        """Events naming another host than this nova-compute's (refused, never handed on)."""
+        return self.subscriber.other_host
+
+    @property
+    def unverified(self) -> int:
+        """Events not verified while a key is set (refused, never handed on)."""
+        return self.subscriber.unverified
 
 
 class NovaEventSource:
     """Hand one host's bus events to nova's event callback.
 
     Delivery semantics: those of :class:`Subscriber` (each event once, each
-    instance's in order, acked once handled or held) narrowed to events that
-    name ``host``, then :class:`StoppedHold`. If the callback raises, the
-    event is redelivered (nova's own driver path would drop it).
+    instance's in order, acked once handled or held; another host's event,
+    an unverified one while a key is set and, with a state file, a replay
+    after a restart are refused), then :class:`StoppedHold`. If the callback
+    raises, the event is redelivered (nova's own driver path would drop it).
 
     Arguments:
         callback: nova's registered callback (``ComputeManager.handle_events``).
@@ -117,6 +132,9 @@ class NovaEventSource:
         stopped_hold: See :class:`StoppedHold`'s ``hold``.
         verifier: When set, only events it verified reach nova.
         tls: TLS settings, used when ``transport_url`` asks for TLS.
+        force_tls: TLS even though ``transport_url`` does not ask for it.
+        heartbeat: AMQP heartbeat, seconds.
+        state_file: Where the delivered events are remembered across restarts.
 
     """
 
@@ -132,16 +150,20 @@ class NovaEventSource:
         stopped_hold: float = 15.0,
         verifier: Verifier | None = None,
         tls: TLSSettings | None = None,
+        force_tls: bool = False,
+        heartbeat: float = nova_settings.DEFAULT_HEARTBEAT,
+        state_file: str | None = None,
     ) -> None:
         tls = tls or TLSSettings()
         self.callback = callback
         self.host = host
         self.verifier = verifier
-        self.stats = AdapterStats()
+        #: Where each setting came from (set by :meth:`from_conf`), for the start line.
+        self.sources = ""
         self.hold = StoppedHold(self._hand_to_nova, stopped_hold)
         self.subscriber = Subscriber(
             transport_url,
-            self._on_bus_event,
+            self.hold.offer,
             host=host,
             exchange=exchange,
             topic=topic,
@@ -150,34 +172,46 @@ class NovaEventSource:
             ssl_ca_file=tls.ca_file,
             ssl_cert_file=tls.cert_file,
             ssl_key_file=tls.key_file,
+            force_tls=force_tls,
+            heartbeat=heartbeat,
+            state_file=state_file,
         )
+        self.stats = AdapterStats(self.subscriber.stats)
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, callback: Callable[[Any], None]) -> NovaEventSource:
-        """Build it from nova's configuration (``[hypervisor_notifier]`` and ``host``)."""
+        """Build it from nova's configuration (oslo.messaging's groups as fallbacks).
+
+        Reads ``[hypervisor_notifier]``, ``host``, ``state_path`` and, where
+        the adapter's options are unset, oslo.messaging's groups
+        (:mod:`~hypervisor_notifier.consumer.nova_settings`).
+        """
+        nova_settings.register_oslo_messaging_opts(conf)
         group = conf[nova_conf.GROUP]
-        url = group.transport_url or conf.transport_url
-        if not url:
-            raise ValueError(
-                f"[{nova_conf.GROUP}] transport_url (or [DEFAULT] transport_url) must be set "
-                f"when [{nova_conf.GROUP}] source is 'bus'"
-            )
         try:
-            verifier = Verifier.from_conf(group)
-            tls = TLSSettings.from_conf(group)
+            settings = nova_settings.resolve(conf)
+            source = cls(
+                callback,
+                host=conf.host,
+                transport_url=settings.transport_url,
+                exchange=group.exchange,
+                topic=group.topic,
+                queue_type=settings.queue_type,
+                stopped_hold=group.stopped_hold,
+                verifier=Verifier.from_conf(group),
+                tls=settings.tls_settings,
+                force_tls=settings.tls,
+                heartbeat=settings.heartbeat,
+                state_file=settings.state_file,
+            )
         except ValueError as exc:
-            raise ValueError(f"[{nova_conf.GROUP}] {exc}") from None
-        return cls(
-            callback,
-            host=conf.host,
-            transport_url=url,
-            exchange=group.exchange,
-            topic=group.topic,
-            queue_type=group.queue_type,
-            stopped_hold=group.stopped_hold,
-            verifier=verifier,
-            tls=tls,
-        )
+            # Every message names its option or file, never a password.
+            text = str(exc)
+            raise ValueError(
+                text if text.startswith("[") else f"[{nova_conf.GROUP}] {text}"
+            ) from None
+        source.sources = settings.describe()
+        return source
 
     def start(self) -> None:
         """Start consuming and the hold's timer."""
@@ -199,25 +233,6 @@ class NovaEventSource:
         self.subscriber.stop(timeout)
         for event in self.hold.stop():
             LOG.info("dropped the held stopped of %s at stop", event.instance_uuid)
-
-    def _on_bus_event(self, event: LifecycleEvent) -> None:
-        if self.verifier is not None and not event.verified:
-            # A forged "stopped" could make nova stop a running guest.
-            self.stats.unverified += 1
-            LOG.warning("refused event %s: not verified with the signing key", event.event_id)
-            return
-        if event.host != self.host:
-            # The routing key matched our queue, the payload names another
-            # host: a misrouted or forged event; nova must not act on it.
-            self.stats.other_host += 1
-            LOG.warning(
-                "refused event %s: it names host %r, this is %r",
-                event.event_id,
-                event.host,
-                self.host,
-            )
-            return
-        self.hold.offer(event)
 
     def _hand_to_nova(self, event: LifecycleEvent) -> None:
         nova_event = to_nova_event(event)
@@ -305,7 +320,7 @@ def _register(driver: Any, callback: Any, conf: cfg.ConfigOpts, original: Any) -
     LOG.info(
         "nova lifecycle events: from the bus (source=bus): host %r, exchange %r, "
         "queue %r on %s, %s, stopped hold %.1f s, %s mode; the %s driver's own "
-        "lifecycle events are discarded",
+        "lifecycle events are discarded; %s",
         source.host,
         source.subscriber.exchange,
         source.subscriber.queue_name,
@@ -316,5 +331,6 @@ def _register(driver: Any, callback: Any, conf: cfg.ConfigOpts, original: Any) -
         source.hold.hold,
         mode,
         name,
+        source.sources,
     )
     source.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import enum
 
+from hypervisor_notifier.consumer.state import ConsumerState
 from hypervisor_notifier.events import LifecycleEvent
 
 
@@ -28,13 +29,19 @@ class EventFilter:
 
     Arguments:
         max_ids: How many delivered event_ids to remember (oldest forgotten first).
+        state: Where deliveries are also recorded, and reloaded from now, so
+            the memory survives a restart; None: in memory only.
 
     """
 
-    def __init__(self, max_ids: int = 100_000) -> None:
+    def __init__(self, max_ids: int = 100_000, state: ConsumerState | None = None) -> None:
         self.max_ids = max_ids
+        self.state = state
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._last_seq: dict[tuple[str, str], int] = {}
+        if state is not None:
+            ids, self._last_seq = state.load()
+            self._seen.update(dict.fromkeys(ids[-max_ids:]))
 
     def verdict(self, event: LifecycleEvent) -> Verdict:
         """Judge ``event`` without recording it."""
@@ -46,7 +53,9 @@ class EventFilter:
         return Verdict.DELIVER
 
     def delivered(self, event: LifecycleEvent) -> None:
-        """Record that the application has handled ``event``."""
+        """Record that the application has handled ``event`` (in the state file too)."""
+        if self.state is not None:
+            self.state.delivered(event.event_id, event.host, event.instance_uuid, event.seq)
         self._seen[event.event_id] = None
         if len(self._seen) > self.max_ids:
             self._seen.popitem(last=False)

@@ -1,63 +1,64 @@
-"""Subscriber: hand each lifecycle event on the bus to an application callback."""
+"""Subscriber: hand each lifecycle event on the bus to an application callback.
+
+The AMQP side is kombu's :class:`~kombu.mixins.ConsumerMixin`: its hooks
+(``on_connection_error``, ``on_consume_ready``...), kombu's failover over
+the transport URL's hosts and its ``ensure_connection``. What happens to
+each message is decided by the broker-free
+:class:`~hypervisor_notifier.consumer.dispatcher.Dispatcher`; the loop
+only applies the decision.
+"""
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import dataclasses
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from typing import Any
 
 import amqp.exceptions
 import kombu
+import kombu.exceptions
 import kombu.message
+import kombu.mixins
+import kombu.transport.pyamqp
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
-from hypervisor_notifier.consumer.ordering import EventFilter, Verdict
-from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
-from hypervisor_notifier.signing import Replayed, Unverified, Verifier
+from hypervisor_notifier.consumer.dispatcher import (
+    Decision,
+    Dispatcher,
+    EventCallback,
+    SubscriberStats,
+)
+from hypervisor_notifier.consumer.state import ConsumerState
+from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
 
 LOG = logging.getLogger(__name__)
 
-EventCallback = Callable[[LifecycleEvent], None]
+__all__ = ["EventCallback", "Subscriber", "SubscriberStats"]
 
-
-@dataclasses.dataclass
-class SubscriberStats:
-    """What a subscriber did with the messages it received."""
-
-    received: int = 0
-    delivered: int = 0
-    duplicates: int = 0
-    stale: int = 0
-    malformed: int = 0
-    retried: int = 0
-    failed: int = 0
-    #: With a verifier: unsigned, forged or signed with an unknown key.
-    unverified: int = 0
-    #: With a verifier: delivered before, or outside the time window.
-    replayed: int = 0
-
-
-def _rejection(exc: MalformedEvent) -> str:
-    """The :class:`SubscriberStats` counter of a refused message."""
-    # Most specific first: a Replayed is an Unverified is a MalformedEvent.
-    if isinstance(exc, Replayed):
-        return "replayed"
-    if isinstance(exc, Unverified):
-        return "unverified"
-    return "malformed"
+#: What the loop recovers from by connecting again: kombu's and py-amqp's
+#: connection and channel errors (socket and TLS errors are OSErrors).
+RECOVERABLE = (
+    *kombu.transport.pyamqp.Transport.connection_errors,
+    *kombu.transport.pyamqp.Transport.channel_errors,
+    kombu.exceptions.OperationalError,
+)
 
 
 class _Redeliver(Exception):
     """The callback failed: drop the connection so the broker requeues, in order."""
 
 
-class Subscriber:
+class _Stopped(Exception):
+    """:meth:`Subscriber.stop` was called while connecting."""
+
+
+class Subscriber(kombu.mixins.ConsumerMixin):
     """Receive one host's or every host's lifecycle events.
 
     Delivery semantics:
@@ -75,22 +76,30 @@ class Subscriber:
       queue has a dead-letter exchange) and counted ``failed``.
     - **Bad messages do not stop it.** A malformed message is rejected
       without requeue, logged and counted ``malformed``.
+    - **Its own host's only.** A host's subscriber rejects an event whose
+      payload names another host (misrouted or forged), counted ``other_host``.
     - **Authenticated, with a verifier.** An event not signed by one of the
       verifier's keys is rejected without requeue and counted
       ``unverified``; one delivered before (within the verifier's window:
       a replay, or a publisher's resend), too old or from the future is
       rejected and counted ``replayed``. Neither reaches the callback; what
       reaches it is marked ``event.verified``.
+    - **Across restarts, with a state file.** The delivered event_ids and
+      each instance's last ``seq`` are kept in ``state_file``
+      (:mod:`~hypervisor_notifier.consumer.state`), so a restarted
+      subscriber still refuses a replay and a stale event.
     - **Least privilege.** The exchange is declared passively, so the
       consumer's broker user needs no configure permission on it; only if
       no publisher has declared it yet does the subscriber try to declare it.
-    - **Never gives up.** An unreachable broker is retried with backoff.
+    - **Never gives up.** kombu fails over between the URL's hosts and
+      retries an unreachable broker; a refused login is retried with backoff.
 
     Arguments:
         transport_url: The broker(s), as an oslo.messaging transport URL.
         callback: Called with each :class:`LifecycleEvent`, from the
             subscriber's thread, one at a time.
-        host: Receive this host's events; None for every host's.
+        host: Receive this host's events (and refuse others'); None for
+            every host's.
         exchange: The publishers' exchange (``[publisher] exchange``).
         topic: The publishers' topic (``[publisher] topic``).
         queue: The durable queue to consume. Default for a host: the per-host
@@ -108,10 +117,21 @@ class Subscriber:
             certificate; None for the system's CA store.
         ssl_cert_file: TLS: a client certificate to present.
         ssl_key_file: TLS: its private key, unless ``ssl_cert_file`` holds it.
+        force_tls: TLS even though the URL does not ask for it (oslo.messaging's
+            ``[oslo_messaging_rabbit] ssl``); False: as the URL says.
+        state_file: Keep the dedupe and order memory in this file (see above);
+            None: in memory only.
+        connect_timeout: Seconds a TCP (and TLS) connect may take.
+        heartbeat: AMQP heartbeat, seconds (0: none).
+        retry_interval_start: kombu's first wait after every host failed, seconds.
+        retry_interval_step: How much longer each next wait is.
+        retry_interval_max: The longest wait.
 
     """
 
+    #: Seconds before consuming again after a callback failure, doubling up to the maximum.
     retry_backoff_initial = 0.1
+    retry_backoff_maximum = 5.0
 
     def __init__(
         self,
@@ -132,10 +152,19 @@ class Subscriber:
         ssl_ca_file: str | None = None,
         ssl_cert_file: str | None = None,
         ssl_key_file: str | None = None,
+        force_tls: bool = False,
+        state_file: str | None = None,
+        connect_timeout: float = 5.0,
+        heartbeat: float = 30.0,
+        retry_interval_start: float = 1.0,
+        retry_interval_step: float = 2.0,
+        retry_interval_max: float = 30.0,
     ) -> None:
         if host is None and queue is None and not exclusive:
             raise ValueError("subscribing to every host needs a queue name, or exclusive=True")
         self.url = TransportURL.parse(transport_url)
+        if force_tls:
+            self.url = dataclasses.replace(self.url, tls=True)
         self.tls = TLSSettings(ssl_ca_file, ssl_cert_file, ssl_key_file)
         self.tls.check()
         self.verifier = verifier
@@ -150,16 +179,28 @@ class Subscriber:
         self.queue_arguments = wire.queue_arguments(queue_type)
         self.exclusive = exclusive
         self.prefetch_count = prefetch_count
-        self.max_attempts = max_attempts
         self.poll_interval = poll_interval
-        self.stats = SubscriberStats()
-        self._filter = EventFilter(dedupe_size)
-        self._attempts: collections.Counter[str] = collections.Counter()
-        self._redelivering = False
+        self.connect_timeout = connect_timeout
+        self.heartbeat = heartbeat
+        self.retry_intervals = (retry_interval_start, retry_interval_step, retry_interval_max)
+        self.state = ConsumerState(state_file, dedupe_size) if state_file else None
+        self.dispatcher = Dispatcher(
+            callback,
+            host=host,
+            verifier=verifier,
+            max_attempts=max_attempts,
+            dedupe_size=dedupe_size,
+            state=self.state,
+            queue_name=self.queue_name,
+        )
+        self.stats = self.dispatcher.stats
+        self._ssl: dict[str, Any] | None = None
+        self._host_index = 0
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._url_index = 0
+
+    # -- the public face --------------------------------------------------------
 
     def start(self) -> None:
         """Consume in a background thread."""
@@ -176,51 +217,66 @@ class Subscriber:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def run(self) -> None:
+    @property
+    def should_stop(self) -> bool:  # type: ignore[override]
+        """ConsumerMixin's stop flag: :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    def run(self, _tokens: int = 1, **kwargs: Any) -> None:
         """Consume until :meth:`stop`, reconnecting whenever needed (blocking)."""
-        backoff = Backoff(maximum=30.0)
-        retry_backoff = Backoff(initial=self.retry_backoff_initial, maximum=5.0)
-        urls = self.url.kombu_urls()
-        while not self._stopping.is_set():
-            index = self._url_index % len(urls)
-            tls = self.tls.amqp_ssl(self.url.hosts[index].hostname) if self.url.tls else False
-            try:
-                with kombu.Connection(
-                    urls[index], connect_timeout=5, heartbeat=30, ssl=tls
-                ) as connection:
-                    connection.connect()
-                    backoff.reset()
-                    self._consume(connection)
-                retry_backoff.reset()
-            except _Redeliver:
-                self._stopping.wait(retry_backoff.next())
-            except Exception as exc:  # any failure: reconnect, never let the thread die
-                self._ready.clear()
-                self._url_index += 1
-                delay = backoff.next()
-                LOG.warning(
-                    "subscriber to %s: %s; retrying in %.1f s",
-                    self.url.masked(),
-                    describe_error(exc),
-                    delay,
-                )
-                self._stopping.wait(delay)
-
-    def _ensure_exchange(self, connection: kombu.Connection) -> None:
-        """Check the exchange exists; declare it only if not (needs configure permission)."""
-        channel = connection.channel()
+        retry_backoff = Backoff(self.retry_backoff_initial, self.retry_backoff_maximum)
+        refused_backoff = Backoff(maximum=self.retry_intervals[2])
         try:
-            channel.exchange_declare(self.exchange, "topic", passive=True)
-        except amqp.exceptions.NotFound:
-            # The broker closed that channel. No publisher has run yet.
-            channel = connection.channel()
-            channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
-            LOG.info("declared exchange %r: no publisher had yet", self.exchange)
+            while not self.should_stop:
+                try:
+                    for _ in self.consume(safety_interval=self.poll_interval):
+                        refused_backoff.reset()
+                    retry_backoff.reset()
+                except _Redeliver:
+                    self._stopping.wait(retry_backoff.next())
+                except _Stopped:
+                    break
+                except RECOVERABLE as exc:
+                    # What kombu does not retry itself (a refused login, a lost
+                    # connection while consuming): connect again after a backoff.
+                    self.on_connection_error(exc, refused_backoff.next(), wait=True)
         finally:
-            channel.close()
+            self._ready.clear()
+            if self.state is not None:
+                self.state.close()
 
-    def _consume(self, connection: kombu.Connection) -> None:
-        self._ensure_exchange(connection)
+    # -- kombu's ConsumerMixin hooks ----------------------------------------------
+
+    def create_connection(self) -> kombu.Connection:
+        """A new connection to the URL's hosts, in order (kombu fails over between them)."""
+        self._host_index = 0
+        self._ssl = self.tls.amqp_ssl(self.url.hosts[0].hostname) if self.url.tls else None
+        return kombu.Connection(
+            self.url.kombu_urls(),
+            ssl=self._ssl if self._ssl is not None else False,
+            connect_timeout=self.connect_timeout,
+            heartbeat=self.heartbeat,
+            failover_strategy="round-robin",
+        )
+
+    @contextlib.contextmanager
+    def establish_connection(self) -> Any:
+        """ConsumerMixin's, retried with this subscriber's intervals and stop request."""
+        start, step, maximum = self.retry_intervals
+        with self.create_connection() as connection:
+            connection.ensure_connection(
+                self.on_connection_error,
+                self.connect_max_retries,
+                interval_start=start,
+                interval_step=step,
+                interval_max=maximum,
+                callback=self._check_stop,
+            )
+            yield connection
+
+    def get_consumers(self, Consumer: Any, channel: Any) -> list[kombu.Consumer]:
+        """The one consumer of the queue, its exchange checked first."""
+        self._ensure_exchange(channel.connection)
         exchange = kombu.Exchange(
             self.exchange, type="topic", durable=True, auto_delete=False, passive=True
         )
@@ -233,80 +289,77 @@ class Subscriber:
             auto_delete=self.exclusive,
             queue_arguments=None if self.exclusive else self.queue_arguments,
         )
-        channel = connection.channel()
-        consumer = kombu.Consumer(
-            channel,
-            queues=[queue],
-            on_message=self._on_message,
-            prefetch_count=self.prefetch_count,
-            no_ack=False,
-        )
-        with consumer:
-            self._redelivering = False
-            self._ready.set()
-            LOG.info(
-                "subscribed to %s: queue %r bound to %r",
-                self.url.masked(),
-                self.queue_name,
-                self.binding_key,
+        return [
+            Consumer(
+                queues=[queue],
+                on_message=self._on_message,
+                prefetch_count=self.prefetch_count,
+                no_ack=False,
             )
-            while not self._stopping.is_set():
-                try:
-                    connection.drain_events(timeout=self.poll_interval)
-                except TimeoutError:
-                    connection.heartbeat_check()
+        ]
+
+    def on_consume_ready(
+        self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
+    ) -> None:
+        """Consuming: messages are judged anew; :meth:`wait_ready` returns."""
+        self.dispatcher.resume()
+        self._ready.set()
+        LOG.info(
+            "subscribed to %s: queue %r bound to %r",
+            self.url.masked(),
+            self.queue_name,
+            self.binding_key,
+        )
+
+    def on_consume_end(self, connection: Any, channel: Any) -> None:
+        """Not consuming any more."""
+        self._ready.clear()
+
+    def on_connection_error(self, exc: BaseException, interval: float, wait: bool = False) -> None:
+        """One line per failed attempt (masked); with ``wait``, wait ``interval`` (or a stop).
+
+        Called by kombu's ``ensure_connection`` before it moves on to the
+        URL's next host (round-robin): the certificate is then checked
+        against that host's name (kombu's own ``server_hostname=None``
+        would check ``localhost``'s against 127.0.0.1).
+        """
+        self._ready.clear()
+        LOG.warning(
+            "subscriber to %s: %s; retrying in %.1f s",
+            self.url.masked(),
+            describe_error(exc),
+            interval,
+        )
+        if wait:
+            self._stopping.wait(interval)
+            return
+        self._host_index = (self._host_index + 1) % len(self.url.hosts)
+        if self._ssl is not None:
+            self._ssl["server_hostname"] = self.url.hosts[self._host_index].hostname
+
+    def _check_stop(self) -> None:
+        if self.should_stop:
+            raise _Stopped
+
+    def _ensure_exchange(self, connection: amqp.Connection) -> None:
+        """Check the exchange exists; declare it only if not (needs configure permission)."""
+        channel = connection.channel()
+        try:
+            channel.exchange_declare(self.exchange, "topic", passive=True)
+        except amqp.exceptions.NotFound:
+            # The broker closed that channel. No publisher has run yet.
+            channel = connection.channel()
+            channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
+            LOG.info("declared exchange %r: no publisher had yet", self.exchange)
+        finally:
+            channel.close()
 
     def _on_message(self, message: kombu.message.Message) -> None:
-        if self._redelivering:
-            # Not acked: requeued, in order, when the connection closes.
-            return
-        self.stats.received += 1
-        try:
-            event = wire.decode(message.body, self.verifier)
-        except MalformedEvent as exc:
-            kind = _rejection(exc)
-            setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-            LOG.warning("rejected a message on %r (%s): %s", self.queue_name, kind, exc)
-            message.reject(requeue=False)
-            return
-        verdict = self._filter.verdict(event)
-        if verdict is not Verdict.DELIVER:
-            if verdict is Verdict.DUPLICATE:
-                self.stats.duplicates += 1
-            else:
-                self.stats.stale += 1
-                LOG.warning("dropped stale event %s (seq %d) of %s", event.event_id, event.seq,
-                            event.instance_uuid)  # fmt: skip
+        decision = self.dispatcher.dispatch(message.body)
+        if decision is Decision.ACK:
             message.ack()
-            return
-        try:
-            self.callback(event)
-        except Exception:
-            self._callback_failed(event, message)
-            return
-        self._attempts.pop(event.event_id, None)
-        self._filter.delivered(event)
-        if self.verifier is not None:
-            self.verifier.remember(event)
-        self.stats.delivered += 1
-        message.ack()
-
-    def _callback_failed(self, event: LifecycleEvent, message: kombu.message.Message) -> None:
-        self._attempts[event.event_id] += 1
-        attempts = self._attempts[event.event_id]
-        if attempts >= self.max_attempts:
-            del self._attempts[event.event_id]
-            self.stats.failed += 1
-            LOG.exception("giving up event %s after %d failed attempts", event.event_id, attempts)
+        elif decision is Decision.REJECT:
             message.reject(requeue=False)
-            return
-        self.stats.retried += 1
-        LOG.warning(
-            "callback failed for event %s (attempt %d of %d); redelivering",
-            event.event_id,
-            attempts,
-            self.max_attempts,
-            exc_info=True,
-        )
-        self._redelivering = True
-        raise _Redeliver(event.event_id)
+        elif decision is Decision.REDELIVER:
+            raise _Redeliver
+        # LEAVE: unacked, requeued in order when the connection closes.

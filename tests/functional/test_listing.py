@@ -13,7 +13,7 @@ import libvirt
 import pytest
 
 from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
-from tests.factories import libvirt_error
+from tests.libvirt_factories import libvirt_error
 
 from .conftest import LIBGUESTFS_CHANNEL, LIBVIRT_URI, NOVA_METADATA, domain_xml, unique
 

@@ -104,3 +104,51 @@ def test_without_a_verifier_signed_events_are_delivered_unverified(
     start_publisher(signer=Signer("2", KEY)).send(event)
     received = collector.wait_for(lambda e: e.event_id == event.event_id)
     assert received == event and not received.verified
+
+
+def test_a_captured_paused_event_replayed_after_a_consumer_restart_is_refused(
+    broker, names, subscribe, start_publisher, captured, tmp_path
+):
+    state_file = str(tmp_path / "consumer.sqlite")
+    subscriber, collector = subscribe(verifier=Verifier({"2": KEY}), state_file=state_file)
+    notifier = start_publisher(signer=Signer("2", KEY))
+    instance = unique("instance")
+    paused = make_event(host=names["host"], instance_uuid=instance, seq=1,
+                        transition=Transition.PAUSED)  # fmt: skip
+    resumed = make_event(host=names["host"], instance_uuid=instance, seq=2,
+                         transition=Transition.RESUMED)  # fmt: skip
+    notifier.send(paused, resumed)
+    collector.wait_for(lambda e: e.event_id == resumed.event_id)
+    body = captured()  # the signed "paused", as an eavesdropper kept it
+    subscriber.stop()
+
+    # A new consumer process: a fresh verifier (no memory), the same state file.
+    restarted, after_restart = subscribe(verifier=Verifier({"2": KEY}), state_file=state_file)
+    broker.basic_publish(amqp.Message(body, delivery_mode=2), names["exchange"],
+                         wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+    marker = make_event(host=names["host"], seq=3)
+    notifier.send(marker)
+    after_restart.wait_for(lambda e: e.event_id == marker.event_id)
+
+    assert after_restart.events == [marker]  # the guest runs: no "paused" reaches the app
+    assert restarted.stats.replayed == 1
+
+
+def test_another_hosts_signed_event_injected_into_this_hosts_queue_is_refused(
+    broker, names, subscribe, start_publisher
+):
+    # A plain host subscriber, no nova adapter: it must refuse by itself.
+    subscriber, collector = subscribe(verifier=Verifier({"2": KEY}))
+    signer = Signer("2", KEY)
+    # Validly signed by host A's notifier (the key is the deployment's), routed to B.
+    theirs = make_event(host=f"other-{names['host']}", reason="VmGuestShutdownEvent")
+    broker.basic_publish(amqp.Message(wire.encode(theirs, signer), delivery_mode=2),
+                         names["exchange"], wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+    marker = make_event(host=names["host"])
+    start_publisher(signer=signer).send(marker)
+    collector.wait_for(lambda e: e.event_id == marker.event_id)
+
+    assert collector.events == [marker]
+    assert subscriber.stats.other_host == 1
+    _, waiting, _ = broker.queue_declare(wire.host_queue_name(TOPIC, names["host"]), passive=True)
+    assert waiting == 0  # rejected, not left to come back

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import socket
 
 import amqp
 
 from hypervisor_notifier import wire
 from tests.factories import make_event
 
-from .conftest import TOPIC, unique
+from .conftest import BROKER_URL, TOPIC, unique
 
 
 def publish(broker: amqp.Channel, exchange: str, *events) -> None:
@@ -110,3 +111,17 @@ def test_an_all_hosts_subscriber_receives_every_hosts_events(broker, names, subs
         assert own_host_only.events == [ours, marker]
     finally:
         broker.queue_delete(queue)
+
+
+def test_kombu_fails_over_to_the_urls_next_host(broker, names, subscribe):
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+    url = BROKER_URL.replace("@", f"@127.0.0.1:{dead},guest:guest@", 1)
+    assert url.count("@") == 2, url
+    _, collector = subscribe(transport_url=url)
+    event = make_event(host=names["host"])
+
+    publish(broker, names["exchange"], event)
+
+    assert collector.wait_for(lambda e: e.event_id == event.event_id) == event

@@ -140,3 +140,20 @@ def test_the_preflight_checks_a_tls_broker_and_names_an_untrusted_one(
     untrusted = next(line for line in status("other-ca.pem").splitlines() if broker_row in line)
     assert "the broker's certificate is not trusted" in untrusted
     assert PASSWORD not in untrusted
+
+
+def test_the_subscriber_checks_each_hosts_certificate_against_that_hosts_name(
+    tls_broker, tls_user, names
+):
+    # The same node twice: as 127.0.0.1 (the certificate names only localhost:
+    # refused), then as localhost, where kombu fails over to.
+    first = tls_user("127.0.0.1")
+    second = tls_user().split("://", 1)[1]
+    url = f"{first.rstrip('/')},{second}"
+    subscriber = Subscriber(url, print, host=names["host"],
+                            exchange=names["exchange"], **client_options(tls_broker))  # fmt: skip
+    subscriber.start()
+    try:
+        assert subscriber.wait_ready(30)
+    finally:
+        subscriber.stop()

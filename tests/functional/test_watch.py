@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 
 import amqp
 
 from hypervisor_notifier import wire
+from hypervisor_notifier.cmd.events import URL_ENVIRONMENT
+from hypervisor_notifier.events import Transition
 from hypervisor_notifier.signing import Signer
 from tests.factories import make_event
 
@@ -16,13 +20,16 @@ from .conftest import BROKER_URL, TIMEOUT, TOPIC
 from .test_subscriber import declare_host_queue, publish
 
 
-def start_watch(names, *args):
+def start_watch(names, *args, url_argv=True, stdout=subprocess.PIPE):
+    """Start ``watch``; the broker URL on its command line, or (``url_argv=False``) in its env."""
+    url = ["--transport-url", BROKER_URL] if url_argv else []
     process = subprocess.Popen(
         [sys.executable, "-m", "hypervisor_notifier.cmd.events", "watch",
-         "--transport-url", BROKER_URL, "--exchange", names["exchange"], *args],
-        stdout=subprocess.PIPE,
+         *url, "--exchange", names["exchange"], *args],
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, URL_ENVIRONMENT: BROKER_URL},
     )  # fmt: skip
     for line in process.stderr:  # wait until it consumes: its queue exists only then
         if "subscribed to" in line:
@@ -92,3 +99,36 @@ def test_watch_with_the_key_prints_only_signed_events(broker, names, tmp_path):
         (marker.event_id, True),
     ]
     assert "(unverified): event is not signed" in err and "thirty-two" not in err
+
+
+def test_watch_on_a_terminal_colours_the_chosen_transitions_its_url_off_the_command_line(
+    broker, names
+):
+    terminal, its_side = pty.openpty()
+    watch = start_watch(names, "--host", names["host"], "--transition", "stopped",
+                        "--count", "1", url_argv=False, stdout=its_side)  # fmt: skip
+    os.close(its_side)
+    started = make_event(host=names["host"], transition=Transition.STARTED, seq=1)
+    stopped = make_event(host=names["host"], seq=2)
+    publish(broker, names["exchange"], started, stopped)
+
+    assert watch.wait(TIMEOUT) == 0, watch.stderr.read()
+    out = read_all(terminal)
+    assert "\033[31mstopped" in out and started.instance_uuid not in out
+    assert stopped.instance_uuid in out
+    assert "guest:guest" not in " ".join(watch.args)  # nothing secret in the process list
+
+
+def read_all(terminal: int) -> str:
+    """Everything written to a pty whose other side is closed."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(terminal)
+    return b"".join(chunks).decode()

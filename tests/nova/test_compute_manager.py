@@ -218,6 +218,23 @@ class AdapterInComputeManagerTest(test.TestCase):
         )
         self.assertEqual(2, source.stats.no_nova_transition)
 
+    def test_the_start_line_says_where_each_setting_came_from_without_the_password(self) -> None:
+        self._listen()
+
+        (line,) = [
+            line
+            for line in self.stdlog.logger.output.splitlines()
+            if "nova lifecycle events: from the bus" in line
+        ]
+        for expected in (
+            "transport_url from [hypervisor_notifier] transport_url",
+            "queue_type from default (classic)",
+            "heartbeat from [oslo_messaging_rabbit] heartbeat_timeout_threshold (60 s)",
+            "state file from [hypervisor_notifier] state_file",
+        ):
+            self.assertIn(expected, line)
+        self.assertNotIn("guest:guest", line)
+
     def test_a_bad_adapter_option_fails_nova_compute_start_naming_it(self) -> None:
         self.flags(group=adapter.GROUP, key="too short")
 

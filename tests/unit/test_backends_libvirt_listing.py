@@ -16,7 +16,7 @@ from hypervisor_notifier.backends.libvirt.listing import (
     Origin,
     origin_of_xml,
 )
-from tests.factories import libvirt_error
+from tests.libvirt_factories import libvirt_error
 
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5  # virDomainState codes
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 #: Run in a fresh interpreter, where libvirt and pyVmomi cannot be imported.
 SCRIPT = textwrap.dedent(
@@ -61,3 +62,20 @@ def test_consumer_and_nova_adapter_import_without_libvirt_pyvmomi_backends_or_no
     ]
 
     assert loaded == []
+
+
+def test_the_consumer_unit_tests_run_where_libvirt_is_not_installed():
+    tests = sorted(str(path) for path in Path(__file__).parent.glob("test_consumer*.py"))
+    script = SCRIPT.split("try:\n")[0] + textwrap.dedent(
+        f"""
+        import pytest
+        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--collect-only", *{tests!r}]))
+        """
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test_consumer_dispatcher.py::" in result.stdout, result.stdout
