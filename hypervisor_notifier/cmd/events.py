@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -14,6 +15,7 @@ from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.consumer import Subscriber
+from hypervisor_notifier.notifier import broker
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.transport_url import mask_secrets
 
@@ -103,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(debug=conf.debug)
+    logs.setup(conf, PROG)
     opts = conf[publisher_conf.GROUP]
     if args.key_file:
         conf.set_override("key_file", args.key_file, signing_conf.GROUP)
@@ -117,19 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: [{signing_conf.GROUP}] {exc}", file=sys.stderr)
         return 2
     try:
+        settings = broker.from_conf(conf)
+        tls = settings.tls
+        if args.ssl_ca_file:
+            tls = dataclasses.replace(tls, ca_file=args.ssl_ca_file)
         subscriber = Subscriber(
-            args.transport_url or opts.transport_url,
+            args.transport_url or settings.transport_url,
             watch,
             host=args.host,
             exchange=args.exchange or opts.exchange,
             topic=args.topic or opts.topic,
             exclusive=True,
             verifier=verifier,
-            ssl_ca_file=args.ssl_ca_file or opts.ssl_ca_file,
-            ssl_cert_file=opts.ssl_cert_file,
-            ssl_key_file=opts.ssl_key_file,
+            ssl_ca_file=tls.ca_file,
+            ssl_cert_file=tls.cert_file,
+            ssl_key_file=tls.key_file,
         )
-    except ValueError as exc:
+    except (ValueError, config.ConfigError) as exc:
         print(f"{PROG}: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     with stop_signals_to_main_thread(watch.done.set):

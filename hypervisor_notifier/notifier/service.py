@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from oslo_config import cfg
 
@@ -80,6 +81,8 @@ class Service:
         #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
         self.received = {"pushed": 0, "resync": 0}
         self._stop = threading.Event()
+        #: What the backend reports to: the service, or a wrapper of it (the watchdog's).
+        self.listener: Any = self
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, backend: Backend, outbox: Outbox) -> Service:
@@ -144,7 +147,7 @@ class Service:
     def start(self) -> None:
         """Start publishing, then watching the hypervisor, then the periodic resync."""
         self.publisher.start()
-        self.backend.connect(self)
+        self.backend.connect(self.listener)
         if self.sync_interval > 0:
             threading.Thread(
                 target=self._periodic_resync, name="resync-timer", daemon=True
@@ -159,9 +162,9 @@ class Service:
         """Ask :meth:`wait` to return (safe from a signal handler)."""
         self._stop.set()
 
-    def wait(self) -> None:
-        """Block until :meth:`request_stop` is called."""
-        self._stop.wait()
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`request_stop` is called (True), or ``timeout`` s pass (False)."""
+        return self._stop.wait(timeout)
 
     def stop(self) -> int:
         """Stop watching, then publish what was received; return how many were left unconfirmed."""
