@@ -7,6 +7,7 @@ end-to-end suites share it.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -17,6 +18,11 @@ import urllib.request
 from pathlib import Path
 
 TIMEOUT = 30.0
+#: Runs the service after a prelude (``python -c``), with the remaining arguments.
+RUN_SERVICE = (
+    "\nimport sys\nfrom hypervisor_notifier.cmd.notifier import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
 
 def write_config(path: Path, sections: dict[str, dict[str, str]]) -> None:
@@ -47,14 +53,27 @@ def healthz(port: int) -> tuple[int, dict]:
 class ServiceProcess:
     """``hypervisor-notifier`` running as a child process, its log lines collected."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(
+        self, config_path: Path, *, prelude: str = "", env: dict[str, str] | None = None
+    ) -> None:
+        """Start the service on ``config_path``.
+
+        Arguments:
+            config_path: Its config file.
+            prelude: Python run first in the child (e.g. to block an import).
+            env: Extra environment variables.
+
+        """
+        command = [sys.executable, "-m", "hypervisor_notifier.cmd.notifier"]
+        if prelude:
+            command = [sys.executable, "-c", prelude + RUN_SERVICE]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
-             str(config_path)],
+            [*command, "--config-file", str(config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+            env={**os.environ, **(env or {})},
+        )
         self.lines: list[str] = []
         self._new_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -1,4 +1,8 @@
-"""``hypervisor-notifier-status check --config-file FILE``: preflight of a host's configuration.
+"""``hypervisor-notifier-status check|upgrade check``: preflight of a host's configuration.
+
+``upgrade check [--json] [--config-file FILE]`` is the offline check of the
+nova-status convention (see :mod:`hypervisor_notifier.notifier.upgradecheck`).
+``check`` is the live one:
 
 Validates the configuration, loads the backend, connects to the hypervisor
 (read-only) and lists its guests, logs in to each broker and asks whether
@@ -22,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from hypervisor_notifier import logs
-from hypervisor_notifier.notifier import preflight
+from hypervisor_notifier.notifier import preflight, upgradecheck
 
 PROG = "hypervisor-notifier-status"
 HEADER = ("Check", "Result", "Detail")
@@ -48,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all checks passed, 1 a warning, 2 a failure.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "upgrade",
+        help="'upgrade check [--json] [--config-file FILE]': offline readiness checks "
+        "(configuration, backend binding, signing key, outbox file), as nova-status; "
+        "exit 0/1/2, 255 if a check broke",
+    )
     check = commands.add_parser(
         "check", help="check the configuration, the hypervisor and the broker"
     )
@@ -69,12 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hypervisor-notifier-status``; return its exit status."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if upgradecheck.is_upgrade_command(argv):
+        logs.setup_stderr(debug=False)
+        logging.getLogger().setLevel(logging.CRITICAL)
+        return upgradecheck.main(argv)
+    args = build_parser().parse_args(argv)
     config_args = [
         *(arg for path in args.config_file for arg in ("--config-file", path)),
         *(arg for path in args.config_dir for arg in ("--config-dir", path)),
     ]
-    logs.setup(debug=args.debug)
+    logs.setup_stderr(debug=args.debug)
     if not args.debug:
         # The table says what failed; the backend's retry warnings would repeat it.
         logging.getLogger().setLevel(logging.CRITICAL)

@@ -63,7 +63,7 @@ def from_conf(conf: cfg.ConfigOpts) -> BrokerSettings:
         name = str(exc).split(" ", 1)[0]
         group = settings[name].source.split("]")[0] + "]" if name in settings else "[publisher]"
         raise ConfigError(f"{group} {exc}") from None
-    described = [f"transport_url {url.masked()} from {url_setting.source}"]
+    described = [f"transport_url {url.masked()}{_from(url_setting)}"]
     described.append(f"TLS {'on' if url.tls else 'off'}" + _from(settings["ssl"]))
     for name in (*TLS_FILES, "queue_type", "heartbeat"):
         if settings[name].value is not None:

@@ -115,7 +115,12 @@ def start_service(
     started: list[ServiceProcess] = []
 
     def start(
-        *, transport_url: str = BROKER_URL, uri: str = LIBVIRT_URI, **sections: dict[str, str]
+        *,
+        transport_url: str = BROKER_URL,
+        uri: str = LIBVIRT_URI,
+        prelude: str = "",
+        env: dict[str, str] | None = None,
+        **sections: dict[str, str],
     ) -> ServiceProcess:
         config = {
             "DEFAULT": {"host": names["host"], "shutdown_timeout": "10"},
@@ -133,7 +138,7 @@ def start_service(
             config.setdefault(section, {}).update(values)
         path = tmp_path / f"notifier-{len(started)}.conf"
         write_config(path, config)
-        service = ServiceProcess(path)
+        service = ServiceProcess(path, prelude=prelude, env=env)
         started.append(service)
         return service
 
