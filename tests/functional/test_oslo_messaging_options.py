@@ -1,4 +1,4 @@
-"""The real service reads oslo.messaging's groups where [publisher] is unset, as kolla renders them.
+"""The real service reads oslo.messaging's groups where [publisher] is unset, as kolla writes them.
 
 Against the real broker (and the private TLS node for ``[oslo_messaging_rabbit] ssl``).
 """
