@@ -106,6 +106,9 @@ def setup(conf: cfg.ConfigOpts, prog: str) -> None:
         conf: The loaded configuration; oslo.log's options are registered on it.
         prog: The command's name: ``log_dir`` without ``log_file`` writes ``<prog>.log``.
 
+    Raises:
+        ValueError: A destination cannot be used; the text names the option and why.
+
     """
     if conf.log_dir and not conf.log_file:
         # oslo.log would name the file after sys.argv[0] ("<frozen runpy>" under -m).
@@ -114,9 +117,25 @@ def setup(conf: cfg.ConfigOpts, prog: str) -> None:
         conf.set_default("use_stderr", True)
     if conf.use_journal and oslo_handlers.journal is None:
         oslo_handlers.journal = JournalSender
-    log.setup(conf, PROJECT, version=_version())
+    try:
+        log.setup(conf, PROJECT, version=_version())
+    except (OSError, RuntimeError, log.LogConfigError) as exc:
+        raise ValueError(_describe_setup_error(conf, exc)) from None
     for handler in logging.getLogger().handlers:
         handler.addFilter(MaskingFilter())
+
+
+def _describe_setup_error(conf: cfg.ConfigOpts, exc: Exception) -> str:
+    """Which option made oslo.log fail, and why, in one line."""
+    if conf.log_config_append:
+        option = f"log_config_append {conf.log_config_append}"
+        reason = str(getattr(exc, "err_msg", exc))
+    elif conf.log_file:
+        path = f"{conf.log_dir}/{conf.log_file}" if conf.log_dir else conf.log_file
+        option, reason = f"log_dir/log_file {path}", getattr(exc, "strerror", None) or str(exc)
+    else:
+        option, reason = "use_journal/use_syslog", str(exc)
+    return f"[DEFAULT] {option}: {reason}"
 
 
 def _version() -> str:

@@ -105,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(conf, PROG)
+    try:
+        logs.setup(conf, PROG)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     opts = conf[publisher_conf.GROUP]
     if args.key_file:
         conf.set_override("key_file", args.key_file, signing_conf.GROUP)

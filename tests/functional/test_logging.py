@@ -143,3 +143,22 @@ def test_a_configured_backend_whose_binding_is_missing_names_the_extra(start_ser
     assert service.process.wait(TIMEOUT) == 2
     service.wait_for_log("pip install 'hypervisor-notifier[esx]'")
     assert len(service.lines) == 1, service.log  # one line, no traceback
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"log_dir": "/nonexistent/logs"},
+         "[DEFAULT] log_dir/log_file /nonexistent/logs/hypervisor-notifier.log: No such file"),
+        ({"log_config_append": "/nonexistent/logging.conf"},
+         "[DEFAULT] log_config_append /nonexistent/logging.conf: "),
+    ],
+)  # fmt: skip
+def test_a_log_destination_that_cannot_be_used_is_one_line_and_exit_2(
+    start_service, options, says
+):
+    service = start_service(DEFAULT=options)
+
+    assert service.process.wait(TIMEOUT) == 2
+    service.wait_for_log(says)
+    assert len(service.lines) == 1, service.log
