@@ -16,12 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from oslo_config import cfg
 
 from hypervisor_notifier import events
-from hypervisor_notifier.backends.base import Backend
+from hypervisor_notifier.backends.base import Backend, BackendListener
 from hypervisor_notifier.notifier.outbox import Outbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.notifier.resync import PublishedStates
@@ -82,7 +81,7 @@ class Service:
         self.received = {"pushed": 0, "resync": 0}
         self._stop = threading.Event()
         #: What the backend reports to: the service, or a wrapper of it (the watchdog's).
-        self.listener: Any = self
+        self.listener: BackendListener = self
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, backend: Backend, outbox: Outbox) -> Service:
