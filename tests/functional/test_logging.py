@@ -34,6 +34,16 @@ sys.meta_path.insert(0, Blocker())
 """
 
 
+#: Points the service's journal sender at the test's socket (python-systemd, if
+#: installed, would go to the real journald: it is set aside).
+JOURNAL_AT = """
+import oslo_log.handlers
+import hypervisor_notifier.logs
+oslo_log.handlers.journal = None
+hypervisor_notifier.logs.JOURNAL_SOCKET = {path!r}
+"""
+
+
 def parse_journal_datagram(data: bytes) -> dict[str, str]:
     """journald's native protocol: FIELD=value lines, or FIELD\\n<u64 length><value>\\n."""
     fields: dict[str, str] = {}
@@ -112,7 +122,7 @@ def test_use_journal_sends_each_record_with_its_priority(journal, start_service)
     start_service(
         transport_url=CLOSED_URL,
         DEFAULT={"use_journal": "true"},
-        prelude=f"import hypervisor_notifier.logs as logs\nlogs.JOURNAL_SOCKET = {path!r}\n",
+        prelude=JOURNAL_AT.format(path=path),
     )
 
     entries = []
