@@ -25,6 +25,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from hypervisor_notifier import conf as config
 from hypervisor_notifier import logs
 from hypervisor_notifier.notifier import preflight, upgradecheck
 
@@ -77,6 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: A diagnostic run at a terminal: its logs go to standard error, never to the
+#: service's own log destinations.
+_TERMINAL_ONLY = (
+    ("log_file", None),
+    ("log_dir", None),
+    ("log_config_append", None),
+    ("use_journal", False),
+    ("use_syslog", False),
+    ("use_stderr", True),
+)
+
+
+def _setup_logging(config_args: Sequence[str], *, debug: bool) -> None:
+    """oslo.log from the configuration (format, levels), to standard error only."""
+    try:
+        conf = config.load(config_args, prog=PROG)
+    except config.ConfigError:  # the table reports it; log plainly meanwhile
+        logs.setup_stderr(debug=debug)
+        return
+    for name, value in (*_TERMINAL_ONLY, ("debug", debug)):
+        conf.set_override(name, value)
+    logs.setup(conf, PROG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hypervisor-notifier-status``; return its exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -89,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *(arg for path in args.config_file for arg in ("--config-file", path)),
         *(arg for path in args.config_dir for arg in ("--config-dir", path)),
     ]
-    logs.setup_stderr(debug=args.debug)
+    _setup_logging(config_args, debug=args.debug)
     if not args.debug:
         # The table says what failed; the backend's retry warnings would repeat it.
         logging.getLogger().setLevel(logging.CRITICAL)
