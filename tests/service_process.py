@@ -19,6 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TIMEOUT = 30.0
+#: Runs the service after a prelude (``python -c``), with the remaining arguments.
+RUN_SERVICE = (
+    "\nimport sys\nfrom hypervisor_notifier.cmd.notifier import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
 
 def write_config(path: Path, sections: dict[str, dict[str, str]]) -> None:
@@ -49,8 +54,7 @@ def healthz(port: int) -> tuple[int, dict]:
 class ServiceProcess:
     """``hypervisor-notifier`` running as a child process, its log lines collected.
 
-    ``wrapper`` runs it under another command (``faketime -f -1h``), ``env``
-    adds to its environment.
+    ``wrapper`` runs it under another command (``faketime -f -1h``).
     """
 
     def __init__(
@@ -58,16 +62,28 @@ class ServiceProcess:
         config_path: Path,
         *,
         wrapper: Sequence[str] = (),
+        prelude: str = "",
         env: Mapping[str, str] | None = None,
     ) -> None:
+        """Start the service on ``config_path``.
+
+        Arguments:
+            config_path: Its config file.
+            wrapper: A command it runs under (e.g. ``faketime -f -1h``).
+            prelude: Python run first in the child (e.g. to block an import).
+            env: Extra environment variables.
+
+        """
+        command = [sys.executable, "-m", "hypervisor_notifier.cmd.notifier"]
+        if prelude:
+            command = [sys.executable, "-c", prelude + RUN_SERVICE]
         self.process = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
-             str(config_path)],
+            [*wrapper, *command, "--config-file", str(config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        )
         self.lines: list[str] = []
         self._new_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read, daemon=True)

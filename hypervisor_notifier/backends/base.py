@@ -111,6 +111,14 @@ class Backend(abc.ABC):
         :class:`BackendUnavailable` when not connected.
         """
 
+    def alive(self) -> bool:
+        """Whether the backend's threads run, once connected (systemd's watchdog asks).
+
+        A backend with its own threads overrides it; a dead thread stops the
+        watchdog's pings, so systemd restarts the service.
+        """
+        return True
+
     @abc.abstractmethod
     def close(self) -> None:
         """Stop watching and release the connection; no listener call follows."""

@@ -111,6 +111,10 @@ class EsxBackend(base.Backend):
         if self._si is not None:
             self._requests.put(reason)
 
+    def alive(self) -> bool:
+        """See :meth:`Backend.alive`: the dispatch thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def close(self) -> None:
         """See :meth:`Backend.close`."""
         self._stopping.set()

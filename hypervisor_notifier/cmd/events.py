@@ -8,6 +8,7 @@ config file: a command line is visible to every user of the host.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.consumer import Subscriber
+from hypervisor_notifier.notifier import broker
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.transport_url import mask_secrets
 
@@ -214,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf = config.load(config_args, prog=PROG)
     except config.ConfigError as exc:
         return print_error(PROG, exc)
-    logs.setup(debug=conf.debug)
+    try:
+        logs.setup(conf, PROG)
+    except ValueError as exc:
+        return print_error(PROG, exc)
     opts = conf[publisher_conf.GROUP]
     if args.key_file:
         conf.set_override("key_file", args.key_file, signing_conf.GROUP)
@@ -233,18 +238,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return print_error(PROG, ValueError(f"{config.where(conf, signing_conf.GROUP)} {exc}"))
     try:
-        url = transport_url_from(args, os.environ, opts.transport_url)
+        settings = broker.from_conf(conf)
+        url = transport_url_from(args, os.environ, settings.transport_url)
         if not url:
             raise ValueError(
                 f"no broker URL: use --transport-url-file, ${URL_ENVIRONMENT} or a "
                 f"--config-file with [{publisher_conf.GROUP}] transport_url"
             )
-    except ValueError as exc:
+    except (ValueError, config.ConfigError) as exc:
         return print_error(PROG, ValueError(mask_secrets(str(exc))))
+    tls = settings.tls
+    if args.ssl_ca_file:
+        tls = dataclasses.replace(tls, ca_file=args.ssl_ca_file)
     if args.command == "history" or args.since:
         follow = args.command == "watch"
         with stop_signals_to_main_thread(watch.done.set):
-            return history.replay(args, conf, url, verifier, watch, follow=follow,
+            return history.replay(args, conf, url, tls, verifier, watch, follow=follow,
                                   done=watch.done, prog=PROG)  # fmt: skip
     try:
         subscriber = Subscriber(
@@ -255,9 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             topic=args.topic or opts.topic,
             exclusive=True,
             verifier=verifier,
-            ssl_ca_file=args.ssl_ca_file or opts.ssl_ca_file,
-            ssl_cert_file=opts.ssl_cert_file,
-            ssl_key_file=opts.ssl_key_file,
+            ssl_ca_file=tls.ca_file,
+            ssl_cert_file=tls.cert_file,
+            ssl_key_file=tls.key_file,
         )
     except ValueError as exc:
         return print_error(PROG, ValueError(mask_secrets(str(exc))))

@@ -35,6 +35,7 @@ def replay(
     args: argparse.Namespace,
     conf: cfg.ConfigOpts,
     url: str,
+    tls: TLSSettings,
     verifier: Verifier | None,
     show: Callable[[events.LifecycleEvent], None],
     *,
@@ -55,7 +56,6 @@ def replay(
         since = parse_since(args.since)
     except ValueError as exc:
         return print_error(prog, exc)
-    tls = TLSSettings(args.ssl_ca_file or opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
     reader = HistoryReader(url, stream, verifier=verifier, tls=tls)
 
     def matches(event: events.LifecycleEvent) -> bool:

@@ -10,14 +10,16 @@ from oslo_config import cfg
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import logs, version
-from hypervisor_notifier.backends import UnknownBackend, load_backend
+from hypervisor_notifier.backends import MissingBinding, UnknownBackend, load_backend
 from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import signing as signing_conf
+from hypervisor_notifier.notifier import broker, systemd
 from hypervisor_notifier.notifier.health import HealthServer
 from hypervisor_notifier.notifier.outbox_schema import OutboxRefused
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from hypervisor_notifier.notifier.service import Service
+from hypervisor_notifier.notifier.watchdog import Watchdog
 from hypervisor_notifier.signing import Signer
 
 PROG = "hypervisor-notifier"
@@ -32,11 +34,19 @@ def _signer(conf: cfg.ConfigOpts) -> Signer | None:
         raise config.ConfigError(f"{config.where(conf, signing_conf.GROUP)} {exc}") from None
 
 
+def _setup_logging(conf: cfg.ConfigOpts) -> None:
+    """oslo.log from ``conf``; a destination that cannot be used is a configuration error."""
+    try:
+        logs.setup(conf, PROG)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the service; return 0 once stopped with no event lost."""
     try:
         conf = config.load(sys.argv[1:] if argv is None else argv, prog=PROG, version=version())
-        logs.setup(debug=conf.debug, log_file=conf.log_file)
+        _setup_logging(conf)
         backend = load_backend(conf)
         signer = _signer(conf)
         outbox = SQLiteOutbox(
@@ -48,30 +58,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             health = HealthServer(
                 service, conf.health.listen, conf.health.port, conf.health.max_event_age
             )
-    except (config.ConfigError, UnknownBackend, OutboxRefused) as exc:
+    except (config.ConfigError, UnknownBackend, MissingBinding, OutboxRefused) as exc:
         return print_error(PROG, exc)
     except OSError as exc:  # the health port is taken or not ours to bind
         print(f"{PROG}: error: [health] {conf.health.listen}:{conf.health.port}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip
         return 2
-    except ImportError as exc:
-        print(
-            f"{PROG}: error: backend {conf.backend!r} cannot load its hypervisor binding "
-            f"({exc}); install hypervisor-notifier[{conf.backend}]",
-            file=sys.stderr,
-        )
-        return 2
-
     # Once the configuration is known good: a bad one is one line of error.
     if signer is None:
         LOG.warning("events are not signed: [%s] key is not set", signing_conf.GROUP)
     else:
         LOG.info("signing events with key %r", signer.key_id)
+    LOG.info("broker: %s", broker.from_conf(conf).sources)
+    interval = systemd.watchdog_interval()
+    watchdog = Watchdog(service, interval) if interval else None
     with stop_signals_to_main_thread(service.request_stop):
         if health is not None:
             health.start()
         service.start()
-    service.wait()
+    systemd.notify("READY=1")
+    if watchdog is not None:
+        LOG.info("systemd watchdog: pinging every %.1f s while the service is alive", interval)
+        watchdog.run(service.wait)
+    else:
+        service.wait()
+    systemd.notify("STOPPING=1")
     left = service.stop()
     if health is not None:
         health.stop()

@@ -1,4 +1,8 @@
-"""``hypervisor-notifier-status check --config-file FILE``: preflight of a host's configuration.
+"""``hypervisor-notifier-status check|upgrade check``: preflight of a host's configuration.
+
+``upgrade check [--json] [--config-file FILE]`` is the offline check of the
+nova-status convention (see :mod:`hypervisor_notifier.notifier.upgradecheck`).
+``check`` is the live one:
 
 Validates the configuration, loads the backend, connects to the hypervisor
 (read-only) and lists its guests, logs in to each broker and asks whether
@@ -21,8 +25,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from hypervisor_notifier import conf as config
 from hypervisor_notifier import logs, version
-from hypervisor_notifier.notifier import preflight
+from hypervisor_notifier.notifier import preflight, upgradecheck
 
 PROG = "hypervisor-notifier-status"
 HEADER = ("Check", "Result", "Detail")
@@ -49,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "upgrade",
+        help="'upgrade check [--json] [--config-file FILE]': offline readiness checks "
+        "(configuration, backend binding, signing key, outbox file), as nova-status; "
+        "exit 0/1/2, 255 if a check broke",
+    )
     check = commands.add_parser(
         "check", help="check the configuration, the hypervisor and the broker"
     )
@@ -68,14 +79,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: A diagnostic run at a terminal: its logs go to standard error, never to the
+#: service's own log destinations.
+_TERMINAL_ONLY = (
+    ("log_file", None),
+    ("log_dir", None),
+    ("log_config_append", None),
+    ("use_journal", False),
+    ("use_syslog", False),
+    ("use_stderr", True),
+)
+
+
+def _setup_logging(config_args: Sequence[str], *, debug: bool) -> None:
+    """oslo.log from the configuration (format, levels), to standard error only."""
+    try:
+        conf = config.load(config_args, prog=PROG)
+    except config.ConfigError:  # the table reports it; log plainly meanwhile
+        logs.setup_stderr(debug=debug)
+        return
+    for name, value in (*_TERMINAL_ONLY, ("debug", debug)):
+        conf.set_override(name, value)
+    logs.setup(conf, PROG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hypervisor-notifier-status``; return its exit status."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if upgradecheck.is_upgrade_command(argv):
+        logs.setup_stderr(debug=False)
+        logging.getLogger().setLevel(logging.CRITICAL)
+        return upgradecheck.main(argv)
+    args = build_parser().parse_args(argv)
     config_args = [
         *(arg for path in args.config_file for arg in ("--config-file", path)),
         *(arg for path in args.config_dir for arg in ("--config-dir", path)),
     ]
-    logs.setup(debug=args.debug)
+    _setup_logging(config_args, debug=args.debug)
     if not args.debug:
         # The table says what failed; the backend's retry warnings would repeat it.
         logging.getLogger().setLevel(logging.CRITICAL)

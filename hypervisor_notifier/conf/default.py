@@ -34,9 +34,4 @@ opts = [
         help="Seconds to wait, on SIGTERM, for the events already received to be "
         "confirmed by the broker before exiting.",
     ),
-    cfg.BoolOpt("debug", default=False, help="Log at DEBUG level instead of INFO."),
-    cfg.StrOpt(
-        "log_file",
-        help="File to append logs to. Logs go to standard error when unset.",
-    ),
 ]

@@ -14,14 +14,15 @@ QUEUE_TYPES = ("classic", "quorum")
 opts = [
     cfg.StrOpt(
         "transport_url",
-        default="rabbit://guest:guest@127.0.0.1:5672/",
         secret=True,
         help="Broker to publish to, as an oslo.messaging transport URL: "
         "rabbit://user:password@host:port[,user:password@host2:port]/vhost. "
         "With several hosts the publisher fails over between them. rabbits:// "
         "(or rabbit://...?ssl=1) connects with TLS, by default to port 5671: "
         "the broker's certificate is verified (ssl_ca_file) and its name "
-        "checked against the URL's host name.",
+        "checked against the URL's host name. Unset: [oslo_messaging_notifications] "
+        "transport_url, else [DEFAULT] transport_url, else "
+        "rabbit://guest:guest@127.0.0.1:5672/.",
     ),
     *tls.opts,
     cfg.StrOpt(
@@ -39,9 +40,9 @@ opts = [
     ),
     cfg.StrOpt(
         "queue_type",
-        default="classic",
         choices=QUEUE_TYPES,
         help="Type of the durable per-host queue <topic>.<host> (classic or quorum). "
+        "Unset: quorum if [oslo_messaging_rabbit] rabbit_quorum_queue is true, else classic. "
         "Subscribers must use the same type.",
     ),
     cfg.BoolOpt(
@@ -80,10 +81,10 @@ opts = [
     ),
     cfg.IntOpt(
         "heartbeat",
-        default=30,
         min=0,
         help="AMQP heartbeat, in seconds; 0 disables it. Detects a dead broker "
-        "connection when nothing is being published.",
+        "connection when nothing is being published. Unset: [oslo_messaging_rabbit] "
+        "heartbeat_timeout_threshold (60).",
     ),
     cfg.FloatOpt(
         "connect_timeout",

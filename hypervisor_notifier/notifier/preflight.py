@@ -23,11 +23,11 @@ from oslo_config import cfg
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, wire
-from hypervisor_notifier.backends import UnknownBackend, load_backend
+from hypervisor_notifier.backends import MissingBinding, UnknownBackend, load_backend
 from hypervisor_notifier.backends.base import Backend, BackendUnavailable, InstanceState
+from hypervisor_notifier.notifier import broker as broker_settings
 from hypervisor_notifier.notifier import outbox_schema
-from hypervisor_notifier.tls import TLSSettings
-from hypervisor_notifier.transport_url import TransportURL, describe_error, mask_secrets
+from hypervisor_notifier.transport_url import describe_error, mask_secrets
 
 #: What may fail when talking to the broker (py-amqp raises both).
 BROKER_ERRORS = (OSError, amqp.exceptions.AMQPError)
@@ -164,16 +164,11 @@ def check_outbox(conf: cfg.ConfigOpts) -> Check:
 
 def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
     """Log in to each broker of the transport URL; check the exchange and host queue on one."""
-    opts = conf.publisher
     try:
-        url = TransportURL.parse(opts.transport_url)
-    except ValueError as exc:
-        where = config.where(conf, "publisher", "transport_url")
-        return [Check("broker", Result.FAILURE, f"{where}: {exc}")]
-    try:
-        tls = TLSSettings.from_conf(opts)
-    except ValueError as exc:
-        return [Check("broker", Result.FAILURE, f"[publisher] {exc}")]
+        settings = broker_settings.from_conf(conf)
+    except config.ConfigError as exc:
+        return [Check("broker", Result.FAILURE, str(exc))]
+    url, tls = settings.url, settings.tls
     checks, reachable = [], None
     for broker in url.hosts:
         name = f"broker {broker.address}"
@@ -292,11 +287,8 @@ def _load(conf: cfg.ConfigOpts) -> tuple[Backend | None, str]:
         return load_backend(conf), ""
     except (UnknownBackend, config.ConfigError) as exc:
         return None, str(exc)
-    except ImportError as exc:
-        return None, (
-            f"backend {conf.backend!r} cannot load its hypervisor binding ({exc}); "
-            f"install hypervisor-notifier[{conf.backend}]"
-        )
+    except MissingBinding as exc:
+        return None, str(exc)
 
 
 def _skipped(prerequisite: str) -> list[Check]:

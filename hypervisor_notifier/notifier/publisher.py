@@ -39,8 +39,8 @@ from oslo_config import cfg
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
-from hypervisor_notifier.conf import ConfigError, where
 from hypervisor_notifier.conf import publisher as publisher_conf
+from hypervisor_notifier.notifier import broker
 from hypervisor_notifier.notifier.framewriter import FrameWriterFactory
 from hypervisor_notifier.notifier.outbox import Entry, Outbox
 from hypervisor_notifier.tls import TLSSettings
@@ -142,30 +142,26 @@ class Publisher:
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, outbox: Outbox) -> Publisher:
-        """Build a publisher from ``[DEFAULT] host`` and the ``[publisher]`` options."""
+        """Build a publisher from ``[DEFAULT] host`` and the ``[publisher]`` options.
+
+        The broker settings fall back on oslo.messaging's groups (see
+        :mod:`hypervisor_notifier.notifier.broker`).
+        """
         opts = conf[publisher_conf.GROUP]
-        try:
-            url = TransportURL.parse(opts.transport_url)
-        except ValueError as exc:
-            option = where(conf, publisher_conf.GROUP, "transport_url")
-            raise ConfigError(f"{option}: {exc}") from None
-        try:
-            tls = TLSSettings.from_conf(opts)
-        except ValueError as exc:
-            raise ConfigError(f"[{publisher_conf.GROUP}] {exc}") from None
+        settings = broker.from_conf(conf)
         return cls(
             outbox,
-            url=url,
+            url=settings.url,
             host=conf.host,
             exchange=opts.exchange,
             topic=opts.topic,
-            queue_type=opts.queue_type,
+            queue_type=settings.queue_type,
             declare_host_queue=opts.declare_host_queue,
             confirm_window=opts.confirm_window,
-            heartbeat=opts.heartbeat,
+            heartbeat=settings.heartbeat,
             connect_timeout=opts.connect_timeout,
             reconnect_interval_max=opts.reconnect_interval_max,
-            tls=tls,
+            tls=settings.tls,
             history_stream=opts.history_stream,
             history_max_age=opts.history_max_age,
             history_max_bytes=opts.history_max_bytes,
@@ -175,6 +171,11 @@ class Publisher:
     def connected(self) -> bool:
         """True while a confirmed-publishing channel is open."""
         return self._channel is not None
+
+    @property
+    def alive(self) -> bool:
+        """True while the publisher thread runs (the watchdog asks)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Start the publisher thread."""

@@ -20,7 +20,7 @@ import time
 from oslo_config import cfg
 
 from hypervisor_notifier import events
-from hypervisor_notifier.backends.base import Backend
+from hypervisor_notifier.backends.base import Backend, BackendListener
 from hypervisor_notifier.notifier.outbox import Outbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.notifier.resync import PublishedStates
@@ -88,6 +88,8 @@ class Service:
         #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
         self.received = {"pushed": 0, "resync": 0}
         self._stop = threading.Event()
+        #: What the backend reports to: the service, or a wrapper of it (the watchdog's).
+        self.listener: BackendListener = self
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, backend: Backend, outbox: Outbox) -> Service:
@@ -152,7 +154,7 @@ class Service:
     def start(self) -> None:
         """Start publishing, then watching the hypervisor, then the periodic resync."""
         self.publisher.start()
-        self.backend.connect(self)
+        self.backend.connect(self.listener)
         if self.sync_interval > 0:
             threading.Thread(
                 target=self._periodic_resync, name="resync-timer", daemon=True
@@ -167,9 +169,9 @@ class Service:
         """Ask :meth:`wait` to return (safe from a signal handler)."""
         self._stop.set()
 
-    def wait(self) -> None:
-        """Block until :meth:`request_stop` is called."""
-        self._stop.wait()
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`request_stop` is called (True), or ``timeout`` s pass (False)."""
+        return self._stop.wait(timeout)
 
     def stop(self) -> int:
         """Stop watching, then publish what was received; return how many were left unconfirmed."""

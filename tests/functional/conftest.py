@@ -117,6 +117,7 @@ def start_service(
         transport_url: str = BROKER_URL,
         uri: str = LIBVIRT_URI,
         wrapper: Sequence[str] = (),
+        prelude: str = "",
         env: dict[str, str] | None = None,
         **sections: dict[str, str],
     ) -> ServiceProcess:
@@ -136,7 +137,7 @@ def start_service(
             config.setdefault(section, {}).update(values)
         path = tmp_path / f"notifier-{len(started)}.conf"
         write_config(path, config)
-        service = ServiceProcess(path, wrapper=wrapper, env=env)
+        service = ServiceProcess(path, wrapper=wrapper, prelude=prelude, env=env)
         started.append(service)
         return service
 

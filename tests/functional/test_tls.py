@@ -83,7 +83,7 @@ def test_an_untrusted_broker_is_refused_in_one_clear_masked_line_and_retried_wit
     assert all(expected in line for line in lines), lines
     assert PASSWORD not in service.log and "Traceback" not in service.log
     # Backoff (0.5 s, then 1 s, each less up to 25% jitter), not a tight loop.
-    times = [datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in lines[:3]]
+    times = [datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f") for line in lines[:3]]
     first, second = ((b - a).total_seconds() for a, b in itertools.pairwise(times))
     assert 0.3 < first < second, (first, second)
 

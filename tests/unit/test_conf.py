@@ -64,7 +64,7 @@ def test_defaults_follow_the_design(load_config):
         ("publisher", "confirm_window = 0", "confirm_window"),  # out of range
         ("libvirt", "keepalive_interval = -1", "keepalive_interval"),
         ("DEFAULT", "shutdown_timeout = soon", "shutdown_timeout"),
-        ("DEFAULT", "debug = maybe", "debug"),
+        ("DEFAULT", "use_stderr = maybe", "use_stderr"),  # oslo.log's
         ("publisher", "queue_type = fifo", "queue_type"),  # not a choice
         ("DEFAULT", "host = a b", "host"),  # would break the routing key
         ("DEFAULT", "host = compute*", "host"),

@@ -90,6 +90,9 @@ def test_unit_matches_the_service_defaults():
         INSTALLED_PROGRAM, "--config-file", "/etc/hypervisor-notifier/hypervisor-notifier.conf",
     ]  # fmt: skip
     assert service["User"] == "hypervisor-notifier"
+    # sd_notify: READY=1 and watchdog pings (hypervisor_notifier/notifier/systemd.py).
+    assert (service["Type"], service["NotifyAccess"]) == ("notify", "main")
+    assert int(service["WatchdogSec"]) > 0
     for option in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
         assert service[option] == "yes", option
     assert service["ProtectSystem"] == "strict"

@@ -92,6 +92,10 @@ class LibvirtBackend(base.Backend):
         )
         self._thread.start()
 
+    def alive(self) -> bool:
+        """See :meth:`Backend.alive`: the dispatch thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def close(self) -> None:
         """See :meth:`Backend.close`."""
         self._stopping.set()
