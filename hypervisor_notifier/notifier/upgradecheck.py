@@ -20,29 +20,25 @@ from oslo_upgradecheck.upgradecheck import Code, Result
 from hypervisor_notifier import conf as config
 from hypervisor_notifier.backends import MissingBinding, UnknownBackend, backend_class
 from hypervisor_notifier.conf import signing as signing_conf
+from hypervisor_notifier.notifier import outbox_schema
 from hypervisor_notifier.signing import Signer
-
-try:
-    from hypervisor_notifier.notifier import outbox_schema
-except ImportError:  # TODO(lead): outbox_schema.py comes with the outbox work; then drop this
-    outbox_schema = None  # type: ignore[assignment]
 
 PROJECT = "hypervisor-notifier"
 
 
-def check_outbox_file(path: str, inspect: Callable[[str], object]) -> Result:
+def check_outbox_file(
+    path: str, inspect: Callable[[str], outbox_schema.OutboxFile] = outbox_schema.inspect
+) -> Result:
     """The outbox file at ``path``, as ``outbox_schema.inspect`` finds it.
 
     Arguments:
         path: ``[outbox] path``.
-        inspect: ``outbox_schema.inspect``: returns an object with ``kind``
-            (missing, ours, newer, foreign, directory, damaged), ``version``
-            and ``description``.
+        inspect: Tells what the file is (a test passes its own).
 
     """
     found = inspect(path)
-    kind = str(getattr(found.kind, "value", found.kind)).lower()  # type: ignore[attr-defined]
-    description = f"[outbox] path {path}: {found.description}"  # type: ignore[attr-defined]
+    kind = str(getattr(found.kind, "value", found.kind)).lower()
+    description = f"[outbox] path {path}: {found.description}"
     if kind in ("missing", "ours"):
         return Result(Code.SUCCESS, description)
     if kind == "damaged":
@@ -112,13 +108,13 @@ class UpgradeChecks(upgradecheck.UpgradeCommands):
         conf = self._config()
         if conf is None:
             return Result(Code.FAILURE, "needs a configuration that loads")
-        return check_outbox_file(conf.outbox.path, outbox_schema.inspect)
+        return check_outbox_file(conf.outbox.path)
 
     _upgrade_checks = (
         ("Configuration", _configuration),
         ("Backend binding", _backend),
         ("Signing key", _signing),
-        *((("Outbox file", _outbox),) if outbox_schema is not None else ()),
+        ("Outbox file", _outbox),
     )
 
 

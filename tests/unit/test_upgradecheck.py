@@ -124,3 +124,22 @@ def test_the_outbox_file_check(kind, code):
     assert (
         result.details == f"[outbox] path /var/lib/hypervisor-notifier/outbox.sqlite: {kind} file"
     )
+
+
+def test_the_outbox_check_reads_the_real_file(tmp_path):
+    import sqlite3
+
+    from hypervisor_notifier.notifier import outbox_schema
+
+    ours, newer = str(tmp_path / "ours.sqlite"), str(tmp_path / "newer.sqlite")
+    outbox_schema.create(ours)
+    outbox_schema.create(newer)
+    with sqlite3.connect(newer) as db:
+        db.execute(f"PRAGMA user_version = {outbox_schema.SCHEMA_VERSION + 1}")
+
+    assert upgradecheck.check_outbox_file(ours).code == Code.SUCCESS
+    assert upgradecheck.check_outbox_file(str(tmp_path / "missing.sqlite")).code == Code.SUCCESS
+    refused = upgradecheck.check_outbox_file(newer)
+    assert refused.code == Code.FAILURE
+    assert "newer" in refused.details
+    assert upgradecheck.check_outbox_file(str(tmp_path)).code == Code.FAILURE
