@@ -6,11 +6,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from oslo_config import cfg
-
-from hypervisor_notifier import logs
+from hypervisor_notifier import conf as config
+from hypervisor_notifier import logs, version
+from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
-from hypervisor_notifier.conf import default as default_conf
 from hypervisor_notifier.conf import masakari as masakari_conf
 from hypervisor_notifier.consumer.masakari import MasakariConsumer
 from hypervisor_notifier.transport_url import mask_secrets
@@ -20,17 +19,18 @@ PROG = "hypervisor-notifier-masakari"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Consume until SIGTERM; 2 for a bad configuration."""
-    conf = cfg.ConfigOpts()
-    conf.register_opts(default_conf.opts)
-    masakari_conf.register_opts(conf)
     try:
-        conf(list(sys.argv[1:] if argv is None else argv), project="hypervisor-notifier",
-             prog=PROG)  # fmt: skip
+        conf = config.load(
+            sys.argv[1:] if argv is None else argv,
+            prog=PROG,
+            version=version(),
+            register=masakari_conf.register_opts,
+            options=masakari_conf.own_opts,
+        )
+        logs.setup(conf, PROG)
         consumer = MasakariConsumer.from_conf(conf)
-    except (cfg.Error, ValueError) as exc:
-        print(f"{PROG}: error: {mask_secrets(str(exc).strip())}", file=sys.stderr)
-        return 2
-    logs.setup(debug=conf.debug, log_file=conf.log_file)
+    except (config.ConfigError, ValueError) as exc:
+        return print_error(PROG, ValueError(mask_secrets(str(exc))))
     done = threading.Event()
     with stop_signals_to_main_thread(done.set):
         consumer.start()

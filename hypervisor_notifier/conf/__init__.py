@@ -8,7 +8,7 @@ option (:class:`ConfigError`); :func:`where` lets later checks say the same.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from oslo_config import cfg
 
@@ -38,6 +38,8 @@ def load(
     prog: str,
     description: str | None = None,
     version: str | None = None,
+    register: Callable[[cfg.ConfigOpts], None] = register_opts,
+    options: Callable[[], list[tuple[str | None, list[cfg.Opt]]]] = list_opts,
 ) -> cfg.ConfigOpts:
     """Parse the command line and config files into a new ConfigOpts.
 
@@ -50,13 +52,15 @@ def load(
         prog: The command's name, for ``--help``.
         description: For ``--help``.
         version: Answered by ``--version``.
+        register: Registers the command's options (default: the service's).
+        options: Lists the options whose values are checked (default: the service's).
 
     Raises:
         ConfigError: With every problem found, one line each.
 
     """
     conf = cfg.ConfigOpts()
-    register_opts(conf)
+    register(conf)
     argv = list(argv)
     try:
         conf(argv, project="hypervisor-notifier", prog=prog, description=description,
@@ -64,7 +68,7 @@ def load(
     except (cfg.Error, OSError, ValueError) as exc:
         raise ConfigError(_describe(exc, argv)) from None
     problems = sources.unknown(conf, sources.config_files(conf, argv))
-    for group, opts in list_opts():
+    for group, opts in options():
         section = conf[group] if group else conf
         for opt in opts:
             try:

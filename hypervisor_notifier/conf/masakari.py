@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
+from oslo_log import log
 
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.conf import tls as tls_conf
@@ -65,13 +66,19 @@ masakari_opts = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register both groups, keystoneauth1's options included."""
+    """Register both groups, keystoneauth1's options included, and oslo.log's."""
+    log.register_options(conf)
     conf.register_opts(bus_opts, group=BUS_GROUP)
     conf.register_opts(masakari_opts, group=GROUP)
     ks_loading.register_session_conf_options(conf, GROUP)
     ks_loading.register_auth_conf_options(conf, GROUP)
     ks_loading.register_adapter_conf_options(conf, GROUP)
     conf.set_default("service_type", SERVICE_TYPE, group=GROUP)
+
+
+def own_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """The consumer's own options (whose values ``conf.load`` checks at start)."""
+    return [(BUS_GROUP, bus_opts), (GROUP, masakari_opts)]
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
