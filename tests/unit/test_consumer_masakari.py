@@ -150,3 +150,26 @@ def test_a_notification_masakari_refuses_for_good_is_not_retried(api, status):
         client_for(server.url).send(NOTIFICATION)
 
     assert len(server.bodies) == 1
+
+
+def test_the_command_refuses_a_typo_in_its_file_in_one_line(tmp_path, capsys):
+    from hypervisor_notifier.cmd import masakari as command
+
+    conf = tmp_path / "masakari.conf"
+    conf.write_text("[hypervisor_notifier]\nqueu = x\n\n[masakari]\nauth_type = none\n")
+
+    assert command.main(["--config-file", str(conf)]) == 2
+
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"hypervisor-notifier-masakari: error: {conf}: [hypervisor_notifier]")
+    assert "queu" in line
+
+
+def test_the_command_answers_its_version(capsys):
+    from hypervisor_notifier.cmd import masakari as command
+
+    with pytest.raises(SystemExit) as exit_status:
+        command.main(["--version"])
+
+    assert exit_status.value.code == 0
+    assert capsys.readouterr().out.strip()
