@@ -80,9 +80,12 @@ def test_a_missing_tls_file_names_the_group_it_came_from(settings_of):
         settings_of("[oslo_messaging_rabbit]\nssl = true\nssl_ca_file = /nonexistent/ca.pem\n")
 
 
-def test_a_bad_fallback_url_names_its_option_without_the_password(settings_of):
+def test_a_bad_fallback_url_names_its_option_without_the_password(settings_of, tmp_path):
     with pytest.raises(config.ConfigError) as excinfo:
         settings_of("[DEFAULT]\ntransport_url = kafka://u:s3cret@h/\n")
 
-    assert str(excinfo.value).startswith("[DEFAULT] transport_url: ")
+    # One line naming the file, the section and the option.
+    assert str(excinfo.value).startswith(
+        f"{tmp_path / 'hypervisor-notifier.conf'}: [DEFAULT] transport_url: "
+    )
     assert "s3cret" not in str(excinfo.value)

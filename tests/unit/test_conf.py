@@ -178,18 +178,18 @@ def test_a_config_dir_is_checked_too_and_section_names_are_case_insensitive(tmp_
 
 
 def test_what_a_library_registers_on_the_conf_is_known_without_a_list(tmp_path):
-    # oslo.log registers its options on the same ConfigOpts: they are known from then on.
+    # A library (as oslo.log does) registers its options on the same ConfigOpts:
+    # they are known from then on.
     path = tmp_path / "n.conf"
-    path.write_text("[DEFAULT]\nlog_dir = /var/log/x\n[oslo_messaging_rabbit]\nssl = true\n")
+    path.write_text("[DEFAULT]\nlibrary_dir = /var/x\n[library_group]\nflag = true\n")
     loaded = cfg.ConfigOpts()
     conf.register_opts(loaded)
     loaded(["--config-file", str(path)])
     assert len(sources.unknown(loaded, [str(path)])) == 2
 
-    loaded.register_opt(cfg.StrOpt("log_dir"))
-    loaded.register_opt(cfg.BoolOpt("ssl", deprecated_name="rabbit_use_ssl"),
-                        group="oslo_messaging_rabbit")  # fmt: skip
-    path.write_text(path.read_text() + "rabbit_use_ssl = true\n")
+    loaded.register_opt(cfg.StrOpt("library_dir"))
+    loaded.register_opt(cfg.BoolOpt("flag", deprecated_name="old_flag"), group="library_group")
+    path.write_text(path.read_text() + "old_flag = true\n")
     assert sources.unknown(loaded, [str(path)]) == []
 
 
