@@ -24,9 +24,9 @@ LOG = logging.getLogger(__name__)
 class SQLiteOutbox(MemoryOutbox):
     """An outbox that also survives a crash of the service: SQLite in WAL mode.
 
-    Each event is committed when it is put, before ``put`` returns (with the
-    last state of its instance, in the same transaction): an event the
-    service accepted is not lost by its crash. Confirmed entries are deleted
+    The events of a ``put_many`` are committed in one transaction before it
+    returns (group commit): an event the service accepted is not lost by its
+    crash. Confirmed entries are deleted
     in the groups the broker acks them. Entries left by a previous run are
     loaded at start and published first.
 
@@ -119,14 +119,11 @@ class SQLiteOutbox(MemoryOutbox):
         with self._lock:
             self._transaction(("DELETE FROM states WHERE uuid = ?", [(uuid,) for uuid in uuids]))
 
-    def _store(self, entry: Entry) -> None:
-        # The only write before publishing: one statement, which autocommit commits.
-        if self._db is None:
-            return
-        try:
-            self._db.execute("INSERT INTO events VALUES (?, ?)", (entry.entry_id, entry.body))
-        except sqlite3.Error as exc:
-            self._degrade(exc)
+    def _store(self, entries: list[Entry]) -> None:
+        # The only write before publishing: the whole batch in one transaction.
+        self._transaction(
+            ("INSERT INTO events VALUES (?, ?)", [(e.entry_id, e.body) for e in entries])
+        )
 
     def _confirmed(self, entries: list[Entry]) -> None:
         # Off the latency path: the last state of an instance is recorded once its
