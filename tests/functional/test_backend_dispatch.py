@@ -8,17 +8,18 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from oslo_config import cfg
 
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import wire
-from hypervisor_notifier.backends.base import DispatchingBackend
 from hypervisor_notifier.backends.libvirt.backend import LibvirtBackend
 from hypervisor_notifier.events import Observation, Transition
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
@@ -26,6 +27,9 @@ from hypervisor_notifier.notifier.service import Service
 
 from .conftest import LIBVIRT_URI, TIMEOUT, unique
 from .faults import Burst, running_domains, wait_until
+
+if TYPE_CHECKING:
+    from hypervisor_notifier.backends.base import DispatchingBackend
 
 CALLS = 40
 
@@ -85,6 +89,10 @@ class Listener:
             self.changed.notify_all()
         if self.fail_first and self.calls == 1:
             raise RuntimeError("listener bug")
+
+    def on_event(self, observation: Observation) -> None:
+        """The one-event call of earlier versions: lets this test show how they behaved."""
+        self.on_events([observation])
 
     def on_resync(self, reason: str) -> None:
         if self.then is not None:
@@ -165,7 +173,15 @@ def outbox_bodies(path: Path) -> list[bytes]:
         db.close()
 
 
-def test_libvirt_a_failing_listener_is_skipped_on_the_same_connection(make_domain, connected):
+def connections(caplog: pytest.LogCaptureFixture, message: str) -> int:
+    """How many connections the backend logged (the test set the level to INFO first)."""
+    return sum(1 for record in caplog.records if record.getMessage().startswith(message))
+
+
+def test_libvirt_a_failing_listener_is_skipped_on_the_same_connection(
+    make_domain, connected, caplog
+):
+    caplog.set_level(logging.INFO)
     (dom,) = running_domains(make_domain, 1)
     backend = LibvirtBackend(service_conf())
     listener = Listener({dom.UUIDString()}, fail_first=True)
@@ -176,12 +192,14 @@ def test_libvirt_a_failing_listener_is_skipped_on_the_same_connection(make_domai
     dom.resume()
     listener.wait_until(lambda: Transition.RESUMED in listener.reported(), "the resume")
 
+    assert connections(caplog, "connected to libvirt") == 1
     assert (backend.reconnects, backend.problem, listener.resyncs) == (0, None, ["connected"])
 
 
-def test_esx_a_failing_listener_is_skipped_in_the_same_session(vcsim, connected):
+def test_esx_a_failing_listener_is_skipped_in_the_same_session(vcsim, connected, caplog):
     from hypervisor_notifier.backends.esx import EsxBackend
 
+    caplog.set_level(logging.INFO)
     session = vcsim.session()
     vm = vcsim.vms_by_name(session)["ha-host_VM0"]
     backend = EsxBackend(service_conf(esx=vcsim.config()))
@@ -193,4 +211,5 @@ def test_esx_a_failing_listener_is_skipped_in_the_same_session(vcsim, connected)
     vm.PowerOnVM_Task()
     listener.wait_until(lambda: Transition.STARTED in listener.reported(), "the power-on")
 
+    assert connections(caplog, "logged in to vSphere") == 1
     assert (backend.reconnects, backend.problem, listener.resyncs) == (0, None, ["connected"])
