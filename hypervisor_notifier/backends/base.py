@@ -249,14 +249,15 @@ class DispatchingBackend(Backend):
         """What to report for a raw event; None for nothing (this one is not reported)."""
         return item.observation if isinstance(item, Observed) else None
 
-    def _wait_for_item(self) -> QueueItem | None:
+    def _wait_for_items(self) -> list[QueueItem]:
         """Block until an item is queued and return it (a polled hypervisor polls here).
 
         A backend whose hypervisor is polled rather than calling back
-        overrides it: poll (bounded), queue what it found, return the first
-        item or None. An exception means the connection is lost.
+        overrides it: unless items are queued, poll (bounded) and return what
+        it found, maybe nothing; they come before the items queued meanwhile.
+        An exception means the connection is lost.
         """
-        return self._queue.get()
+        return [self._queue.get()]
 
     def _describe(self, exc: Exception) -> str:
         """A one-line reason for a connection lost by ``exc``."""
@@ -344,11 +345,9 @@ class DispatchingBackend(Backend):
             self._report(listener, batch)
 
     def _take(self) -> None:
-        """Move the first item (waiting for it) and every item queued then to the backlog."""
+        """Move the first items (waiting for them) and every item queued then to the backlog."""
         if not self._backlog:
-            first = self._wait_for_item()
-            if first is not None:
-                self._backlog.append(first)
+            self._backlog.extend(self._wait_for_items())
         while True:
             try:
                 self._backlog.append(self._queue.get_nowait())

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import ssl
 from typing import Any
 
@@ -139,19 +138,15 @@ class EsxBackend(base.DispatchingBackend):
             raise base.ConnectFailed(self._lost(_describe(exc))) from None
         LOG.info("logged in to vSphere %s; watching %d VMs", self.endpoint, len(self._vms))
 
-    def _wait_for_item(self) -> base.QueueItem | None:
+    def _wait_for_items(self) -> list[base.QueueItem]:
         """Poll vSphere (one WaitForUpdatesEx) unless items wait already."""
-        if self._queue.empty():
-            found: list[events.Observation] = []
-            self._wait(found.append)
-            # Queued once the update set is read whole: a session lost halfway
-            # leaves nothing to report after the next session's resync.
-            for observation in found:
-                self._queue.put(base.Observed(observation))
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
+        if not self._queue.empty():
+            return []
+        found: list[events.Observation] = []
+        # Returned once the update set is read whole: a session lost halfway
+        # leaves nothing to report after the next session's resync.
+        self._wait(found.append)
+        return [base.Observed(observation) for observation in found]
 
     def _login(self) -> None:
         opts = self.opts

@@ -81,11 +81,11 @@ class FakeBackend(base.DispatchingBackend):
             item.name, item.name, Transition.PAUSED, PowerState.PAUSED, "E", "D", OCCURRED
         )
 
-    def _wait_for_item(self) -> base.QueueItem | None:
+    def _wait_for_items(self) -> list[base.QueueItem]:
         if self.poll_error is not None:
             error, self.poll_error = self.poll_error, None
             raise error
-        return super()._wait_for_item()
+        return super()._wait_for_items()
 
 
 class Recorder:
