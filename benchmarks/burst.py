@@ -4,7 +4,10 @@ Usage: ``python benchmarks/burst.py [--changes 5000] [--guests 50] [--rounds 2]
 [--paths group,one-by-one]`` (or ``tox -e bench``).
 
 A benchmark, not a test. In this process, the service's real pipeline:
-:class:`LibvirtBackend` watching libvirtd's test driver (``test+unix:///default``),
+:class:`LibvirtBackend` watching the test driver of a libvirtd of the
+benchmark's own (``tests/functional/privatelibvirtd.py``: other processes'
+guests neither add events nor see the burst's; ``--uri test+unix:///default``
+for the shared daemon),
 :class:`Service`, a :class:`SQLiteOutbox` file in a temporary directory and
 the :class:`Publisher` to the RabbitMQ at 127.0.0.1:5672 (its own exchange and
 host queue, deleted after). A driver child process (this script with
@@ -61,7 +64,10 @@ from hypervisor_notifier.backends.libvirt.backend import LibvirtBackend
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from hypervisor_notifier.notifier.service import Service
 
-LIBVIRT_URI = "test+unix:///default"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.functional.privatelibvirtd import PrivateLibvirtd  # noqa: E402
+
 TOPIC = "hypervisor_events"
 GUEST_XML = (
     "<domain type='test'><name>{name}</name><memory>8192</memory>"
@@ -79,9 +85,9 @@ TIMEOUT = 120.0
 # -- the driver child process --------------------------------------------------
 
 
-def drive(names: list[str], changes: int) -> None:
+def drive(uri: str, names: list[str], changes: int) -> None:
     """Suspend/resume ``names`` in turn, ``changes`` calls in all; print the end's monotonic."""
-    conn = libvirt.open(LIBVIRT_URI)
+    conn = libvirt.open(uri)
     doms = [conn.lookupByName(name) for name in names]
     paused = [dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED for dom in doms]
     started = time.monotonic()
@@ -159,14 +165,16 @@ class OneByOne:
 
 
 @contextlib.contextmanager
-def service_running(workdir: Path, counts: Counts, one_by_one: bool) -> Iterator[Service]:
+def service_running(
+    uri: str, workdir: Path, counts: Counts, one_by_one: bool
+) -> Iterator[Service]:
     """The real pipeline in this process, its start-up resync done; stopped and cleaned after."""
     host, exchange = f"burst-{uuid.uuid4().hex[:8]}", f"hn-burst-{uuid.uuid4().hex[:8]}"
     conf = cfg.ConfigOpts()
     config.register_opts(conf)
     conf([], default_config_files=[], default_config_dirs=[])
     conf.set_override("host", host)
-    conf.set_override("connection_uri", LIBVIRT_URI, group="libvirt")
+    conf.set_override("connection_uri", uri, group="libvirt")
     conf.set_override("transport_url", TRANSPORT_URL, group="publisher")
     conf.set_override("exchange", exchange, group="publisher")
     backend = CountingBackend(conf)
@@ -193,12 +201,12 @@ def wait_until(condition: object, what: str) -> None:
         time.sleep(0.01)
 
 
-def burst(workdir: Path, names: list[str], uuids: set[str], changes: int, one_by_one: bool):
-    """One burst on one path: (in memory, not yet received, latencies, calls/s)."""
+def burst(uri: str, workdir: Path, names: list[str], uuids: set[str], changes: int, one: bool):
+    """One burst on one path: (in memory, not yet received, latencies, calls/s, lateness)."""
     counts = Counts(uuids)
-    with service_running(workdir, counts, one_by_one):
+    with service_running(uri, workdir, counts, one):
         with subprocess.Popen(
-            [sys.executable, __file__, "--drive", str(changes), *names],
+            [sys.executable, __file__, "--drive", uri, str(changes), *names],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -215,9 +223,9 @@ def burst(workdir: Path, names: list[str], uuids: set[str], changes: int, one_by
 
 
 @contextlib.contextmanager
-def guests(count: int) -> Iterator[tuple[list[str], set[str]]]:
+def guests(uri: str, count: int) -> Iterator[tuple[list[str], set[str]]]:
     """``count`` running test-driver guests with nova's metadata; removed after."""
-    conn = libvirt.open(LIBVIRT_URI)  # held: the test driver forgets guests of no client
+    conn = libvirt.open(uri)  # held: the test driver forgets guests of no client
     run_id = uuid.uuid4().hex[:8]
     doms = []
     try:
@@ -235,6 +243,22 @@ def guests(count: int) -> Iterator[tuple[list[str], set[str]]]:
         conn.close()
 
 
+@contextlib.contextmanager
+def daemon(workdir: Path, uri: str | None) -> Iterator[str]:
+    """``uri``, or the test driver of a private libvirtd started for the block."""
+    if uri is not None:
+        yield uri
+        return
+    directory = workdir / "libvirtd"
+    directory.mkdir()
+    private = PrivateLibvirtd(directory)
+    private.start()
+    try:
+        yield private.uri
+    finally:
+        private.stop()
+
+
 # -- the report ------------------------------------------------------------------
 
 
@@ -245,18 +269,18 @@ def report(changes: int, results: dict[str, list[tuple]]) -> list[str]:
     lines = [
         f"burst window: {changes} libvirt calls per burst, in memory {AFTER:g} s after the "
         f"burst's last call; callback -> outbox commit (ms); {ANCHOR}",
-        f"  {'path':<14}{'in memory (per burst)':<34}{'not yet received':<20}"
-        f"{'p50':>7}{'p99':>7}{'max':>8}  calls/s",
+        f"  {'path':<12}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}  per burst: in memory "
+        "(not yet received) at calls/s",
     ]
     verdicts = []
     for label, runs in results.items():
-        memory = ", ".join(f"{m} ({m / changes:.1%})" for m, *_ in runs)
-        unseen = ", ".join(str(u) for _, u, *_ in runs)
         stats = Stats.of([ms for _, _, latencies, *_ in runs for ms in latencies])
-        rates = ", ".join(f"{rate:.0f}" for *_, rate, _ in runs)
+        bursts = "; ".join(
+            f"{m} = {m / changes:.1%} ({u}) at {rate:.0f}" for m, u, _, rate, _ in runs
+        )
         lines.append(
-            f"  {label:<14}{memory:<34}{unseen:<20}{stats.p50:7.2f}{stats.p99:7.2f}"
-            f"{stats.max:8.1f}  {rates}"
+            f"  {label:<12}{stats.p50:9.2f}{stats.p90:9.2f}{stats.p99:9.2f}{stats.max:9.1f}"
+            f"  {bursts}"
         )
         if label == "group":
             worst = max(m for m, *_ in runs) / changes
@@ -278,6 +302,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--paths", default="group,one-by-one", help="comma-separated: group, one-by-one"
     )
+    parser.add_argument(
+        "--uri", help="a libvirt URI to use instead of a private libvirtd (test driver)"
+    )
     parser.add_argument("--drive", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.paths = [p for p in args.paths.split(",") if p]
@@ -291,7 +318,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.drive:
-        drive(args.drive[1:], int(args.drive[0]))
+        drive(args.drive[0], args.drive[2:], int(args.drive[1]))
         return 0
     header = [
         f"machine: nproc {os.cpu_count()}, {platform.machine()}, Linux {platform.release()}, "
@@ -300,18 +327,16 @@ def main(argv: list[str] | None = None) -> int:
         f"load average (1 min) at start: {os.getloadavg()[0]:.1f}",
     ]
     results: dict[str, list[tuple]] = {label: [] for label in args.paths}
-    with (
-        tempfile.TemporaryDirectory(prefix="hn-burst-") as workdir,
-        guests(args.guests) as (
-            names,
-            uuids,
-        ),
-    ):
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hn-burst-"))
+        uri = stack.enter_context(daemon(Path(workdir), args.uri))
+        names, uuids = stack.enter_context(guests(uri, args.guests))
+        header.append(f"libvirt: {uri}")
         for round_ in range(args.rounds):
             for label in args.paths if round_ % 2 == 0 else args.paths[::-1]:
                 progress(f"round {round_ + 1}, {label}: a burst of {args.changes} calls")
                 results[label].append(
-                    burst(Path(workdir), names, uuids, args.changes, PATHS[label])
+                    burst(uri, Path(workdir), names, uuids, args.changes, PATHS[label])
                 )
     header.append(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     # The latencies are wall time: on a loaded machine a descheduled thread shows as a stall.

@@ -26,6 +26,9 @@ Delivery semantics a backend must honour:
   Events that arrive while the listener resyncs are queued, not dropped.
 - **Never give up.** An unreachable hypervisor is retried with backoff and
   logged; ``connect`` does not raise for it.
+
+:class:`DispatchingBackend` keeps these promises for a backend that provides
+how to connect, release and translate: both backends here run on it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import MalformedEvent, PowerState
 from hypervisor_notifier.notifier.outbox import MAX_EVENTS, Entry, MemoryOutbox
+from hypervisor_notifier.notifier.outbox_checkpoint import Checkpointer
 from hypervisor_notifier.signing import Signer
 
 LOG = logging.getLogger(__name__)
@@ -60,9 +61,11 @@ class SQLiteOutbox(MemoryOutbox):
         self.path = path
         self._problem: str | None = None
         self._db: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
         try:
             self._db = self._open(path, synchronous)
             self._recover(self._db)
+            self._checkpointer = Checkpointer(path, self._db)
         except (sqlite3.Error, OSError) as exc:
             self._degrade(exc)
 
@@ -162,10 +165,14 @@ class SQLiteOutbox(MemoryOutbox):
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             self._degrade(exc)
+            return
+        if self._checkpointer is not None:
+            self._checkpointer.due()
 
     def _degrade(self, exc: Exception) -> None:
         """Go on in memory (publishing matters more than durability); move the file aside."""
         db, self._db = self._db, None
+        self._stop_checkpoints()
         self._problem = f"outbox {self.path} is not usable ({exc}): events are kept in memory only"
         LOG.error("%s; publishing goes on", self._problem)
         if db is not None:
@@ -176,8 +183,14 @@ class SQLiteOutbox(MemoryOutbox):
             with contextlib.suppress(OSError):
                 os.replace(self.path + suffix, f"{self.path}.unusable{suffix}")
 
+    def _stop_checkpoints(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
+
     def close(self) -> None:
         """Close the database and the wake descriptors."""
+        self._stop_checkpoints()
         with self._lock:
             if self._db is not None:
                 self._db.close()
