@@ -27,9 +27,11 @@ class SQLiteOutbox(MemoryOutbox):
 
     The events of a ``put_many`` are committed in one transaction before it
     returns (group commit): an event the service accepted is not lost by its
-    crash. Confirmed entries are deleted
-    in the groups the broker acks them. Entries left by a previous run are
-    loaded at start and published first.
+    crash. The log is copied into the database by a thread of its own
+    (:mod:`~hypervisor_notifier.notifier.outbox_checkpoint`), never inside a
+    commit, which then never waits for the disk under the outbox's lock.
+    Confirmed entries are deleted in the groups the broker acks them.
+    Entries left by a previous run are loaded at start and published first.
 
     With ``synchronous = normal`` a commit survives a crash of the service
     but not a power cut of the host (which takes its guests down too; the

@@ -9,6 +9,8 @@ publishing before.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +111,24 @@ def test_the_service_stamps_a_reported_batch_and_commits_it_at_once(traced, tmp_
     seqs = [event.seq for event in stored]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert service.received["pushed"] == 20
+
+
+def test_the_log_is_copied_into_the_database_by_the_checkpointer_not_by_the_put(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    outbox = SQLiteOutbox(str(path))
+    checkpointer = outbox._checkpointer
+    assert checkpointer is not None
+    try:
+        # The put's connection never checkpoints: its commit does not wait for the disk.
+        assert outbox._db is not None
+        assert outbox._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        before = path.stat().st_size
+        outbox.put_many([make_event(seq=seq) for seq in range(1, 201)])
+
+        deadline = time.monotonic() + 10
+        while path.stat().st_size <= before and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert path.stat().st_size > before, "no checkpoint copied the log"
+    finally:
+        outbox.close()
+    assert not checkpointer._thread.is_alive()
