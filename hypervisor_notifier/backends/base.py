@@ -332,7 +332,7 @@ class DispatchingBackend(Backend):
             while self._backlog:
                 item = self._backlog.popleft()
                 if isinstance(item, HypervisorEvent):
-                    observation = self._translate(item)
+                    observation = self._translated(item)
                     if observation is not None:
                         batch.append(observation)
                     continue
@@ -356,6 +356,14 @@ class DispatchingBackend(Backend):
                 self._backlog.append(self._queue.get_nowait())
             except queue.Empty:
                 return
+
+    def _translated(self, item: HypervisorEvent) -> Observation | None:
+        try:
+            return self._translate(item)
+        except Exception:
+            # A translation bug costs that event (a resync repairs its state), not the batch.
+            LOG.exception("translating %s failed", item)
+            return None
 
     def _report(self, listener: BackendListener, batch: list[Observation]) -> None:
         if batch:

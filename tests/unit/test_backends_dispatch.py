@@ -75,6 +75,8 @@ class FakeBackend(base.DispatchingBackend):
 
     def _translate(self, item: base.HypervisorEvent) -> Observation | None:
         assert isinstance(item, FakeEvent)
+        if item.name == "bug":
+            raise KeyError(item.name)
         if not item.reported:
             return None
         return Observation(
@@ -195,6 +197,18 @@ def test_a_failing_listener_is_logged_and_skipped_on_the_same_connection(started
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(failures) == 1 and "on_events failed" in failures[0].getMessage()
     assert failures[0].exc_info is not None  # with its traceback
+
+
+def test_an_event_whose_translation_fails_is_logged_and_the_others_reported(started, caplog):
+    listener = Recorder()
+    backend = held(started, listener)
+    backend.hand_off(FakeEvent("a"), FakeEvent("bug"), FakeEvent("b"))
+    listener.hold.set()
+
+    listener.wait_until(lambda: listener.reported("b"), "b")
+    assert listener.calls == [("resync", "connected"), ("events", ["a", "b"])]
+    assert any("translating" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert backend.reconnects == 0
 
 
 def test_a_close_of_the_connection_is_announced_then_reconnected_counted_and_resynced(started):
