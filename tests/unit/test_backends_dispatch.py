@@ -320,3 +320,42 @@ def test_items_queued_at_once_are_reported_as_the_model_says(items):
         backend.close()
 
     assert listener.calls == [("resync", "connected"), *model([*items, FakeEvent("end")])]
+
+
+class Domain:
+    """What a libvirt callback reads of its domain: the local struct, no RPC."""
+
+    def UUIDString(self) -> str:  # libvirt's names
+        return "uuid-1"
+
+    def name(self) -> str:
+        return "vm-1"
+
+
+@pytest.mark.parametrize(
+    ("hand_off", "expected"),
+    [
+        (lambda b, dom: b._on_reboot(None, dom, None), (Transition.REBOOTED, "REBOOT", "")),
+        (
+            lambda b, dom: b._on_lifecycle(None, dom, 5, 1, None),
+            (Transition.STOPPED, "STOPPED", "DESTROYED"),
+        ),
+    ],
+    ids=["reboot", "stopped-destroyed"],
+)
+def test_libvirt_callbacks_queue_typed_items_that_translate_by_the_table(hand_off, expected):
+    from hypervisor_notifier.backends.libvirt.backend import DomainEvent, LibvirtBackend
+    from hypervisor_notifier.conf import register_opts
+
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([], default_config_files=[], default_config_dirs=[])
+    backend = LibvirtBackend(conf)
+
+    hand_off(backend, Domain())
+    item = backend._queue.get_nowait()
+    observation = backend._translate(item)
+
+    assert isinstance(item, DomainEvent) and (item.uuid, item.name) == ("uuid-1", "vm-1")
+    assert observation is not None
+    assert (observation.transition, observation.reason, observation.detail) == expected
