@@ -3,7 +3,9 @@
 nova's VMware driver has no lifecycle events: it only polls. This backend
 gives VMware compute hosts what libvirt hosts have. Install the ``esx`` extra.
 
-One thread (``esx-dispatch``) owns the vSphere session:
+One thread (``esx-dispatch``, the skeleton of
+:class:`~hypervisor_notifier.backends.base.DispatchingBackend`) owns the
+vSphere session:
 
 1. log in (backoff; the server's certificate is verified unless told otherwise);
 2. one PropertyCollector filter over a container view of the VMs in scope
@@ -12,9 +14,10 @@ One thread (``esx-dispatch``) owns the vSphere session:
 3. a resync (``listener.on_resync``), which lists every VM with its power
    state in one ``RetrievePropertiesEx`` over the view;
 4. ``WaitForUpdatesEx`` in a loop: each change of a VM's power state is an
-   observation. The events tell why: a ``VmGuestShutdownEvent`` (the guest
-   was asked to shut down) is reported as ``shutting_down`` and names the
-   ``stopped`` that follows, where an API power-off is a ``VmPoweredOffEvent``.
+   observation, and the changes of one update set are reported together.
+   The events tell why: a ``VmGuestShutdownEvent`` (the guest was asked to
+   shut down) is reported as ``shutting_down`` and names the ``stopped``
+   that follows, where an API power-off is a ``VmPoweredOffEvent``.
 
 A lost session (``NotAuthenticated``, a restarted vCenter, a network error)
 is logged in again with backoff, the filter recreated, and a resync run.
@@ -26,9 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import ssl
-import threading
 from typing import Any
 
 from oslo_config import cfg
@@ -37,7 +38,6 @@ from pyVmomi import vim, vmodl
 
 from hypervisor_notifier import events
 from hypervisor_notifier.backends import base
-from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.conf import esx as esx_conf
 
 LOG = logging.getLogger(__name__)
@@ -76,18 +76,16 @@ class _Vm:
     pending: tuple[str, str] | None = None
 
 
-class EsxBackend(base.Backend):
+class EsxBackend(base.DispatchingBackend):
     """Watch the VMs of an ESXi host or vCenter (``[esx]`` options)."""
 
     name = "esx"
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
-        super().__init__(conf)
         self.opts = conf[esx_conf.GROUP]
-        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(conf, reconnect_interval_max=self.opts.reconnect_interval_max)
         self._si: Any = None
+        self._filter: Any = None
         # Kept: every read of ``si.content`` is a round trip to the server.
         self._pc: Any = None
         self._view: Any = None
@@ -98,28 +96,6 @@ class EsxBackend(base.Backend):
     def endpoint(self) -> str:
         """``user@host:port``: who logs in where (never the password)."""
         return f"{self.opts.username}@{self.opts.host}:{self.opts.port}"
-
-    def connect(self, listener: base.BackendListener) -> None:
-        """See :meth:`Backend.connect`."""
-        self._thread = threading.Thread(
-            target=self._dispatch, args=(listener,), name="esx-dispatch", daemon=True
-        )
-        self._thread.start()
-
-    def request_resync(self, reason: str) -> None:
-        """See :meth:`Backend.request_resync`."""
-        if self._si is not None:
-            self._requests.put(reason)
-
-    def alive(self) -> bool:
-        """See :meth:`Backend.alive`: the dispatch thread runs."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def close(self) -> None:
-        """See :meth:`Backend.close`."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(self.opts.wait_seconds + self.opts.connect_timeout + 5)
 
     def list_instances(self) -> list[base.InstanceState]:
         """Every VM in scope with its power state: one RetrievePropertiesEx over the view."""
@@ -136,31 +112,41 @@ class EsxBackend(base.Backend):
             listing.append(base.InstanceState(uuid, props.get("name", ""), power_state, raw))
         return listing
 
-    # -- the dispatch thread -----------------------------------------------------
+    # -- the skeleton's hooks: dispatch thread -----------------------------------
 
-    def _dispatch(self, listener: base.BackendListener) -> None:
-        backoff = Backoff(maximum=self.opts.reconnect_interval_max)
-        while not self._stopping.is_set():
-            try:
-                self._login()
-                pc_filter = self._watch()
-                backoff.reset()
-                self.problem = None
-                LOG.info("logged in to vSphere %s; watching %d VMs", self.endpoint, len(self._vms))
-                self._resync(listener, "connected")
-                self._serve(listener, pc_filter)
-            except LoginFailed as exc:
-                self.problem = str(exc)
-            except Exception as exc:  # any failure: log in again, never let the thread die
-                self.problem = f"lost vSphere session {self.endpoint}: {_describe(exc)}"
-                if self._si is not None:
-                    listener.on_disconnected(self.problem)
-            finally:
-                self._logout()
-            if not self._stopping.is_set():
-                delay = backoff.next()
-                LOG.warning("%s; retrying in %.1f s", self.problem, delay)
-                self._stopping.wait(delay)
+    @property
+    def _close_timeout(self) -> float:
+        return float(self.opts.wait_seconds + self.opts.connect_timeout)
+
+    def _lost(self, reason: str) -> str:
+        return f"lost vSphere session {self.endpoint}: {reason}"
+
+    def _describe(self, exc: Exception) -> str:
+        return _describe(exc)
+
+    def _open(self) -> None:
+        """Log in and watch; a failure after the login is a lost session."""
+        try:
+            self._login()
+        except LoginFailed as exc:
+            raise base.ConnectFailed(str(exc)) from None
+        try:
+            self._filter = self._watch()
+        except LoginFailed as exc:
+            raise base.ConnectFailed(str(exc)) from None
+        except Exception as exc:
+            raise base.ConnectFailed(self._lost(_describe(exc))) from None
+        LOG.info("logged in to vSphere %s; watching %d VMs", self.endpoint, len(self._vms))
+
+    def _wait_for_items(self) -> list[base.QueueItem]:
+        """Poll vSphere (one WaitForUpdatesEx) unless items wait already."""
+        if not self._queue.empty():
+            return []
+        found: list[events.Observation] = []
+        # Returned once the update set is read whole: a session lost halfway
+        # leaves nothing to report after the next session's resync.
+        self._wait(found.append)
+        return [base.Observed(observation) for observation in found]
 
     def _login(self) -> None:
         opts = self.opts
@@ -262,21 +248,6 @@ class EsxBackend(base.Backend):
             objects += list(result.objects)
         return objects
 
-    def _serve(self, listener: base.BackendListener, pc_filter: Any) -> None:
-        try:
-            while not self._stopping.is_set():
-                while not self._requests.empty():
-                    self._resync(listener, self._requests.get())
-                self._wait(listener.on_event)
-        finally:
-            _quietly(pc_filter.Destroy)
-
-    def _resync(self, listener: base.BackendListener, reason: str) -> None:
-        try:
-            listener.on_resync(reason)
-        except Exception:
-            LOG.exception("resync (%s) of %s failed", reason, self.endpoint)
-
     def _wait(self, report: Any) -> None:
         """Wait for one batch of updates (at most ``wait_seconds``) and report its changes."""
         options = PC.WaitOptions(maxWaitSeconds=self.opts.wait_seconds)
@@ -349,8 +320,12 @@ class EsxBackend(base.Backend):
             vm.uuid, vm.name, transition, power_state, reason, detail, events.utcnow()
         )
 
-    def _logout(self) -> None:
+    def _release(self) -> None:
+        """Destroy the filter and log out, quietly."""
         si, self._si, self._pc, self._view = self._si, None, None, None
+        pc_filter, self._filter = self._filter, None
+        if pc_filter is not None:
+            _quietly(pc_filter.Destroy)
         if si is not None:
             _quietly(connect.Disconnect, si)
 

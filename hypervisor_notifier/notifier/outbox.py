@@ -1,6 +1,7 @@
 """The outbox: events waiting for the broker's confirm, in order.
 
-The service puts each event in the outbox; the publisher takes entries to
+The service puts events in the outbox, every batch the backend reported at
+once together (:meth:`Outbox.put_many`); the publisher takes entries to
 publish and confirms them once the broker acked them. An entry leaves the
 outbox only on :meth:`Outbox.confirm`, so a broker outage loses nothing:
 after a reconnect the publisher releases what was in flight and sends it
@@ -15,7 +16,7 @@ The outbox is bounded. When full, it drops the oldest waiting event of an
 instance that has a later event waiting (coalescing, counted): the latest
 state of every instance is never dropped.
 
-Threading contract: ``put`` may be called from any one thread; ``take``,
+Threading contract: ``put`` and ``put_many`` may be called from any one thread; ``take``,
 ``confirm`` and ``release_inflight`` from the publisher thread only.
 """
 
@@ -129,9 +130,17 @@ class Outbox(abc.ABC):
     def forget_states(self, uuids: list[str]) -> None:  # noqa: B027 - a hook: none kept here
         """Stop keeping the last state of these instances (they are gone)."""
 
-    @abc.abstractmethod
     def put(self, event: LifecycleEvent) -> None:
-        """Append an event; it stays until confirmed (or coalesced when the outbox is full)."""
+        """Append one event: :meth:`put_many` of one."""
+        self.put_many([event])
+
+    @abc.abstractmethod
+    def put_many(self, events: list[LifecycleEvent]) -> None:
+        """Append events in order, together; each stays until confirmed (or coalesced when full).
+
+        A durable outbox commits the batch in one transaction before it
+        returns, and before any of its events can be taken for publishing.
+        """
 
     @abc.abstractmethod
     def take(self, limit: int) -> list[Entry]:
@@ -177,15 +186,19 @@ class MemoryOutbox(Outbox):
         self._waiting_per_instance: collections.Counter[str] = collections.Counter()
         self._next_id = 1
 
-    def put(self, event: LifecycleEvent) -> None:
-        """See :meth:`Outbox.put`."""
-        body = wire.encode(event, self.signer)
+    def put_many(self, events: list[LifecycleEvent]) -> None:
+        """See :meth:`Outbox.put_many`."""
+        if not events:
+            return
+        # Encoded and signed before taking the lock: the publisher's confirms take it too.
+        bodies = [wire.encode(event, self.signer) for event in events]
         with self._lock:
-            entry = Entry(self._next_id, event, body)
-            self._next_id += 1
-            self._store(entry)
-            self._waiting.append(entry)
-            self._waiting_per_instance[event.instance_uuid] += 1
+            ids = range(self._next_id, self._next_id + len(events))
+            entries = list(map(Entry, ids, events, bodies))
+            self._next_id += len(entries)
+            self._store(entries)
+            self._waiting.extend(entries)
+            self._waiting_per_instance.update(event.instance_uuid for event in events)
             if len(self._waiting) + len(self._inflight) > self.max_events:
                 self._coalesce()
         self.wake()
@@ -259,8 +272,8 @@ class MemoryOutbox(Outbox):
 
     # Hooks for a durable subclass; called with the lock held.
 
-    def _store(self, entry: Entry) -> None:
-        """Persist a new entry."""
+    def _store(self, entries: list[Entry]) -> None:
+        """Persist new entries, together."""
 
     def _confirmed(self, entries: list[Entry]) -> None:
         """Forget entries the broker confirmed (in order)."""

@@ -17,6 +17,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.events import MalformedEvent, PowerState
 from hypervisor_notifier.notifier import outbox_schema
 from hypervisor_notifier.notifier.outbox import MAX_EVENTS, Entry, MemoryOutbox
+from hypervisor_notifier.notifier.outbox_checkpoint import Checkpointer
 from hypervisor_notifier.notifier.outbox_schema import Kind, OutboxFile, OutboxRefused
 from hypervisor_notifier.signing import Signer
 
@@ -29,12 +30,16 @@ LAST_SEQ = "last_seq"
 class SQLiteOutbox(MemoryOutbox):
     """An outbox that also survives a crash of the service: SQLite in WAL mode.
 
-    Each event is committed when it is put, before ``put`` returns: an event
-    the service accepted is not lost by its crash. Confirmed entries are
-    deleted in the groups the broker acks them, in the same transaction as
-    the last state of their instances and the highest ``seq`` issued (so
-    :attr:`last_seq` survives a restart even with the outbox empty). Entries
-    left by a previous run are loaded at start and published first.
+    The events of a ``put_many`` are committed in one transaction before it
+    returns (group commit): an event the service accepted is not lost by its
+    crash. The log is copied into the database by a thread of its own
+    (:mod:`~hypervisor_notifier.notifier.outbox_checkpoint`), never inside a
+    commit, which then never waits for the disk under the outbox's lock.
+    Confirmed entries are deleted in the groups the broker acks them, in the
+    same transaction as the last state of their instances and the highest
+    ``seq`` issued (so :attr:`last_seq` survives a restart even with the
+    outbox empty). Entries left by a previous run are loaded at start and
+    published first.
 
     With ``synchronous = normal`` a commit survives a crash of the service
     but not a power cut of the host (which takes its guests down too; the
@@ -80,6 +85,7 @@ class SQLiteOutbox(MemoryOutbox):
         self._db: sqlite3.Connection | None = None
         self._ours = False  # whether path is a file this outbox created or recognised
         self._last_seq = 0
+        self._checkpointer: Checkpointer | None = None
         try:
             found = outbox_schema.inspect(path)
         except OSError as exc:  # unreadable: not ours to judge, nor to move
@@ -106,6 +112,7 @@ class SQLiteOutbox(MemoryOutbox):
             if kept is not None:
                 self._salvage(self._db, kept, found)
             self._recover(self._db)
+            self._checkpointer = Checkpointer(path, self._db)
         except (sqlite3.Error, OSError) as exc:
             self._degrade(exc)
 
@@ -187,14 +194,11 @@ class SQLiteOutbox(MemoryOutbox):
         with self._lock:
             self._transaction(("DELETE FROM states WHERE uuid = ?", [(uuid,) for uuid in uuids]))
 
-    def _store(self, entry: Entry) -> None:
-        # The only write before publishing: one statement, which autocommit commits.
-        if self._db is None:
-            return
-        try:
-            self._db.execute("INSERT INTO events VALUES (?, ?)", (entry.entry_id, entry.body))
-        except sqlite3.Error as exc:
-            self._degrade(exc)
+    def _store(self, entries: list[Entry]) -> None:
+        # The only write before publishing: the whole batch in one transaction.
+        self._transaction(
+            ("INSERT INTO events VALUES (?, ?)", [(e.entry_id, e.body) for e in entries])
+        )
 
     def _confirmed(self, entries: list[Entry]) -> None:
         # Off the latency path: the last state of an instance is recorded once its
@@ -234,10 +238,14 @@ class SQLiteOutbox(MemoryOutbox):
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             self._degrade(exc)
+            return
+        if self._checkpointer is not None:
+            self._checkpointer.due()
 
     def _degrade(self, exc: Exception) -> None:
         """Go on in memory (publishing matters more than durability); move our file aside."""
         db, self._db = self._db, None
+        self._stop_checkpoints()
         self._problem = f"outbox {self.path} is not usable ({exc}): events are kept in memory only"
         LOG.error("%s; publishing goes on", self._problem)
         if db is not None:
@@ -249,8 +257,14 @@ class SQLiteOutbox(MemoryOutbox):
             with contextlib.suppress(OSError):
                 outbox_schema.move_aside(self.path, "unusable")
 
+    def _stop_checkpoints(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
+
     def close(self) -> None:
         """Close the database and the wake descriptors."""
+        self._stop_checkpoints()
         with self._lock:
             if self._db is not None:
                 self._db.close()

@@ -88,7 +88,7 @@ class _ListingProbe:
         finally:
             self.done.set()
 
-    def on_event(self, observation: events.Observation) -> None:
+    def on_events(self, observations: list[events.Observation]) -> None:
         """Events are not what the preflight is after."""
 
     def on_disconnected(self, reason: str) -> None:

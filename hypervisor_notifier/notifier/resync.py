@@ -27,7 +27,7 @@ class PublishedStates:
     """The last published power state of each instance.
 
     Not thread-safe: the service uses it from the backend's thread only
-    (``on_event`` and ``on_resync`` are called there).
+    (``on_events`` and ``on_resync`` are called there).
 
     Arguments:
         known: The states a previous run published (the durable outbox keeps

@@ -1,8 +1,10 @@
 """The service: backend -> outbox -> publisher, with resyncs that publish only changes.
 
-Data flows one way. The backend reports observations from its own thread;
-the service stamps each with this host, a fresh ``event_id`` and the next
-``seq``, and puts it in the outbox; the publisher thread sends it.
+Data flows one way. The backend reports observations from its own thread,
+every one waiting at once; the service stamps each with this host, a fresh
+``event_id`` and the next ``seq``, and puts the batch in the outbox, which
+commits it in one transaction (group commit: an event is accepted once its
+batch is committed); the publisher thread sends them.
 
 A resync lists every reported instance and publishes, with ``resync: true``,
 only the states that differ from what was last published: at start (against
@@ -105,9 +107,9 @@ class Service:
 
     # -- BackendListener -------------------------------------------------------
 
-    def on_event(self, observation: events.Observation) -> None:
-        """Stamp and queue a pushed event."""
-        self._emit(observation, resync=False)
+    def on_events(self, observations: list[events.Observation]) -> None:
+        """Stamp the pushed events and commit them to the outbox together."""
+        self._emit_many(observations, resync=False)
 
     def on_resync(self, reason: str) -> None:
         """Publish what changed since the last published state of each instance."""
@@ -129,25 +131,33 @@ class Service:
         LOG.info("hypervisor connection lost (%s); events resume after the resync", reason)
 
     def _emit(self, observation: events.Observation, *, resync: bool) -> None:
-        event = events.LifecycleEvent.from_observation(
-            observation,
-            host=self.host,
-            hypervisor=self.backend.name,
-            seq=self.sequence.next(),
-            resync=resync,
-        )
-        self.outbox.put(event)
-        self.published_states.record(event)
-        self.received["resync" if resync else "pushed"] += 1
-        LOG.debug(
-            "%s %s (%s) %s/%s seq=%d",
-            event.transition.value,
-            event.instance_name,
-            event.instance_uuid,
-            event.reason,
-            event.detail,
-            event.seq,
-        )
+        self._emit_many([observation], resync=resync)
+
+    def _emit_many(self, observations: list[events.Observation], *, resync: bool) -> None:
+        batch = [
+            events.LifecycleEvent.from_observation(
+                observation,
+                host=self.host,
+                hypervisor=self.backend.name,
+                seq=self.sequence.next(),
+                resync=resync,
+            )
+            for observation in observations
+        ]
+        # One transaction for the batch; once it returns, every event in it is accepted.
+        self.outbox.put_many(batch)
+        self.received["resync" if resync else "pushed"] += len(batch)
+        for event in batch:
+            self.published_states.record(event)
+            LOG.debug(
+                "%s %s (%s) %s/%s seq=%d",
+                event.transition.value,
+                event.instance_name,
+                event.instance_uuid,
+                event.reason,
+                event.detail,
+                event.seq,
+            )
 
     # -- lifecycle -------------------------------------------------------------
 

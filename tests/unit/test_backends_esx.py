@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from oslo_config import cfg
 from pyVmomi import vim, vmodl
@@ -154,3 +156,79 @@ def test_a_vm_that_leaves_the_view_is_forgotten_not_reported(backend):
 
     assert run(backend, BASELINE, leave) == []
     assert backend._vms == {}
+
+
+class ScriptedEsx(EsxBackend):
+    """The esx backend's own dispatch thread, logged in to a fake collector of ``batches``."""
+
+    def __init__(self, conf, batches) -> None:
+        super().__init__(conf)
+        self.collector = FakeCollector()
+        self.collector.batches = list(batches)
+        self.logins = self.logouts = 0
+
+    def _open(self) -> None:
+        self.logins += 1
+        self._si, self._pc, self._version = object(), self.collector, ""
+        self._wait(lambda _observation: None)  # the baseline, as _watch reads it
+
+    def _release(self) -> None:
+        if self._si is not None:
+            self.logouts += 1
+        self._si = self._pc = None
+
+
+class IdleCollector(FakeCollector):
+    def WaitForUpdatesEx(self, version, options):
+        if self.batches:
+            return super().WaitForUpdatesEx(version, options)
+        threading.Event().wait(0.01)  # vSphere's maxWaitSeconds, shortened: no update
+        return None
+
+
+class FailingFirstListener:
+    """Raises in its first on_events, as a buggy listener would; records every call."""
+
+    def __init__(self) -> None:
+        self.reported: list[list[Transition]] = []
+        self.changed = threading.Condition()
+
+    def on_events(self, observations):
+        with self.changed:
+            self.reported.append([o.transition for o in observations])
+            self.changed.notify_all()
+        if len(self.reported) == 1:
+            raise RuntimeError("listener bug")
+
+    def on_resync(self, reason):
+        pass
+
+    def on_disconnected(self, reason):
+        pass
+
+
+def test_a_failing_listener_is_logged_and_skipped_without_losing_the_session(caplog):
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([])
+    backend = ScriptedEsx(
+        conf,
+        [
+            BASELINE,
+            [vm_update(**{"runtime.powerState": "poweredOff"})],
+            [vm_update(**{"runtime.powerState": "poweredOn"})],
+        ],
+    )
+    backend.collector.__class__ = IdleCollector
+    listener = FailingFirstListener()
+    backend.connect(listener)
+    try:
+        with listener.changed:
+            assert listener.changed.wait_for(lambda: len(listener.reported) == 2, 10)
+        assert (backend.logins, backend.logouts, backend.reconnects) == (1, 0, 0)
+        assert backend.problem is None
+    finally:
+        backend.close()
+
+    assert listener.reported == [[Transition.STOPPED], [Transition.STARTED]]
+    assert any("on_events failed" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -3,12 +3,14 @@
 Threads:
 
 - ``libvirt-event-loop`` (see :mod:`.eventloop`) runs libvirt's callbacks.
-  They only put a tuple on a queue: no libvirt call, no logging, no lock.
-- ``libvirt-dispatch`` owns the connection: it connects with backoff and a
-  timeout, registers the callbacks, asks the listener to resync, then
-  translates queued events and reports them, in order. A close callback
-  (daemon restart, keepalive timeout) and a resync request go through the
-  same queue, so the events before them are reported first.
+  They only put a queue item (:class:`DomainEvent`, :class:`~.base.Closed`)
+  on the backend's queue: no libvirt call, no logging, no lock.
+- ``libvirt-dispatch`` (the skeleton of :class:`~.base.DispatchingBackend`)
+  owns the connection: it connects with backoff and a timeout, registers
+  the callbacks, asks the listener to resync, then translates the queued
+  events and reports them in batches, in order. A close callback (daemon
+  restart, keepalive timeout) and a resync request go through the same
+  queue, so the events before them are reported first.
 
 Which guests are reported follows ``[libvirt] report_*`` (a
 :class:`~.listing.ListFilter`), for listings and events alike.
@@ -16,10 +18,9 @@ Which guests are reported follows ``[libvirt] report_*`` (a
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
-import queue
-import threading
-from typing import Any
 
 import libvirt
 from oslo_config import cfg
@@ -28,7 +29,6 @@ from hypervisor_notifier import events
 from hypervisor_notifier.backends import base
 from hypervisor_notifier.backends.libvirt import connection, eventloop, transitions
 from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
-from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import libvirt as libvirt_conf
 from hypervisor_notifier.transport_url import describe_error, mask_secrets
@@ -38,41 +38,40 @@ LOG = logging.getLogger(__name__)
 _CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client close"}
 
 
-class _Stop:
-    """Queue item: the backend is closing."""
+@dataclasses.dataclass(frozen=True)
+class DomainEvent(base.HypervisorEvent):
+    """Queue item: a lifecycle or reboot event, as its callback received it.
+
+    Arguments:
+        dom: The domain (its local struct: reading its UUID and name is no RPC).
+        uuid: Its UUID.
+        name: Its name.
+        translation: What the event means (:data:`.transitions.REBOOT` for a reboot).
+        occurred_at: When the callback received it.
+
+    """
+
+    dom: libvirt.virDomain
+    uuid: str
+    name: str
+    translation: transitions.Translation
+    occurred_at: datetime.datetime
 
 
-class _Closed:
-    """Queue item: libvirt closed the connection of generation ``generation``."""
-
-    def __init__(self, generation: int, reason: int) -> None:
-        self.generation = generation
-        self.reason = _CLOSE_REASONS.get(reason, f"reason {reason}")
-
-
-class _Resync:
-    """Queue item: a resync was requested."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class LibvirtBackend(base.Backend):
+class LibvirtBackend(base.DispatchingBackend):
     """Watch one libvirt connection URI (``[libvirt] connection_uri``)."""
 
     name = "libvirt"
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
-        super().__init__(conf)
         opts = conf[libvirt_conf.GROUP]
+        super().__init__(conf, reconnect_interval_max=opts.reconnect_interval_max)
         self.uri: str = opts.connection_uri
         try:
             connection.check_uri(self.uri)
         except ValueError as exc:
             raise ConfigError(f"[{libvirt_conf.GROUP}] connection_uri: {exc}") from None
         self._opts = opts
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._stopping = threading.Event()
         self.listing = ListFilter(
             include_inactive=opts.report_inactive,
             include_foreign=opts.report_foreign,
@@ -80,33 +79,12 @@ class LibvirtBackend(base.Backend):
         )
         self._conn: libvirt.virConnect | None = None
         self._lister: DomainLister | None = None
-        self._generation = 0
         self._callback_ids: list[int] = []
-        self._thread: threading.Thread | None = None
 
     def connect(self, listener: base.BackendListener) -> None:
         """See :meth:`Backend.connect`."""
         eventloop.start()
-        self._thread = threading.Thread(
-            target=self._dispatch, args=(listener,), name="libvirt-dispatch", daemon=True
-        )
-        self._thread.start()
-
-    def alive(self) -> bool:
-        """See :meth:`Backend.alive`: the dispatch thread runs."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def close(self) -> None:
-        """See :meth:`Backend.close`."""
-        self._stopping.set()
-        self._queue.put(_Stop())
-        if self._thread is not None:
-            self._thread.join(timeout=self._opts.connect_timeout + 5)
-
-    def request_resync(self, reason: str) -> None:
-        """See :meth:`Backend.request_resync`."""
-        if self._conn is not None:
-            self._queue.put(_Resync(reason))
+        super().connect(listener)
 
     def list_instances(self) -> list[base.InstanceState]:
         """The reported domains and their states, in one ``getAllDomainStats`` RPC."""
@@ -131,44 +109,38 @@ class LibvirtBackend(base.Backend):
         self, _conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object
     ) -> None:
         # UUIDString() and name() read the local virDomain struct: no RPC.
-        self._queue.put((dom, dom.UUIDString(), dom.name(), event, detail, events.utcnow()))
+        translation = transitions.translate(event, detail)
+        self._queue.put(
+            DomainEvent(dom, dom.UUIDString(), dom.name(), translation, events.utcnow())
+        )
 
     def _on_reboot(self, _conn: object, dom: libvirt.virDomain, _opaque: object) -> None:
-        self._queue.put((dom, dom.UUIDString(), dom.name(), None, None, events.utcnow()))
+        self._queue.put(
+            DomainEvent(dom, dom.UUIDString(), dom.name(), transitions.REBOOT, events.utcnow())
+        )
 
     def _on_close(self, _conn: object, reason: int, generation: int) -> None:
-        self._queue.put(_Closed(generation, reason))
+        self._queue.put(base.Closed(generation, _CLOSE_REASONS.get(reason, f"reason {reason}")))
 
-    # -- dispatch thread -------------------------------------------------------
+    # -- the skeleton's hooks: dispatch thread -----------------------------------
 
-    def _dispatch(self, listener: base.BackendListener) -> None:
-        backoff = Backoff(maximum=self._opts.reconnect_interval_max)
-        while not self._stopping.is_set():
-            if not self._open(backoff):
-                continue
-            reason = self._serve(listener)
-            self._release()
-            if reason is None:
-                return
-            self.problem = f"lost libvirt {mask_secrets(self.uri)} ({reason})"
-            LOG.warning("%s; reconnecting", self.problem)
-            listener.on_disconnected(reason)
+    @property
+    def _close_timeout(self) -> float:
+        return float(self._opts.connect_timeout)
 
-    def _open(self, backoff: Backoff) -> bool:
-        """Open the connection and register callbacks; on failure wait a backoff delay."""
+    def _lost(self, reason: str) -> str:
+        return f"lost libvirt {mask_secrets(self.uri)} ({reason})"
+
+    def _open(self) -> None:
+        """Open the connection and register the callbacks."""
         try:
             conn = connection.open_connection(
                 self.uri, read_only=self._opts.read_only, timeout=self._opts.connect_timeout
             )
         except (connection.ConnectTimeout, libvirt.libvirtError) as exc:
-            delay = backoff.next()
-            self.problem = (
+            raise base.ConnectFailed(
                 f"cannot connect to libvirt {mask_secrets(self.uri)}: " + describe_error(exc)
-            )
-            LOG.warning("%s; retrying in %.1f s", self.problem, delay)
-            self._stopping.wait(delay)
-            return False
-        self._generation += 1
+            ) from None
         self._conn = conn
         self._lister = DomainLister(conn)
         try:
@@ -184,78 +156,31 @@ class LibvirtBackend(base.Backend):
                 ),
             ]
         except libvirt.libvirtError as exc:
-            LOG.warning("registering libvirt callbacks on %s failed: %s", self.uri, exc)
-            self._release()
-            self._stopping.wait(backoff.next())
-            return False
-        backoff.reset()
-        self.problem = None
+            raise base.ConnectFailed(
+                f"registering libvirt callbacks on {mask_secrets(self.uri)} failed: {exc}"
+            ) from None
         LOG.info("connected to libvirt %s (read-only: %s)", self.uri, self._opts.read_only)
-        return True
 
-    def _serve(self, listener: base.BackendListener) -> str | None:
-        """Report events until the connection closes (its reason) or the backend stops (None)."""
-        self._resync(listener, "connected")
-        while True:
-            item = self._queue.get()
-            if isinstance(item, _Stop):
-                return None
-            if isinstance(item, _Closed):
-                if item.generation == self._generation:
-                    return item.reason
-                continue
-            if isinstance(item, _Resync):
-                self._resync(listener, item.reason)
-                continue
-            observation = self._translate(*item)
-            if observation is None:
-                continue
-            try:
-                listener.on_event(observation)
-            except Exception:
-                # A listener bug must not kill the only thread reporting events.
-                LOG.exception("reporting %s failed", observation)
-
-    def _resync(self, listener: base.BackendListener, reason: str) -> None:
-        try:
-            listener.on_resync(reason)
-        except base.BackendUnavailable as exc:
-            # The connection died during the resync: its close callback is queued.
-            LOG.warning("resync (%s) of %s failed: %s", reason, self.uri, exc)
-        except Exception:
-            LOG.exception("resync (%s) of %s failed", reason, self.uri)
-
-    def _translate(
-        self,
-        dom: libvirt.virDomain,
-        uuid: str,
-        name: str,
-        event: int | None,
-        detail: int | None,
-        occurred_at: Any,
-    ) -> events.Observation | None:
-        if event is None or detail is None:
-            translation = transitions.Translation(
-                "REBOOT", "", (events.Transition.REBOOTED, events.PowerState.RUNNING)
-            )
-        else:
-            translation = transitions.translate(event, detail)
+    def _translate(self, item: base.HypervisorEvent) -> events.Observation | None:
+        if not isinstance(item, DomainEvent):
+            return super()._translate(item)
+        translation = item.translation
         if translation.outcome is None:
             # A definition changed: who launched the domain may have too.
             if self._lister is not None:
-                self._lister.forget(uuid)
+                self._lister.forget(item.uuid)
             return None
-        if not self._reported(dom, name):
+        if not self._reported(item.dom, item.name):
             return None
         transition, power_state = translation.outcome
         return events.Observation(
-            uuid,
-            name,
+            item.uuid,
+            item.name,
             transition,
             power_state,
             translation.reason,
             translation.detail,
-            occurred_at,
+            item.occurred_at,
         )
 
     def _reported(self, dom: libvirt.virDomain, name: str) -> bool:

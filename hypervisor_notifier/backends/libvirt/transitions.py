@@ -132,6 +132,11 @@ class Translation:
     outcome: tuple[Transition, PowerState] | None
 
 
+#: The reboot event (``VIR_DOMAIN_EVENT_ID_REBOOT``, no detail): the guest
+#: reset itself and runs on; it has no (event, detail) code of its own.
+REBOOT = Translation("REBOOT", "", (Transition.REBOOTED, PowerState.RUNNING))
+
+
 def translate(event: int, detail: int) -> Translation:
     """Translate a lifecycle (event, detail) pair; codes newer than the table are kept raw."""
     try:

@@ -1,0 +1,134 @@
+"""Group commit: a batch the backend reports is accepted once, in one transaction, before return.
+
+The events of one ``on_events`` call are stamped by the service and put with
+``Outbox.put_many``, which commits them together: when it returns, another
+reader of the outbox file sees every one of them, and none is taken for
+publishing before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.events import Observation, PowerState, Transition, utcnow
+from hypervisor_notifier.notifier.outbox import MemoryOutbox
+from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
+from hypervisor_notifier.notifier.service import Service
+from tests.factories import make_event
+
+
+def bodies_in_file(path: Path) -> list[bytes]:
+    """The event rows of the outbox file, read through a connection of our own."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [body for (body,) in db.execute("SELECT body FROM events ORDER BY id")]
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def traced(tmp_path) -> Iterator[tuple[SQLiteOutbox, list[str]]]:
+    """A SQLite outbox and the statements its connection runs from now on."""
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite"))
+    statements: list[str] = []
+    assert outbox._db is not None
+    outbox._db.set_trace_callback(statements.append)
+    yield outbox, statements
+    outbox.close()
+
+
+def transactions(statements: list[str]) -> int:
+    return sum(1 for statement in statements if statement.strip().upper() == "COMMIT")
+
+
+def test_put_many_commits_the_batch_in_one_transaction_before_it_returns(traced, tmp_path):
+    outbox, statements = traced
+    batch = [make_event(seq=seq) for seq in range(1, 101)]
+
+    outbox.put_many(batch)
+
+    assert transactions(statements) == 1
+    assert [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")] == batch
+
+
+def test_a_batch_is_taken_for_publishing_whole_and_in_order_after_earlier_puts(traced):
+    outbox, _ = traced
+    single = make_event(seq=1)
+    outbox.put(single)
+    outbox.put_many([make_event(seq=seq) for seq in range(2, 6)])
+
+    assert [entry.event.seq for entry in outbox.take(10)] == [1, 2, 3, 4, 5]
+
+
+def test_an_empty_batch_writes_nothing(traced):
+    outbox, statements = traced
+
+    outbox.put_many([])
+
+    assert statements == []
+    assert len(outbox) == 0
+
+
+def test_a_memory_outbox_takes_a_batch_in_order_too():
+    outbox = MemoryOutbox()
+    try:
+        outbox.put_many([make_event(seq=seq) for seq in range(1, 4)])
+        assert [entry.event.seq for entry in outbox.take(10)] == [1, 2, 3]
+    finally:
+        outbox.close()
+
+
+class Hypervisor:
+    """What the service asks of a backend while it is not started: its name."""
+
+    name = "libvirt"
+
+
+def observation(name: str, transition: Transition = Transition.PAUSED) -> Observation:
+    return Observation(f"uuid-{name}", name, transition, PowerState.PAUSED, "E", "D", utcnow())
+
+
+def test_the_service_stamps_a_reported_batch_and_commits_it_at_once(traced, tmp_path):
+    outbox, statements = traced
+    service = Service(Hypervisor(), outbox, publisher=None, host="compute-1")  # type: ignore[arg-type]
+    names = [f"vm-{i}" for i in range(20)]
+
+    service.on_events([observation(name) for name in names])
+
+    assert transactions(statements) == 1
+    stored = [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")]
+    assert [event.instance_name for event in stored] == names
+    assert {(event.host, event.hypervisor, event.resync) for event in stored} == {
+        ("compute-1", "libvirt", False)
+    }
+    seqs = [event.seq for event in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert service.received["pushed"] == 20
+
+
+def test_the_log_is_copied_into_the_database_by_the_checkpointer_not_by_the_put(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    outbox = SQLiteOutbox(str(path))
+    checkpointer = outbox._checkpointer
+    assert checkpointer is not None
+    try:
+        # The put's connection never checkpoints: its commit does not wait for the disk.
+        assert outbox._db is not None
+        assert outbox._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        before = path.stat().st_size
+        outbox.put_many([make_event(seq=seq) for seq in range(1, 201)])
+
+        deadline = time.monotonic() + 10
+        while path.stat().st_size <= before and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert path.stat().st_size > before, "no checkpoint copied the log"
+    finally:
+        outbox.close()
+    assert not checkpointer._thread.is_alive()
