@@ -69,6 +69,8 @@ class Outbox(abc.ABC):
 
     #: Events dropped by coalescing since start.
     coalesced = 0
+    #: True when the outbox file was found damaged at start.
+    damaged: bool = False
 
     def __init__(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
