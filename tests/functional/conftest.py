@@ -335,3 +335,32 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory):
 def private_broker(tmp_path_factory: pytest.TempPathFactory):
     """A RabbitMQ node of these tests' own, plain TCP (``.url``): for policies and faults."""
     yield from _private_node(tmp_path_factory, tls=False)
+
+
+@pytest.fixture
+def private_names(private_broker, names: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``names``, also deleted from the private node after the test."""
+    yield names
+    with private_broker.channel() as channel:
+        channel.queue_delete(wire.host_queue_name(TOPIC, names["host"]))
+        channel.exchange_delete(names["exchange"])
+
+
+@pytest.fixture
+def reject_publish(
+    private_broker, private_names: dict[str, str]
+) -> Iterator[Callable[[int], None]]:
+    """``reject_publish(limit)``: the private node nacks publishes to this test's host queue
+    beyond ``limit`` messages (a ``max-length`` policy with ``overflow: reject-publish``)."""
+    policies = []
+
+    def apply(limit: int) -> None:
+        policy = unique("hn-reject")
+        pattern = f"^{TOPIC}\\.{private_names['host']}$".replace("-", "\\-")
+        definition = f'{{"max-length": {limit}, "overflow": "reject-publish"}}'
+        private_broker.ctl("set_policy", "--apply-to", "queues", policy, pattern, definition)
+        policies.append(policy)
+
+    yield apply
+    for policy in policies:
+        private_broker.ctl("clear_policy", policy)

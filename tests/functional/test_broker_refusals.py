@@ -20,9 +20,19 @@ import pytest
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import LifecycleEvent
+from hypervisor_notifier.notifier.refusals import REPORTED_FOR
+from tests.factories import make_event
+from tests.service_process import TIMEOUT
 
 from .conftest import TOPIC, domain_xml, unique
-from .faults import Burst, HealthWatch, metrics, real_power_state, wait_until
+from .faults import (
+    Burst,
+    HealthWatch,
+    metrics,
+    real_power_state,
+    wait_for_health,
+    wait_until,
+)
 
 BURST = 3000
 QUEUE_LIMIT = 50
@@ -112,23 +122,8 @@ def received_total(sample: dict[str, float]) -> float:
 
 
 @pytest.fixture
-def private_names(private_broker, names):
-    """This test's exchange and host queue on the private node, deleted after."""
-    yield names
-    with private_broker.channel() as channel:
-        channel.queue_delete(wire.host_queue_name(TOPIC, names["host"]))
-        channel.exchange_delete(names["exchange"])
-
-
-@pytest.fixture
-def reject_publish_policy(private_broker, private_names):
-    """The private node nacks publishes to this test's host queue beyond QUEUE_LIMIT messages."""
-    policy = unique("hn-reject")
-    pattern = f"^{TOPIC}\\.{private_names['host']}$".replace("-", "\\-")
-    definition = f'{{"max-length": {QUEUE_LIMIT}, "overflow": "reject-publish"}}'
-    private_broker.ctl("set_policy", "--apply-to", "queues", policy, pattern, definition)
-    yield
-    private_broker.ctl("clear_policy", policy)
+def reject_publish_policy(reject_publish):
+    reject_publish(QUEUE_LIMIT)
 
 
 def own_guests(libvirtd, count: int) -> tuple[libvirt.virConnect, list[libvirt.virDomain]]:
@@ -190,6 +185,8 @@ def test_a_burst_into_a_full_queue_arrives_whole_and_nacks_are_counted_and_repor
         assert last[uuid].power_state == real_power_state(dom)
         assert last[uuid].seq == max(e.seq for e in reader.events if e.instance_uuid == uuid)
     assert any("nacked" in problem for problem in health.problems), health.problems
+    # Once the broker takes events again, /healthz clears (REPORTED_FOR s after the last nack).
+    wait_for_health(port, 200, timeout=REPORTED_FOR + TIMEOUT)
     assert service.stop() == 0
     conn.close()
 
@@ -225,3 +222,24 @@ def test_a_host_queue_deleted_mid_stream_is_declared_again_and_every_event_arriv
         assert last_per_instance(arrived)[dom.UUIDString()].power_state == real_power_state(dom)
     assert service.stop() == 0
     conn.close()
+
+
+def test_without_a_host_queue_of_its_own_events_wait_in_the_outbox_until_a_queue_is_bound(
+    start_publisher, broker, names
+):
+    """``declare_host_queue = false``: nothing is bound, every message comes back; none is lost."""
+    publisher = start_publisher(declare_host_queue=False).publisher
+    event = make_event(host=names["host"])
+    publisher.outbox.put(event)
+    # Returned, sent again after a backoff, returned again: kept all along (and not
+    # confirmed into nowhere, which would empty the outbox).
+    wait_until(lambda: publisher.returned >= 2 or not len(publisher.outbox))
+    assert (len(publisher.outbox), publisher.confirmed) == (1, 0), "confirmed into nowhere"
+    assert "declare_host_queue" in publisher.refusals.problem()
+
+    queue = wire.host_queue_name(TOPIC, names["host"])  # the names fixture deletes it
+    broker.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queue_bind(queue, names["exchange"], wire.routing_key(TOPIC, names["host"]))
+    wait_until(lambda: publisher.confirmed == 1, what=lambda: str(publisher.refusals.problem()))
+    message = broker.basic_get(queue, no_ack=True)
+    assert wire.decode(message.body).event_id == event.event_id

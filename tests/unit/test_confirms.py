@@ -253,3 +253,62 @@ def test_resends_only_wait_for_what_is_refused(count):
     tracker.nacked(count, multiple=True)
     assert tracker.waiting == count
     assert tracker.in_flight == 1
+
+
+class Clock:
+    """``time.monotonic`` of the refusals module, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    from hypervisor_notifier.notifier import refusals
+
+    clock = Clock()
+    monkeypatch.setattr(refusals.time, "monotonic", clock)
+    return clock
+
+
+def test_refusals_are_reported_while_they_go_on_and_cleared_after(clock):
+    from hypervisor_notifier.notifier.refusals import REPORTED_FOR, Refusals
+
+    refusals = Refusals(backoff_max=1.0)
+    assert refusals.problem() is None
+    refusals.on_nack(3)
+    refusals.update(retrying=True, waiting=3)
+    assert "3 nacked since start" in refusals.problem()
+    # Unresolved: still reported however long ago the nack was.
+    clock.now += 10 * REPORTED_FOR
+    assert refusals.problem() is not None
+    refusals.update(retrying=False, waiting=0)
+    assert refusals.problem() is None
+    refusals.on_return("x", "t.h.info", "declaring the host queue again")
+    refusals.update(retrying=False, waiting=0)
+    assert "returned events as unroutable (1 since start" in refusals.problem()
+    clock.now += REPORTED_FOR
+    assert refusals.problem() is None
+    assert (refusals.nacked, refusals.returned) == (3, 1)
+
+
+def test_refused_entries_are_resent_after_a_backoff_that_grows_until_none_is_left(clock):
+    from hypervisor_notifier.notifier.refusals import Refusals
+
+    refusals = Refusals(backoff_max=1.0)
+    assert refusals.seconds_to_resend() is None
+    delays = []
+    for _ in range(5):
+        refusals.on_nack(1)
+        refusals.update(retrying=True, waiting=1)
+        delays.append(refusals.seconds_to_resend())
+        clock.now += delays[-1]
+        assert refusals.seconds_to_resend() == 0
+        refusals.resent()
+    assert 0 < delays[0] <= 0.1 and delays[-1] > delays[0] and max(delays) <= 1.0
+    refusals.update(retrying=False, waiting=0)  # all confirmed: the next refusal starts low
+    refusals.update(retrying=True, waiting=1)
+    assert refusals.seconds_to_resend() <= 0.1
