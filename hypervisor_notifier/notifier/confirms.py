@@ -78,13 +78,13 @@ class ConfirmTracker:
         self._tags[entry.event.event_id] = tag
         return tag
 
-    def returned(self, event_id: str) -> bool:
-        """The broker returned the message of ``event_id``; False if it is not in flight."""
+    def returned(self, event_id: str) -> Entry | None:
+        """The broker returned the message of ``event_id``: its entry (None if not in flight)."""
         tag = self._tags.get(event_id)
         if tag is None:
-            return False
+            return None
         self._returned.add(tag)
-        return True
+        return self._inflight[tag]
 
     def acked(self, tag: int, multiple: bool) -> list[Entry]:
         """Handle a ``basic.ack``; return the entries it confirms, oldest first."""

@@ -135,7 +135,7 @@ class Publisher:
         self._connection: amqp.Connection | None = None
         self._channel: amqp.Channel | None = None
         self._tracker = ConfirmTracker()
-        self._redeclare = False
+        self._redeclare: set[str] = set()  # hosts whose queue a return showed missing
         self._connections = 0
         self._host_index = 0
         self._stop_requested = threading.Event()
@@ -282,10 +282,13 @@ class Publisher:
     def _declare(self, channel: amqp.Channel) -> None:
         channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
         if self.queue_name:
-            channel.queue_declare(
-                self.queue_name, durable=True, auto_delete=False, arguments=self.queue_arguments
-            )
-            channel.queue_bind(self.queue_name, self.exchange, self.routing_key)
+            self._declare_host_queue(channel, self.host)
+
+    def _declare_host_queue(self, channel: amqp.Channel, host: str) -> None:
+        queue = wire.host_queue_name(self.topic, host)
+        arguments = self.queue_arguments
+        channel.queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
+        channel.queue_bind(queue, self.exchange, wire.routing_key(self.topic, host))
 
     def _disconnect(self, *, graceful: bool) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -293,7 +296,7 @@ class Publisher:
         if not graceful:
             self.resent += unconfirmed
         self.refusals.forget()
-        self._redeclare = False
+        self._redeclare.clear()
         self.outbox.release_inflight()
         if connection is None:
             return
@@ -354,11 +357,11 @@ class Publisher:
 
     def _after_refusals(self, channel: amqp.Channel) -> None:
         """Declare the host queue again after a return; schedule the resend of refused entries."""
-        if self._redeclare:
-            self._redeclare = False
-            if self.queue_name:
-                self._declare(channel)
-                LOG.warning("declared host queue %r and its binding again", self.queue_name)
+        while self._redeclare:
+            # Events recovered from the outbox keep their host: its queue, then.
+            host = self._redeclare.pop()
+            self._declare_host_queue(channel, host)
+            LOG.warning("declared the host queue of %s and its binding again", host)
         self.refusals.update(retrying=self._tracker.retrying, waiting=self._tracker.waiting)
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
@@ -388,11 +391,8 @@ class Publisher:
         self, _exc: Exception, exchange: str, routing_key: str, message: amqp.Message
     ) -> None:
         # basic.return comes before the ack of the same message: that ack must not confirm it.
-        if self._tracker.returned(message.properties.get("message_id", "")):
-            self._redeclare = True
-            remedy = (
-                "declaring the host queue again and sending them again"
-                if self.queue_name
-                else "they wait in the outbox until a queue is bound (declare_host_queue false)"
-            )
-            self.refusals.on_return(exchange, routing_key, remedy)
+        entry = self._tracker.returned(message.properties.get("message_id", ""))
+        if entry is not None:
+            if self.queue_name:
+                self._redeclare.add(entry.event.host)
+            self.refusals.on_return(exchange, routing_key, declaring=bool(self.queue_name))

@@ -45,9 +45,14 @@ class Refusals:
             "overflow reject-publish?); sending them again"
         )
 
-    def on_return(self, exchange: str, routing_key: str, remedy: str) -> None:
-        """A message came back unroutable; ``remedy`` says what the publisher does."""
+    def on_return(self, exchange: str, routing_key: str, *, declaring: bool) -> None:
+        """A message came back unroutable; ``declaring``: its queue is being declared again."""
         self.returned += 1
+        remedy = (
+            "declaring the host queue again and sending them again"
+            if declaring
+            else "they wait in the outbox until a queue is bound (declare_host_queue false)"
+        )
         self._note(
             f"the broker returned events as unroutable ({self.returned} since start: no queue "
             f"bound to {routing_key!r} on exchange {exchange!r}); {remedy}"

@@ -57,13 +57,13 @@ def test_a_returned_message_is_not_confirmed_by_its_ack():
     tracker = ConfirmTracker()
     e1, e2 = entry(1, "x"), entry(2, "y")
     sent(tracker, e1, e2)
-    assert tracker.returned(e1.event.event_id)
+    assert tracker.returned(e1.event.event_id) == e1
     assert tracker.acked(2, multiple=True) == [e2]
     assert tracker.take_resends(10) == [e1]
 
 
 def test_a_return_of_an_unknown_message_is_ignored():
-    assert not ConfirmTracker().returned("not-in-flight")
+    assert ConfirmTracker().returned("not-in-flight") is None
 
 
 def test_a_later_event_of_an_instance_acked_behind_a_nacked_one_is_sent_again_after_it():
@@ -287,7 +287,7 @@ def test_refusals_are_reported_while_they_go_on_and_cleared_after(clock):
     assert refusals.problem() is not None
     refusals.update(retrying=False, waiting=0)
     assert refusals.problem() is None
-    refusals.on_return("x", "t.h.info", "declaring the host queue again")
+    refusals.on_return("x", "t.h.info", declaring=True)
     refusals.update(retrying=False, waiting=0)
     assert "returned events as unroutable (1 since start" in refusals.problem()
     clock.now += REPORTED_FOR
