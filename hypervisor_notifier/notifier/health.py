@@ -11,6 +11,7 @@ alerts (a restart cures none of these problems).
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import logging
@@ -32,9 +33,17 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
+
+@functools.cache
+def version() -> str:
+    """The running release (pbr's version of the package), or ``unknown``."""
+    try:
+        return pbr.version.VersionInfo("hypervisor-notifier").version_string()
+    except Exception:  # pbr raises a bare Exception without metadata or git: not fatal here
+        return "unknown"
+
+
 PREFIX = "hypervisor_notifier_"
-#: The installed release (pbr's version of the package).
-VERSION = pbr.version.VersionInfo("hypervisor-notifier").version_string()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5, 30, 120, 600)
 
 
@@ -101,7 +110,8 @@ class ServiceCollector:
         }
         for name, (text, value) in gauges.items():
             yield GaugeMetricFamily(PREFIX + name, text, value=float(value))
-        yield InfoMetricFamily(PREFIX + "build", "The running release", value={"version": VERSION})
+        release = {"version": version()}
+        yield InfoMetricFamily(PREFIX + "build", "The running release", value=release)
 
 
 def problems(service: Service, max_event_age: float) -> list[str]:
