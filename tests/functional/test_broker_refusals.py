@@ -185,6 +185,13 @@ def test_a_burst_into_a_full_queue_arrives_whole_and_nacks_are_counted_and_repor
         assert last[uuid].power_state == real_power_state(dom)
         assert last[uuid].seq == max(e.seq for e in reader.events if e.instance_uuid == uuid)
     assert any("nacked" in problem for problem in health.problems), health.problems
+    print(
+        f"\nreject-publish (max-length {QUEUE_LIMIT}): {BURST} events, "
+        f"{sample['hypervisor_notifier_events_nacked_total']:.0f} nacks, "
+        f"{sample['hypervisor_notifier_events_resent_total']:.0f} resent, "
+        f"{len(reader.events)} messages read, {len(reader.event_ids())} distinct, "
+        f"{sample['hypervisor_notifier_events_confirmed_total']:.0f} confirmed"
+    )
     # Once the broker takes events again, /healthz clears (REPORTED_FOR s after the last nack).
     wait_for_health(port, 200, timeout=REPORTED_FOR + TIMEOUT)
     assert service.stop() == 0
@@ -218,6 +225,12 @@ def test_a_host_queue_deleted_mid_stream_is_declared_again_and_every_event_arriv
     assert len({e.event_id for e in arrived}) == 500, "events lost into nowhere"
     assert sample["hypervisor_notifier_events_returned_total"] > 0
     assert any("returned" in problem for problem in health.problems), health.problems
+    print(
+        f"\nhost queue deleted: 500 events after, "
+        f"{sample['hypervisor_notifier_events_returned_total']:.0f} returned, "
+        f"{sample['hypervisor_notifier_events_resent_total']:.0f} resent, "
+        f"{len(arrived)} messages in the queue declared again"
+    )
     for dom in domains:
         assert last_per_instance(arrived)[dom.UUIDString()].power_state == real_power_state(dom)
     assert service.stop() == 0
