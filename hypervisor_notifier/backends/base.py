@@ -97,6 +97,8 @@ class Backend(abc.ABC):
 
     #: The entry point name, also the ``hypervisor`` field of every event.
     name: ClassVar[str]
+    #: Connections to the hypervisor made after the first one.
+    reconnects: int = 0
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf

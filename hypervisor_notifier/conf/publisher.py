@@ -49,7 +49,10 @@ opts = [
         "declare_host_queue",
         default=True,
         help="Declare the durable per-host queue <topic>.<host>, bound to this "
-        "host's routing key, so events wait there while no subscriber runs.",
+        "host's routing key, so events wait there while no subscriber runs (and "
+        "declare it again when the broker returns an event as unroutable). When "
+        "false, bind a queue to <topic>.<host>.info yourself: until one is bound, "
+        "events wait in the outbox.",
     ),
     cfg.StrOpt(
         "history_stream",

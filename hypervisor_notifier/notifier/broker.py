@@ -9,11 +9,14 @@ and says where each came from, passwords masked.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from oslo_config import cfg
 
+from hypervisor_notifier import wire
 from hypervisor_notifier.conf import ConfigError, where
 from hypervisor_notifier.conf import oslo_messaging as oslo_messaging_conf
+from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL
 
@@ -88,3 +91,30 @@ def _where(conf: cfg.ConfigOpts, setting: oslo_messaging_conf.Setting) -> str:
 
 def _from(setting: oslo_messaging_conf.Setting) -> str:
     return f" from {setting.source}" if setting.source != "default" else " (default)"
+
+
+def publisher_arguments(conf: cfg.ConfigOpts) -> dict[str, Any]:
+    """The :class:`~.publisher.Publisher` arguments of ``[DEFAULT] host`` and ``[publisher]``.
+
+    The broker settings fall back on oslo.messaging's groups (:func:`from_conf`).
+    """
+    opts = conf[publisher_conf.GROUP]
+    settings = from_conf(conf)
+    history = None
+    if opts.history_stream:
+        arguments = wire.stream_arguments(opts.history_max_age, opts.history_max_bytes)
+        history = (opts.history_stream, arguments)
+    return {
+        "url": settings.url,
+        "host": conf.host,
+        "exchange": opts.exchange,
+        "topic": opts.topic,
+        "queue_type": settings.queue_type,
+        "declare_host_queue": opts.declare_host_queue,
+        "confirm_window": opts.confirm_window,
+        "heartbeat": settings.heartbeat,
+        "connect_timeout": opts.connect_timeout,
+        "reconnect_interval_max": opts.reconnect_interval_max,
+        "tls": settings.tls,
+        "history": history,
+    }

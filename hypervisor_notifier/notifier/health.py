@@ -1,7 +1,9 @@
 """``/healthz`` and ``/metrics`` (Prometheus) on a local HTTP port.
 
 Metrics are read from the service's own counters when scraped, except the
-publish latency histogram, which the publisher feeds at each confirm.
+publish latency histogram, which the publisher feeds at each confirm, and
+prometheus_client's ``process_*`` series. Counter names get their ``_total``
+suffix from prometheus_client.
 ``/healthz`` answers 200 ``{"status": "ok", "problems": []}`` when events
 flow, and 503 with one sentence per problem otherwise: it is meant for
 alerts (a restart cures none of these problems).
@@ -9,6 +11,7 @@ alerts (a restart cures none of these problems).
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import logging
@@ -16,13 +19,29 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+import pbr.version
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 
 if TYPE_CHECKING:
     from hypervisor_notifier.notifier.service import Service
 
 LOG = logging.getLogger(__name__)
+
+
+@functools.cache
+def version() -> str:
+    """The running release (pbr's version of the package), or ``unknown``."""
+    try:
+        return pbr.version.VersionInfo("hypervisor-notifier").version_string()
+    except Exception:  # pbr raises a bare Exception without metadata or git: not fatal here
+        return "unknown"
+
 
 PREFIX = "hypervisor_notifier_"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5, 30, 120, 600)
@@ -48,14 +67,33 @@ class ServiceCollector:
         for kind, count in service.received.items():
             received.add_metric([kind], count)
         yield received
+        resyncs = CounterMetricFamily(
+            PREFIX + "resyncs", "Resyncs with the hypervisor", labels=["reason"]
+        )
+        for reason, count in sorted(service.resyncs.items()):
+            resyncs.add_metric([reason], count)
+        yield resyncs
         counters = {
             "events_published": ("Messages sent, resends included", publisher.published),
             "events_confirmed": ("Events the broker confirmed", publisher.confirmed),
-            "events_failed": (
-                "Events sent again after a nack or lost connection",
+            "events_resent": (
+                "Events sent again after a nack, a return or a lost connection",
                 publisher.resent,
             ),
+            "events_nacked": ("Messages the broker refused (basic.nack)", publisher.nacked),
+            "events_returned": (
+                "Messages the broker returned as unroutable (basic.return)",
+                publisher.returned,
+            ),
             "events_coalesced": ("Older events dropped by a full outbox", outbox.coalesced),
+            "broker_reconnects": (
+                "Connections to the broker after the first",
+                publisher.reconnects,
+            ),
+            "hypervisor_reconnects": (
+                "Connections to the hypervisor after the first",
+                service.backend.reconnects,
+            ),
         }
         for name, (text, value) in counters.items():
             yield CounterMetricFamily(PREFIX + name, text, value=value)
@@ -63,6 +101,7 @@ class ServiceCollector:
             "outbox_depth": ("Events waiting for the broker's confirm", len(outbox)),
             "outbox_oldest_age_seconds": ("Age of the oldest waiting event", outbox.oldest_age()),
             "outbox_durable": ("1 if the outbox survives a crash", outbox.problem is None),
+            "outbox_damaged": ("1 if the outbox file was found damaged at start", outbox.damaged),
             "broker_connected": ("1 if publishing to the broker", publisher.problem is None),
             "hypervisor_connected": (
                 "1 if watching the hypervisor",
@@ -71,13 +110,20 @@ class ServiceCollector:
         }
         for name, (text, value) in gauges.items():
             yield GaugeMetricFamily(PREFIX + name, text, value=float(value))
+        release = {"version": version()}
+        yield InfoMetricFamily(PREFIX + "build", "The running release", value=release)
 
 
 def problems(service: Service, max_event_age: float) -> list[str]:
     """What keeps events from flowing, or from being kept safe; empty when all is well."""
     found = [
         problem
-        for problem in (service.backend.problem, service.publisher.problem, service.outbox.problem)
+        for problem in (
+            service.backend.problem,
+            service.publisher.problem,
+            service.publisher.refusals.problem(),
+            service.outbox.problem,
+        )
         if problem
     ]
     age = service.outbox.oldest_age()
@@ -100,6 +146,7 @@ class HealthServer:
     def __init__(self, service: Service, listen: str, port: int, max_event_age: float) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(ServiceCollector(service))  # type: ignore[arg-type]
+        ProcessCollector(registry=self.registry)
         latency = Histogram(
             PREFIX + "publish_latency_seconds",
             "Seconds from an event entering the outbox to the broker's confirm",

@@ -71,7 +71,7 @@ class Outbox(abc.ABC):
     #: Events dropped by coalescing since start.
     coalesced = 0
     #: True when the outbox file was found damaged at start (kept aside for inspection).
-    damaged = False
+    damaged: bool = False
 
     def __init__(self) -> None:
         self._wake_r, self._wake_w = os.pipe()

@@ -3,9 +3,20 @@
 Delivery semantics:
 
 - **At least once.** An entry leaves the outbox only when the broker acked
-  it (``basic.ack``, possibly ``multiple``). A nack, a lost connection or a
-  missed heartbeat closes the connection; every unconfirmed entry is sent
-  again after reconnecting, oldest first. Consumers dedupe on ``event_id``.
+  its own delivery tag (see :mod:`~hypervisor_notifier.notifier.confirms`).
+  A nacked entry (a full queue with ``overflow: reject-publish``...) is sent
+  again on the same connection after a backoff; a lost connection or a
+  missed heartbeat sends every unconfirmed entry again after reconnecting,
+  oldest first. Consumers dedupe on ``event_id``.
+- **Never into nowhere.** Messages are published ``mandatory``: one that no
+  queue takes (the host queue was deleted) comes back as ``basic.return``;
+  the publisher declares the host queue and its binding again and resends
+  it. With ``declare_host_queue = false`` the publisher binds nothing: the
+  events wait in the outbox, resent with backoff, until a queue is bound to
+  the routing key (``/healthz`` says so meanwhile).
+- **In order per instance.** Resends go out oldest first and nothing new is
+  taken from the outbox until they are confirmed (the confirms module says
+  how an event already in flight is kept from overtaking).
 - **Pipelined.** Up to ``confirm_window`` messages are unconfirmed at once;
   acks are read as they arrive, not one round trip per message. The
   messages taken from the outbox together are written to the socket at once.
@@ -33,33 +44,30 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import amqp
 from oslo_config import cfg
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
-from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.notifier import broker
+from hypervisor_notifier.notifier.amqpio import (
+    CONNECTION_ERRORS,
+    declare_bound_queue,
+    drain,
+    open_connection,
+    publish,
+    tls_pending,
+)
+from hypervisor_notifier.notifier.confirms import ConfirmTracker
 from hypervisor_notifier.notifier.framewriter import FrameWriterFactory
 from hypervisor_notifier.notifier.outbox import Entry, Outbox
+from hypervisor_notifier.notifier.refusals import Refusals
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
 
 LOG = logging.getLogger(__name__)
-
-#: Errors after which the connection is dropped and re-established.
-CONNECTION_ERRORS = (OSError, amqp.exceptions.AMQPError)
-
-
-def _tls_pending(sock: object) -> int:
-    """Bytes a TLS socket decrypted but nobody read yet (0 for a plain socket)."""
-    pending = getattr(sock, "pending", None)
-    return pending() if pending is not None else 0
-
-
-class _Nacked(Exception):
-    """The broker refused messages; reconnect and send them again."""
 
 
 class Publisher:
@@ -78,9 +86,8 @@ class Publisher:
         connect_timeout: Seconds allowed to open a connection (and to write).
         reconnect_interval_max: Largest backoff delay between connection attempts.
         tls: Certificates for a TLS URL (``rabbits://``); None: the system's CA store.
-        history_stream: A stream that also receives this host's events ("": none).
-        history_max_age: The stream's retention by age (``7D``, ``12h``).
-        history_max_bytes: The stream's retention by size.
+        history: A stream that also receives this host's events: its name and
+            x-arguments (``wire.stream_arguments``); None: none.
 
     """
 
@@ -99,9 +106,7 @@ class Publisher:
         connect_timeout: float = 5.0,
         reconnect_interval_max: float = 30.0,
         tls: TLSSettings | None = None,
-        history_stream: str = "",
-        history_max_age: str = "7D",
-        history_max_bytes: int = 5 * 2**30,
+        history: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.url = url
@@ -116,13 +121,16 @@ class Publisher:
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(maximum=reconnect_interval_max)
         self.tls = tls or TLSSettings()
-        self.history_stream = history_stream
-        self.history_arguments = wire.stream_arguments(history_max_age, history_max_bytes)
+        self.history = history
         #: Counters, for logs and metrics.
         self.published = 0
         self.confirmed = 0
-        #: Events sent again after a nack or a lost connection.
+        #: Events sent again after a nack, a return or a lost connection.
         self.resent = 0
+        #: Refused (nacked, returned) events: counts, resend timing, report.
+        self.refusals = Refusals(reconnect_interval_max)
+        #: Connections to the broker made after the first one.
+        self.reconnects = 0
         #: Why the publisher is not publishing now (None while it is).
         self.problem: str | None = "not connected yet"
         #: Called with each confirmed event's seconds from outbox to confirm.
@@ -131,9 +139,9 @@ class Publisher:
         self._frames = FrameWriterFactory()
         self._connection: amqp.Connection | None = None
         self._channel: amqp.Channel | None = None
-        self._inflight: dict[int, Entry] = {}
-        self._next_tag = 1
-        self._nacked = False
+        self._tracker = ConfirmTracker()
+        self._redeclare: set[str] = set()  # hosts whose queue a return showed missing
+        self._connections = 0
         self._host_index = 0
         self._stop_requested = threading.Event()
         self._wakeup = threading.Event()
@@ -142,35 +150,18 @@ class Publisher:
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, outbox: Outbox) -> Publisher:
-        """Build a publisher from ``[DEFAULT] host`` and the ``[publisher]`` options.
-
-        The broker settings fall back on oslo.messaging's groups (see
-        :mod:`hypervisor_notifier.notifier.broker`).
-        """
-        opts = conf[publisher_conf.GROUP]
-        settings = broker.from_conf(conf)
-        return cls(
-            outbox,
-            url=settings.url,
-            host=conf.host,
-            exchange=opts.exchange,
-            topic=opts.topic,
-            queue_type=settings.queue_type,
-            declare_host_queue=opts.declare_host_queue,
-            confirm_window=opts.confirm_window,
-            heartbeat=settings.heartbeat,
-            connect_timeout=opts.connect_timeout,
-            reconnect_interval_max=opts.reconnect_interval_max,
-            tls=settings.tls,
-            history_stream=opts.history_stream,
-            history_max_age=opts.history_max_age,
-            history_max_bytes=opts.history_max_bytes,
-        )
+        """Build a publisher from the configuration (:func:`broker.publisher_arguments`)."""
+        return cls(outbox, **broker.publisher_arguments(conf))
 
     @property
-    def connected(self) -> bool:
-        """True while a confirmed-publishing channel is open."""
-        return self._channel is not None
+    def nacked(self) -> int:
+        """Messages the broker nacked since start."""
+        return self.refusals.nacked
+
+    @property
+    def returned(self) -> int:
+        """Messages the broker returned as unroutable since start."""
+        return self.refusals.returned
 
     @property
     def alive(self) -> bool:
@@ -205,7 +196,7 @@ class Publisher:
             try:
                 self._pump()
                 continue
-            except (*CONNECTION_ERRORS, _Nacked) as exc:
+            except CONNECTION_ERRORS as exc:
                 self.problem = f"lost broker {self._broker_name()}: {describe_error(exc)}"
                 LOG.warning("%s; %d events kept, reconnecting", self.problem, len(self.outbox))
             except Exception as exc:
@@ -213,8 +204,8 @@ class Publisher:
                 self.problem = f"publisher failed: {type(exc).__name__}"
                 LOG.exception("publisher failed; %d events kept, reconnecting", len(self.outbox))
             self._disconnect(graceful=False)
-            # Also after a connection that worked: a broker that nacks everything
-            # must not get a reconnect storm. A confirm resets the backoff.
+            # Also after a connection that worked: no reconnect storm against a
+            # broker that accepts connections and then fails. A confirm resets it.
             self._pause()
         self._disconnect(graceful=True)
 
@@ -237,19 +228,16 @@ class Publisher:
 
     def _connect(self) -> bool:
         broker = self.url.hosts[self._host_index % len(self.url.hosts)]
-        connection = amqp.Connection(
-            host=broker.address,
-            userid=broker.username,
-            password=broker.password,
-            virtual_host=self.url.virtual_host,
-            connect_timeout=self.connect_timeout,
-            write_timeout=self.connect_timeout,
+        connection = open_connection(
+            self.url,
+            broker,
+            name=f"hypervisor-notifier {self.host}",
+            timeout=self.connect_timeout,
             heartbeat=self.heartbeat,
-            client_properties={"connection_name": f"hypervisor-notifier {self.host}"},
+            tls=self.tls,
+            frames=self._frames,
             on_blocked=self._on_blocked,
             on_unblocked=self._on_unblocked,
-            frame_writer=self._frames,
-            ssl=self.tls.amqp_ssl(broker.hostname) if self.url.tls else False,
         )
         try:
             connection.connect()
@@ -265,10 +253,11 @@ class Publisher:
             return False
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
         self._connection, self._channel = connection, channel
-        self._next_tag = 1
-        self._nacked = False
         self._blocked = False
+        self.reconnects += self._connections > 0
+        self._connections += 1
         self.problem = None
         LOG.info(
             "connected to broker %s; publishing to exchange %r with routing key %r",
@@ -281,20 +270,21 @@ class Publisher:
     def _declare(self, channel: amqp.Channel) -> None:
         channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
         if self.queue_name:
-            channel.queue_declare(
-                self.queue_name, durable=True, auto_delete=False, arguments=self.queue_arguments
-            )
-            channel.queue_bind(self.queue_name, self.exchange, self.routing_key)
-        if self.history_stream:
-            channel.queue_declare(self.history_stream, durable=True, auto_delete=False,
-                                  arguments=self.history_arguments)  # fmt: skip
-            channel.queue_bind(self.history_stream, self.exchange, self.routing_key)
+            self._declare_host_queue(channel, self.host)
+        if self.history:
+            declare_bound_queue(channel, *self.history, self.exchange, self.routing_key)
+
+    def _declare_host_queue(self, channel: amqp.Channel, host: str) -> None:
+        queue, key = wire.host_queue_name(self.topic, host), wire.routing_key(self.topic, host)
+        declare_bound_queue(channel, queue, self.queue_arguments, self.exchange, key)
 
     def _disconnect(self, *, graceful: bool) -> None:
         connection, self._connection, self._channel = self._connection, None, None
+        unconfirmed = self._tracker.reset()
         if not graceful:
-            self.resent += len(self._inflight)
-        self._inflight.clear()
+            self.resent += unconfirmed
+        self.refusals.forget()
+        self._redeclare.clear()
         self.outbox.release_inflight()
         if connection is None:
             return
@@ -311,78 +301,59 @@ class Publisher:
         """Publish what the window allows, then wait for acks or new entries."""
         assert self._connection is not None and self._channel is not None  # noqa: S101
         # A blocked connection is not read by the broker: publishing would hang.
-        room = 0 if self._blocked else self.confirm_window - len(self._inflight)
+        room = 0 if self._blocked else self.confirm_window - self._tracker.in_flight
         wait_for = [self._connection.sock]
-        if room > 0:
-            self.outbox.clear_wake()
-            batch = self.outbox.take(room)
-            if batch:
-                assert self._frames.writer is not None  # noqa: S101 - set once connected
-                with self._frames.writer.batch():
-                    for entry in batch:
-                        self._publish(self._channel, entry)
-            wait_for.append(self.outbox.wake_fd)
         timeout = self.heartbeat / 4 if self.heartbeat else 5.0
+        if room > 0 and self._tracker.retrying:
+            # Nothing new until the refused entries are confirmed: order per instance.
+            due = self.refusals.seconds_to_resend()
+            if due is not None:
+                timeout = min(timeout, due)
+                if due == 0:
+                    self._send(self._tracker.take_resends(room), resend=True)
+        elif room > 0:
+            self.outbox.clear_wake()
+            self._send(self.outbox.take(room))
+            wait_for.append(self.outbox.wake_fd)
         if self._stop_requested.is_set():
             if self._finished():
                 return  # all confirmed: nothing to wait for (the stop's wake-up was read above)
             timeout = min(timeout, self._time_left())
         # Frames OpenSSL has decrypted already would not wake select.
-        buffered = _tls_pending(self._connection.sock)
+        buffered = tls_pending(self._connection.sock)
         readable, _, _ = select.select(wait_for, [], [], 0 if buffered else timeout)
         if buffered or self._connection.sock in readable:
-            self._drain(self._connection)
+            drain(self._connection)
         if self.heartbeat:
             self._connection.heartbeat_tick()
-        if self._nacked:
-            raise _Nacked("the broker nacked messages")
+        self._after_refusals(self._channel)
 
-    def _publish(self, channel: amqp.Channel, entry: Entry) -> None:
-        message = amqp.Message(
-            entry.body,
-            content_type=wire.CONTENT_TYPE,
-            content_encoding="utf-8",
-            delivery_mode=2,
-            message_id=entry.event.event_id,
-        )
-        # The event's own host: events recovered from the outbox keep theirs.
-        routing_key = wire.routing_key(self.topic, entry.event.host)
-        # basic_publish would also poll the socket before each message; the pump
-        # reads acks and connection.blocked itself, once per batch.
-        channel.send_method(
-            amqp.spec.Basic.Publish,
-            "Bssbb",
-            (0, self.exchange, routing_key, False, False),
-            message,
-        )
-        self._inflight[self._next_tag] = entry
-        self._next_tag += 1
-        self.published += 1
+    def _send(self, batch: list[Entry], *, resend: bool = False) -> None:
+        if not batch:
+            return
+        assert self._channel is not None and self._frames.writer is not None  # noqa: S101
+        with self._frames.writer.batch():
+            for entry in batch:
+                # The event's own host: events recovered from the outbox keep theirs.
+                routing_key = wire.routing_key(self.topic, entry.event.host)
+                publish(self._channel, self.exchange, routing_key, entry)
+                self._tracker.sent(entry)
+        self.published += len(batch)
+        if resend:
+            self.resent += len(batch)
+            self.refusals.resent()
 
-    @staticmethod
-    def _drain(connection: amqp.Connection) -> None:
-        """Handle every frame already received (acks, heartbeats), without blocking."""
-        while True:
-            try:
-                connection.drain_events(timeout=0)
-            except TimeoutError:
-                return
-
-    def _pop_confirmed(self, tag: int, multiple: bool) -> list[Entry]:
-        if not multiple:
-            entry = self._inflight.pop(tag, None)
-            return [entry] if entry else []
-        popped = []
-        # Tags are inserted in increasing order: the dict's head is the oldest.
-        while self._inflight:
-            oldest = next(iter(self._inflight))
-            if oldest > tag:
-                break
-            popped.append(self._inflight.pop(oldest))
-        return popped
+    def _after_refusals(self, channel: amqp.Channel) -> None:
+        """Declare the host queue again after a return; schedule the resend of refused entries."""
+        while self._redeclare:
+            # Events recovered from the outbox keep their host: its queue, then.
+            host = self._redeclare.pop()
+            self._declare_host_queue(channel, host)
+            LOG.warning("declared the host queue of %s and its binding again", host)
+        self.refusals.update(retrying=self._tracker.retrying, waiting=self._tracker.waiting)
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
-        confirmed = self._pop_confirmed(tag, multiple)
+        confirmed = self._tracker.acked(tag, multiple)
         self.outbox.confirm(confirmed)
         self.confirmed += len(confirmed)
         self.backoff.reset()
@@ -401,6 +372,15 @@ class Publisher:
         LOG.info("broker %s unblocked publishing", self._broker_name())
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
-        # Left in the outbox: the reconnect sends them again.
-        self._nacked = True
-        LOG.warning("broker nacked delivery tag %d (multiple: %s)", tag, multiple)
+        # Kept, and sent again after a backoff on this same connection.
+        self.refusals.on_nack(self._tracker.nacked(tag, multiple))
+
+    def _on_return(
+        self, _exc: Exception, exchange: str, routing_key: str, message: amqp.Message
+    ) -> None:
+        # basic.return comes before the ack of the same message: that ack must not confirm it.
+        entry = self._tracker.returned(message.properties.get("message_id", ""))
+        if entry is not None:
+            if self.queue_name:
+                self._redeclare.add(entry.event.host)
+            self.refusals.on_return(exchange, routing_key, declaring=bool(self.queue_name))

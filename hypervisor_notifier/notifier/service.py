@@ -15,6 +15,7 @@ steady state a resync publishes nothing.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -89,6 +90,8 @@ class Service:
         self.published_states = PublishedStates(outbox.known_states(), outbox.forget_states)
         #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
         self.received = {"pushed": 0, "resync": 0}
+        #: Resyncs done, by reason.
+        self.resyncs: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
         #: What the backend reports to: the service, or a wrapper of it (the watchdog's).
         self.listener: BackendListener = self
@@ -114,6 +117,7 @@ class Service:
     def on_resync(self, reason: str) -> None:
         """Publish what changed since the last published state of each instance."""
         started = time.monotonic()
+        self.resyncs[reason] += 1
         listing = self.backend.list_instances()
         missed = self.published_states.missed(listing, events.utcnow())
         for observation in missed:

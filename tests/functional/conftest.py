@@ -146,6 +146,19 @@ def start_service(
         service.stop()
 
 
+@pytest.fixture
+def private_libvirtd(tmp_path: Path):
+    """A libvirtd of this test's own (privatelibvirtd.py): only its guests, its events."""
+    from .privatelibvirtd import PrivateLibvirtd
+
+    directory = tmp_path / "libvirtd"
+    directory.mkdir()
+    daemon = PrivateLibvirtd(directory)
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
 # -- subscribers ---------------------------------------------------------------
 
 
@@ -300,19 +313,58 @@ def start_publisher(names: dict[str, str]) -> Iterator[Callable[..., ConfirmedPu
         confirmed.publisher.outbox.close()
 
 
-# -- a private RabbitMQ with TLS -------------------------------------------------
+# -- private RabbitMQ nodes (privaterabbit.py) -------------------------------------
 
 
-@pytest.fixture(scope="session")
-def tls_broker(tmp_path_factory: pytest.TempPathFactory):
-    """A RabbitMQ node of these tests' own, TLS only, certificates made here (privaterabbit.py)."""
+def _private_node(tmp_path_factory: pytest.TempPathFactory, *, tls: bool):
     from .privaterabbit import RABBITMQ_BIN, PrivateRabbit
 
     if not (RABBITMQ_BIN / "rabbitmq-server").exists():
         pytest.skip(f"no {RABBITMQ_BIN}/rabbitmq-server to start a private node with")
-    node = PrivateRabbit(tmp_path_factory.mktemp("tls-rabbit"))
+    node = PrivateRabbit(tmp_path_factory.mktemp("tls-rabbit" if tls else "rabbit"), tls=tls)
     try:
         node.start()
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory):
+    """A RabbitMQ node of these tests' own, TLS only, certificates made here."""
+    yield from _private_node(tmp_path_factory, tls=True)
+
+
+@pytest.fixture(scope="session")
+def private_broker(tmp_path_factory: pytest.TempPathFactory):
+    """A RabbitMQ node of these tests' own, plain TCP (``.url``): for policies and faults."""
+    yield from _private_node(tmp_path_factory, tls=False)
+
+
+@pytest.fixture
+def private_names(private_broker, names: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``names``, also deleted from the private node after the test."""
+    yield names
+    with private_broker.channel() as channel:
+        channel.queue_delete(wire.host_queue_name(TOPIC, names["host"]))
+        channel.exchange_delete(names["exchange"])
+
+
+@pytest.fixture
+def reject_publish(
+    private_broker, private_names: dict[str, str]
+) -> Iterator[Callable[[int], None]]:
+    """``reject_publish(limit)``: the private node nacks publishes to this test's host queue
+    beyond ``limit`` messages (a ``max-length`` policy with ``overflow: reject-publish``)."""
+    policies = []
+
+    def apply(limit: int) -> None:
+        policy = unique("hn-reject")
+        pattern = f"^{TOPIC}\\.{private_names['host']}$".replace("-", "\\-")
+        definition = f'{{"max-length": {limit}, "overflow": "reject-publish"}}'
+        private_broker.ctl("set_policy", "--apply-to", "queues", policy, pattern, definition)
+        policies.append(policy)
+
+    yield apply
+    for policy in policies:
+        private_broker.ctl("clear_policy", policy)

@@ -106,6 +106,32 @@ def wait_for_health(port: int, want: int, timeout: float = TIMEOUT) -> dict:
     return seen[0][1]
 
 
+class HealthWatch(threading.Thread):
+    """Poll /healthz until stopped, keeping every problem it reported (a scraper's view).
+
+    Arguments:
+        port: The service's health port.
+
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="health-watch", daemon=True)
+        self.port = port
+        self.problems: set[str] = set()
+        self._stopping = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        # wait() returns True once stopped: poll every 0.1 s until then.
+        while not self._stopping.wait(0.1):
+            with contextlib.suppress(OSError):  # a service stopping, or too busy to answer
+                self.problems.update(healthz(self.port)[1]["problems"])
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(TIMEOUT)
+
+
 class Burst(threading.Thread):
     """Suspend and resume each domain in turn, ``calls`` libvirt calls in all.
 

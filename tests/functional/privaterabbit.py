@@ -1,10 +1,22 @@
-"""A RabbitMQ node of the tests' own, with a TLS listener only, and the certificates for it.
+"""A RabbitMQ node of the tests' own: plain TCP (for faults) or TLS only (with its certificates).
 
 The shared node on 127.0.0.1:5672 is never touched: this one has its own
 node name, ports, database, logs, Erlang cookie (its own HOME) and config
 file. It registers with the machine's epmd, as any second node does.
+Policies, deleted queues, ``stop_app``, alarms: do them here, never on the
+shared node (others' tests run against it at the same time).
 
-Certificates (made with the ``openssl`` command):
+Usage (the ``private_broker`` and ``tls_broker`` fixtures of conftest.py do
+this once per session)::
+
+    node = PrivateRabbit(directory, tls=False)   # plain TCP; tls=True (default): TLS only
+    node.start()
+    node.url                                  # rabbit://guest:guest@127.0.0.1:<port>/
+    node.ctl("set_policy", ...)               # rabbitmqctl against this node
+    with node.channel() as channel: ...       # an amqp channel (plain TCP)
+    node.stop()
+
+Certificates of the TLS mode (made with the ``openssl`` command):
 
 - ``ca.pem``: the test CA; it signed ``server.pem`` (for ``localhost`` only,
   so connecting to 127.0.0.1 fails the name check) and ``client.pem``.
@@ -15,11 +27,15 @@ The node requires a client certificate signed by the test CA.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import amqp
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT = 90
@@ -55,16 +71,18 @@ def make_certificates(directory: Path) -> None:
 
 
 class PrivateRabbit:
-    """A private RabbitMQ node listening for TLS on 127.0.0.1:``port``.
+    """A private RabbitMQ node listening on 127.0.0.1:``port``, plain TCP or TLS only.
 
     Arguments:
-        directory: Where its certificates, config, database and logs go.
+        directory: Where its config, database, logs (and certificates) go.
+        tls: Listen for TLS only, requiring a client certificate; else plain TCP only.
 
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, tls: bool = True) -> None:
         self.directory = directory
-        self.node = f"hn-tls-{uuid.uuid4().hex[:8]}@localhost"
+        self.tls = tls
+        self.node = f"hn-{'tls' if tls else 'tcp'}-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.pid_file = directory / "rabbit.pid"
         self.process: subprocess.Popen[bytes] | None = None
@@ -87,11 +105,26 @@ class PrivateRabbit:
             "RABBITMQ_DIST_PORT": str(free_port()),
         }
 
-    def start(self) -> None:
-        """Make the certificates and start the node; return once it is booted."""
+    @property
+    def url(self) -> str:
+        """A transport URL of the node's ``guest`` user (from 127.0.0.1: allowed)."""
+        return f"{'rabbits' if self.tls else 'rabbit'}://guest:guest@127.0.0.1:{self.port}/"
+
+    @contextlib.contextmanager
+    def channel(self) -> Iterator[amqp.Channel]:
+        """An AMQP channel as ``guest`` (plain TCP mode), closed after."""
+        connection = amqp.Connection(f"127.0.0.1:{self.port}", userid="guest", password="guest")
+        connection.connect()
+        try:
+            yield connection.channel()
+        finally:
+            connection.close()
+
+    def _listeners(self) -> str:
+        if not self.tls:
+            return f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
         make_certificates(self.directory)
-        (self.directory / "enabled_plugins").write_text("[].\n")
-        (self.directory / "rabbitmq.conf").write_text(
+        return (
             "listeners.tcp = none\n"
             f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
             f"ssl_options.cacertfile = {self.path('ca.pem')}\n"
@@ -100,6 +133,11 @@ class PrivateRabbit:
             "ssl_options.verify = verify_peer\n"
             "ssl_options.fail_if_no_peer_cert = true\n"
         )
+
+    def start(self) -> None:
+        """Write the config (and certificates) and start the node; return once it is booted."""
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        (self.directory / "rabbitmq.conf").write_text(self._listeners())
         log = (self.directory / "server.log").open("wb")
         self.process = subprocess.Popen(
             [str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env, stdout=log,

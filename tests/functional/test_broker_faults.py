@@ -92,18 +92,18 @@ def test_broker_outage_mid_burst_loses_nothing_and_duplicates_nothing(
         return sample["hypervisor_notifier_outbox_depth"] == 0 and (
             sample["hypervisor_notifier_events_published_total"]
             == sample["hypervisor_notifier_events_confirmed_total"]
-            + sample["hypervisor_notifier_events_failed_total"]
+            + sample["hypervisor_notifier_events_resent_total"]
         )
 
-    wait_until(settled, what=lambda: f"published == confirmed + failed: {sample}")
-    resent = sample["hypervisor_notifier_events_failed_total"]
+    wait_until(settled, what=lambda: f"published == confirmed + resent: {sample}")
+    resent = sample["hypervisor_notifier_events_resent_total"]
     generated = sum(len(calls) for calls in burst.expected.values())
     received = sum(len(collector.of(u, resync=False)) for u in uuids)
     print(
         f"\nbroker outage: {generated} events generated in {burst_seconds:.1f} s "
         f"(calls made at each step: {calls}); {received} received; "
         f"{subscriber.stats.duplicates} duplicates filtered, {subscriber.stats.stale} stale; "
-        f"{resent:.0f} publisher resends (events_failed_total), "
+        f"{resent:.0f} publisher resends (events_resent_total), "
         f"{sample['hypervisor_notifier_events_published_total']:.0f} published, "
         f"{sample['hypervisor_notifier_events_confirmed_total']:.0f} confirmed; "
         f"drained {drained:.2f} s after start_app"

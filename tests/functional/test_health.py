@@ -38,9 +38,17 @@ def test_health_ok_and_metrics_when_all_is_well(make_domain, start_service, subs
     assert pushed and float(pushed.group(1)) >= 1, text
     assert "# TYPE hypervisor_notifier_publish_latency_seconds histogram" in text
     sample = metrics(port)
-    for name in ("published", "confirmed", "failed", "coalesced"):
+    for name in ("published", "confirmed", "resent", "nacked", "returned", "coalesced"):
         assert f"hypervisor_notifier_events_{name}_total" in sample, name
+    for name in ("broker", "hypervisor"):
+        assert sample[f"hypervisor_notifier_{name}_reconnects_total"] == 0
+    assert sample['hypervisor_notifier_resyncs_total{reason="connected"}'] == 1
     assert sample["hypervisor_notifier_outbox_durable"] == 1.0
+    assert sample["hypervisor_notifier_outbox_damaged"] == 0.0
+    (build,) = [key for key in sample if key.startswith("hypervisor_notifier_build_info{")]
+    assert re.fullmatch(r'hypervisor_notifier_build_info\{version="\d+\.\d+\.\d+.*"\}', build)
+    assert sample[build] == 1.0
+    assert sample["process_resident_memory_bytes"] > 0
     assert sample["hypervisor_notifier_broker_connected"] == 1.0
     assert sample["hypervisor_notifier_hypervisor_connected"] == 1.0
 

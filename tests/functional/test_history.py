@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from hypervisor_notifier import wire
 from hypervisor_notifier.events import utcnow
 from tests.factories import make_event
 
@@ -35,7 +36,7 @@ def events_command(names, stream, *args):
 def test_history_replays_one_instances_events_in_order_after_nobody_consumed_them(
     names, stream, start_publisher
 ):
-    publisher = start_publisher(history_stream=stream)
+    publisher = start_publisher(history=(stream, wire.stream_arguments("1h", 10**8)))
     guest, other = str(make_event().instance_uuid), str(make_event().instance_uuid)
     old = make_event(host=names["host"], instance_uuid=guest, seq=1,
                      occurred_at=utcnow() - datetime.timedelta(hours=2))  # fmt: skip
@@ -55,7 +56,7 @@ def test_history_replays_one_instances_events_in_order_after_nobody_consumed_the
 
 
 def test_watch_since_replays_the_past_then_follows_new_events(names, stream, start_publisher):
-    publisher = start_publisher(history_stream=stream)
+    publisher = start_publisher(history=(stream, wire.stream_arguments("1h", 10**8)))
     guest = str(make_event().instance_uuid)
     before = [make_event(host=names["host"], instance_uuid=guest, seq=n) for n in (1, 2)]
     publisher.send(*before)

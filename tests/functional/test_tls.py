@@ -104,13 +104,14 @@ def test_the_subscriber_refuses_an_untrusted_broker_and_retries(
     assert not any(PASSWORD in r.getMessage() for r in caplog.records)
 
 
-def test_a_burst_over_tls_is_confirmed_at_speed(tls_broker, tls_user, start_publisher):
+def test_a_burst_over_tls_is_confirmed_at_speed(tls_broker, tls_user, start_publisher, names):
     # heartbeat 0: a pump that missed bytes OpenSSL had already decrypted
     # would wait 5 s in select for each miss (test_publisher_tls.py forces one).
     options = client_options(tls_broker)
     tls = TLSSettings(options["ssl_ca_file"], options["ssl_cert_file"], options["ssl_key_file"])
     publisher = start_publisher(transport_url=tls_user(), heartbeat=0, tls=tls, confirm_window=64)
-    events = [make_event(seq=seq) for seq in range(2000)]
+    # The publisher's own host: another host's events would have no queue (returned).
+    events = [make_event(seq=seq, host=names["host"]) for seq in range(2000)]
     publisher.send(events[0])
     began = time.monotonic()
     publisher.send(*events[1:])
