@@ -11,8 +11,10 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import TextIO
 
@@ -23,7 +25,9 @@ from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.consumer import Subscriber
-from hypervisor_notifier.notifier import broker
+from hypervisor_notifier.consumer.history import parse_since
+from hypervisor_notifier.events import utcnow
+from hypervisor_notifier.notifier import broker, retired_hosts
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.transport_url import mask_secrets
 
@@ -205,12 +209,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bus_arguments(past)
     history.add_history_arguments(past, required_since=True)
+    idle = commands.add_parser(
+        "idle-queues",
+        help="list host queues nobody consumes (retired hosts): run on a RabbitMQ node",
+    )
+    idle.add_argument(
+        "--older-than", default="1d", help="only queues whose oldest event waited this long"
+    )
+    idle.add_argument("--topic", default="hypervisor_events", help="the notifiers' topic")
+    idle.add_argument("--vhost", default="/", help="the virtual host")
+    idle.add_argument("--rabbitmqctl", default="rabbitmqctl", help="the rabbitmqctl to run")
     return parser
+
+
+def idle_queues(args: argparse.Namespace) -> int:
+    """Print the host queues without a consumer; 1 if rabbitmqctl failed."""
+    try:
+        older_than = (utcnow() - parse_since(args.older_than)).total_seconds()
+    except ValueError as exc:
+        return print_error(PROG, ValueError(str(exc).replace("--since", "--older-than")))
+    try:
+        rows = retired_hosts.list_queues(args.rabbitmqctl, args.vhost)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    found = retired_hosts.idle_host_queues(rows, args.topic, older_than=older_than,
+                                           now=time.time())  # fmt: skip
+    for queue in found:
+        age = "unknown" if queue.oldest_age is None else f"{queue.oldest_age / 3600:.1f} h"
+        print(f"{queue.name}\t{queue.queue_type}\t{queue.messages} messages\toldest {age}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hypervisor-events``; return its exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "idle-queues":
+        return idle_queues(args)
     config_args = [arg for path in args.config_file for arg in ("--config-file", path)]
     try:
         conf = config.load(config_args, prog=PROG)

@@ -59,13 +59,18 @@ def declare_bound_queue(
 
 
 def publish(channel: amqp.Channel, exchange: str, routing_key: str, entry: Entry) -> None:
-    """Write ``entry`` as a persistent, ``mandatory`` message (its ``message_id``: the event's)."""
+    """Write ``entry`` as a persistent, ``mandatory`` message (its ``message_id``: the event's).
+
+    Its AMQP ``timestamp`` is when the event occurred: the broker then tells
+    the age of a queue's oldest message (``hypervisor-events idle-queues``).
+    """
     message = amqp.Message(
         entry.body,
         content_type=wire.CONTENT_TYPE,
         content_encoding="utf-8",
         delivery_mode=2,
         message_id=entry.event.event_id,
+        timestamp=int(entry.event.occurred_at.timestamp()),
     )
     # basic_publish would also poll the socket before each message; the pump
     # reads acks and connection.blocked itself, once per batch. Mandatory: a
