@@ -4,7 +4,7 @@ nova's VMware driver has no lifecycle events: it only polls. This backend
 gives VMware compute hosts what libvirt hosts have. Install the ``esx`` extra.
 
 One thread (``esx-dispatch``, the skeleton of
-:class:`~hypervisor_notifier.backends.base.DispatchingBackend`) owns the
+:class:`~hypervisor_notifier.backends.dispatch.DispatchingBackend`) owns the
 vSphere session:
 
 1. log in (backoff; the server's certificate is verified unless told otherwise);
@@ -37,7 +37,7 @@ from pyVim import connect
 from pyVmomi import vim, vmodl
 
 from hypervisor_notifier import events
-from hypervisor_notifier.backends import base
+from hypervisor_notifier.backends import base, dispatch
 from hypervisor_notifier.conf import esx as esx_conf
 
 LOG = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class _Vm:
     pending: tuple[str, str] | None = None
 
 
-class EsxBackend(base.DispatchingBackend):
+class EsxBackend(dispatch.DispatchingBackend):
     """Watch the VMs of an ESXi host or vCenter (``[esx]`` options)."""
 
     name = "esx"
@@ -129,16 +129,16 @@ class EsxBackend(base.DispatchingBackend):
         try:
             self._login()
         except LoginFailed as exc:
-            raise base.ConnectFailed(str(exc)) from None
+            raise dispatch.ConnectFailed(str(exc)) from None
         try:
             self._filter = self._watch()
         except LoginFailed as exc:
-            raise base.ConnectFailed(str(exc)) from None
+            raise dispatch.ConnectFailed(str(exc)) from None
         except Exception as exc:
-            raise base.ConnectFailed(self._lost(_describe(exc))) from None
+            raise dispatch.ConnectFailed(self._lost(_describe(exc))) from None
         LOG.info("logged in to vSphere %s; watching %d VMs", self.endpoint, len(self._vms))
 
-    def _wait_for_items(self) -> list[base.QueueItem]:
+    def _wait_for_items(self) -> list[dispatch.QueueItem]:
         """Poll vSphere (one WaitForUpdatesEx) unless items wait already."""
         if not self._queue.empty():
             return []
@@ -146,7 +146,7 @@ class EsxBackend(base.DispatchingBackend):
         # Returned once the update set is read whole: a session lost halfway
         # leaves nothing to report after the next session's resync.
         self._wait(found.append)
-        return [base.Observed(observation) for observation in found]
+        return [dispatch.Observed(observation) for observation in found]
 
     def _login(self) -> None:
         opts = self.opts

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oslo_config import cfg
 
-from hypervisor_notifier.backends import base
+from hypervisor_notifier.backends import base, dispatch
 from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.events import Observation, PowerState, Transition
 
@@ -29,14 +29,14 @@ OCCURRED = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
-class FakeEvent(base.HypervisorEvent):
+class FakeEvent(dispatch.HypervisorEvent):
     """A fake hypervisor's raw event: a guest name; ``reported`` False for one not reported."""
 
     name: str
     reported: bool = True
 
 
-class FakeBackend(base.DispatchingBackend):
+class FakeBackend(dispatch.DispatchingBackend):
     """A hypervisor whose connections succeed unless ``failures`` says otherwise."""
 
     name = "fake"
@@ -52,7 +52,7 @@ class FakeBackend(base.DispatchingBackend):
     def list_instances(self) -> list[base.InstanceState]:
         return []
 
-    def hand_off(self, *items: base.QueueItem) -> None:
+    def hand_off(self, *items: dispatch.QueueItem) -> None:
         """What the hypervisor's callbacks do: queue items."""
         for item in items:
             self._queue.put(item)
@@ -67,13 +67,13 @@ class FakeBackend(base.DispatchingBackend):
     def _open(self) -> None:
         if self.failures:
             self.failures -= 1
-            raise base.ConnectFailed("cannot connect to fake")
+            raise dispatch.ConnectFailed("cannot connect to fake")
         self.opened += 1
 
     def _release(self) -> None:
         self.released += 1
 
-    def _translate(self, item: base.HypervisorEvent) -> Observation | None:
+    def _translate(self, item: dispatch.HypervisorEvent) -> Observation | None:
         assert isinstance(item, FakeEvent)
         if item.name == "bug":
             raise KeyError(item.name)
@@ -83,7 +83,7 @@ class FakeBackend(base.DispatchingBackend):
             item.name, item.name, Transition.PAUSED, PowerState.PAUSED, "E", "D", OCCURRED
         )
 
-    def _wait_for_items(self) -> list[base.QueueItem]:
+    def _wait_for_items(self) -> list[dispatch.QueueItem]:
         if self.poll_error is not None:
             error, self.poll_error = self.poll_error, None
             raise error
@@ -214,7 +214,7 @@ def test_an_event_whose_translation_fails_is_logged_and_the_others_reported(star
 def test_a_close_of_the_connection_is_announced_then_reconnected_counted_and_resynced(started):
     listener = Recorder()
     backend = held(started, listener)
-    backend.hand_off(FakeEvent("a"), base.Closed(backend._generation, "end of file"))
+    backend.hand_off(FakeEvent("a"), dispatch.Closed(backend._generation, "end of file"))
     listener.hold.set()
 
     listener.wait_for(("resync", "connected"), count=2)
@@ -230,7 +230,7 @@ def test_a_close_of_the_connection_is_announced_then_reconnected_counted_and_res
 def test_a_close_of_an_earlier_connection_is_ignored(started):
     listener = Recorder()
     backend = held(started, listener)
-    backend.hand_off(base.Closed(backend._generation - 1, "end of file"), FakeEvent("a"))
+    backend.hand_off(dispatch.Closed(backend._generation - 1, "end of file"), FakeEvent("a"))
     listener.hold.set()
 
     listener.wait_for(("events", ["a"]))
@@ -281,14 +281,14 @@ def test_nothing_is_reported_after_close(started):
 ITEMS = st.lists(
     st.one_of(
         st.builds(FakeEvent, st.sampled_from("abcdef"), st.booleans()),
-        st.builds(base.ResyncRequested, st.sampled_from(["periodic", "asked"])),
-        st.just(base.Closed(-1, "stale")),
+        st.builds(dispatch.ResyncRequested, st.sampled_from(["periodic", "asked"])),
+        st.just(dispatch.Closed(-1, "stale")),
     ),
     max_size=30,
 )
 
 
-def model(items: list[base.QueueItem]) -> list[tuple[str, Any]]:
+def model(items: list[dispatch.QueueItem]) -> list[tuple[str, Any]]:
     """The calls a listener should see for ``items`` queued at once."""
     calls: list[tuple[str, Any]] = []
     batch: list[str] = []
@@ -299,7 +299,7 @@ def model(items: list[base.QueueItem]) -> list[tuple[str, Any]]:
         if batch:
             calls.append(("events", batch))
             batch = []
-        if isinstance(item, base.ResyncRequested):
+        if isinstance(item, dispatch.ResyncRequested):
             calls.append(("resync", item.reason))
     return calls + ([("events", batch)] if batch else [])
 

@@ -3,9 +3,9 @@
 Threads:
 
 - ``libvirt-event-loop`` (see :mod:`.eventloop`) runs libvirt's callbacks.
-  They only put a queue item (:class:`DomainEvent`, :class:`~.base.Closed`)
+  They only put a queue item (:class:`DomainEvent`, :class:`~.dispatch.Closed`)
   on the backend's queue: no libvirt call, no logging, no lock.
-- ``libvirt-dispatch`` (the skeleton of :class:`~.base.DispatchingBackend`)
+- ``libvirt-dispatch`` (the skeleton of :class:`~.dispatch.DispatchingBackend`)
   owns the connection: it connects with backoff and a timeout, registers
   the callbacks, asks the listener to resync, then translates the queued
   events and reports them in batches, in order. A close callback (daemon
@@ -26,7 +26,7 @@ import libvirt
 from oslo_config import cfg
 
 from hypervisor_notifier import events
-from hypervisor_notifier.backends import base
+from hypervisor_notifier.backends import base, dispatch
 from hypervisor_notifier.backends.libvirt import connection, eventloop, transitions
 from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
 from hypervisor_notifier.conf import ConfigError
@@ -39,7 +39,7 @@ _CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "clie
 
 
 @dataclasses.dataclass(frozen=True)
-class DomainEvent(base.HypervisorEvent):
+class DomainEvent(dispatch.HypervisorEvent):
     """Queue item: a lifecycle or reboot event, as its callback received it.
 
     Arguments:
@@ -58,7 +58,7 @@ class DomainEvent(base.HypervisorEvent):
     occurred_at: datetime.datetime
 
 
-class LibvirtBackend(base.DispatchingBackend):
+class LibvirtBackend(dispatch.DispatchingBackend):
     """Watch one libvirt connection URI (``[libvirt] connection_uri``)."""
 
     name = "libvirt"
@@ -120,7 +120,9 @@ class LibvirtBackend(base.DispatchingBackend):
         )
 
     def _on_close(self, _conn: object, reason: int, generation: int) -> None:
-        self._queue.put(base.Closed(generation, _CLOSE_REASONS.get(reason, f"reason {reason}")))
+        self._queue.put(
+            dispatch.Closed(generation, _CLOSE_REASONS.get(reason, f"reason {reason}"))
+        )
 
     # -- the skeleton's hooks: dispatch thread -----------------------------------
 
@@ -138,7 +140,7 @@ class LibvirtBackend(base.DispatchingBackend):
                 self.uri, read_only=self._opts.read_only, timeout=self._opts.connect_timeout
             )
         except (connection.ConnectTimeout, libvirt.libvirtError) as exc:
-            raise base.ConnectFailed(
+            raise dispatch.ConnectFailed(
                 f"cannot connect to libvirt {mask_secrets(self.uri)}: " + describe_error(exc)
             ) from None
         self._conn = conn
@@ -156,12 +158,12 @@ class LibvirtBackend(base.DispatchingBackend):
                 ),
             ]
         except libvirt.libvirtError as exc:
-            raise base.ConnectFailed(
+            raise dispatch.ConnectFailed(
                 f"registering libvirt callbacks on {mask_secrets(self.uri)} failed: {exc}"
             ) from None
         LOG.info("connected to libvirt %s (read-only: %s)", self.uri, self._opts.read_only)
 
-    def _translate(self, item: base.HypervisorEvent) -> events.Observation | None:
+    def _translate(self, item: dispatch.HypervisorEvent) -> events.Observation | None:
         if not isinstance(item, DomainEvent):
             return super()._translate(item)
         translation = item.translation
