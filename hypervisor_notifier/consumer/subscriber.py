@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import select
 import threading
 import uuid
 from typing import Any
@@ -26,6 +27,7 @@ import kombu.transport.pyamqp
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
+from hypervisor_notifier.consumer.acks import AckBatch
 from hypervisor_notifier.consumer.dispatcher import (
     Decision,
     Dispatcher,
@@ -68,7 +70,9 @@ class Subscriber(kombu.mixins.ConsumerMixin):
       in the order its host produced them (an older one arriving late is
       counted ``stale`` and not delivered).
     - **Acked after the callback returns.** If this process dies, the events
-      not yet handled stay queued for the next subscriber.
+      not yet handled stay queued for the next subscriber. Acks go in groups
+      (:mod:`~hypervisor_notifier.consumer.acks`): one ``multiple`` ack for
+      up to half the prefetch, sent at the latest when the loop turns.
     - **Retry, in order.** If the callback raises, the subscriber closes its
       connection, so the broker requeues that event and every one after it,
       in their order, and consumes again after a backoff. After
@@ -194,6 +198,9 @@ class Subscriber(kombu.mixins.ConsumerMixin):
             queue_name=self.queue_name,
         )
         self.stats = self.dispatcher.stats
+        # Half the prefetch: the broker never waits for acks to send more.
+        self._acks = AckBatch(prefetch_count // 2)
+        self._consuming: kombu.Connection | None = None
         self._ssl: dict[str, Any] | None = None
         self._host_index = 0
         self._stopping = threading.Event()
@@ -302,6 +309,7 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
     ) -> None:
         """Consuming: messages are judged anew; :meth:`wait_ready` returns."""
+        self._consuming = connection
         self.dispatcher.resume()
         self._ready.set()
         LOG.info(
@@ -312,8 +320,28 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         )
 
     def on_consume_end(self, connection: Any, channel: Any) -> None:
-        """Not consuming any more."""
+        """Not consuming any more: what was handled is acked while the channel still is."""
+        with contextlib.suppress(*RECOVERABLE):
+            self._acks.flush()
+        self._acks.forget()
+        self._consuming = None
         self._ready.clear()
+
+    def on_iteration(self) -> None:
+        """Each turn of kombu's loop: ack what was handled if no message waits to be read."""
+        if self._acks.pending and not self._message_waiting():
+            self._acks.flush()
+        else:
+            self._acks.due()
+
+    def _message_waiting(self) -> bool:
+        """Whether bytes wait on the socket (or in TLS's buffer): the loop will not block."""
+        sock = getattr(getattr(self._consuming, "connection", None), "sock", None)
+        if sock is None:
+            return False
+        if getattr(sock, "pending", lambda: 0)():
+            return True
+        return bool(select.select([sock], [], [], 0)[0])
 
     def on_connection_error(self, exc: BaseException, interval: float, wait: bool = False) -> None:
         """One line per failed attempt (masked); with ``wait``, wait ``interval`` (or a stop).
@@ -357,8 +385,11 @@ class Subscriber(kombu.mixins.ConsumerMixin):
     def _on_message(self, message: kombu.message.Message) -> None:
         decision = self.dispatcher.dispatch(message.body)
         if decision is Decision.ACK:
-            message.ack()
-        elif decision is Decision.REJECT:
+            self._acks.handled(message.channel, message.delivery_tag)
+            return
+        # Never let a later multiple ack cover what was not handled.
+        self._acks.flush()
+        if decision is Decision.REJECT:
             message.reject(requeue=False)
         elif decision is Decision.REDELIVER:
             raise _Redeliver
