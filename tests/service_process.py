@@ -7,6 +7,7 @@ end-to-end suites share it.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -45,15 +46,23 @@ def healthz(port: int) -> tuple[int, dict]:
 
 
 class ServiceProcess:
-    """``hypervisor-notifier`` running as a child process, its log lines collected."""
+    """``hypervisor-notifier`` running as a child process, its log lines collected.
 
-    def __init__(self, config_path: Path) -> None:
+    Arguments:
+        config_path: Its configuration file.
+        env: Variables added to this process's environment for it (e.g. a
+            preloaded library that fakes its clock).
+
+    """
+
+    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
              str(config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **env} if env else None,
         )  # fmt: skip
         self.lines: list[str] = []
         self._new_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()

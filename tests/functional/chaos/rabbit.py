@@ -1,0 +1,176 @@
+"""A private plain-TCP RabbitMQ node to break, and a firehose tap on it.
+
+The node is :class:`~tests.functional.privaterabbit.PrivateRabbit` with a
+plain TCP listener: its own node name, ports, database, logs and Erlang
+cookie, so stopping, killing, alarming or changing policies on it touches no
+one else. The tap consumes the broker's firehose (``rabbitmqctl trace_on``):
+a copy of every message published to the test's exchange, taken before the
+broker routes, confirms, nacks or returns it. What the service published
+came out of its outbox: the tap tells what it had accepted, and how many
+times it sent each event.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import amqp
+
+from hypervisor_notifier import wire
+from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
+
+from ..privaterabbit import RABBITMQ_BIN, START_TIMEOUT, PrivateRabbit
+
+TRACE_EXCHANGE = "amq.rabbitmq.trace"
+
+
+class ChaosRabbit(PrivateRabbit):
+    """A private node listening for plain AMQP on 127.0.0.1:``port`` (guest/guest).
+
+    Arguments:
+        directory: Where its config, database and logs go.
+
+    """
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.node = f"hn-chaos-{uuid.uuid4().hex[:8]}@localhost"
+        self.url = f"rabbit://guest:guest@127.0.0.1:{self.port}/"
+        self.starts = 0
+
+    def start(self) -> None:
+        """Write its config and boot it; return once its applications run."""
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        (self.directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        )
+        self._boot()
+
+    def _boot(self) -> None:
+        # A pid file left by a killed node would make ``wait`` watch a dead pid.
+        self.pid_file.unlink(missing_ok=True)
+        log = (self.directory / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(RABBITMQ_BIN / "rabbitmq-server")],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
+        self.starts += 1
+        self.trace_on()
+
+    def trace_on(self) -> None:
+        """Turn the firehose on (the node forgets it when its applications restart)."""
+        self.ctl("trace_on")
+
+    def kill9(self) -> None:
+        """SIGKILL the node's Erlang VM: no clean shutdown, no flush."""
+        assert self.process is not None
+        os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
+        self.process.wait(START_TIMEOUT)
+
+    def restart(self) -> None:
+        """Boot the node again after :meth:`kill9`, on the same database."""
+        self._boot()
+
+    def stop_app(self) -> None:
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+        self.ctl("await_startup")
+        self.trace_on()
+
+    def channel_call(self, method: str, *args: object, **kwargs: object) -> object:
+        """One AMQP method on a channel of a new connection to this node."""
+        with amqp.Connection(f"127.0.0.1:{self.port}", userid="guest", password="guest") as conn:
+            return getattr(conn.channel(), method)(*args, **kwargs)
+
+
+class FirehoseTap(threading.Thread):
+    """Record every event published to ``exchange`` on ``node``, as the broker received it.
+
+    ``published[event_id]`` is how many times it was published; ``events``
+    maps an event_id to the event. Reconnects by itself across broker
+    restarts; messages traced while it was away are missed (the record is
+    a lower bound).
+
+    Arguments:
+        node: The private node (trace must be on: the node turns it on at each start).
+        exchange: The service's exchange.
+
+    """
+
+    def __init__(self, node: ChaosRabbit, exchange: str) -> None:
+        super().__init__(name="firehose-tap", daemon=True)
+        self.node = node
+        self.exchange = exchange
+        self.queue = f"hn-chaos-tap-{uuid.uuid4().hex[:8]}"
+        self.published: collections.Counter[str] = collections.Counter()
+        self.events: dict[str, LifecycleEvent] = {}
+        self.malformed = 0
+        #: Set once the tap consumes (again set and cleared across broker restarts).
+        self.ready = threading.Event()
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self._consume()
+            except Exception:  # the broker went away: come back when it does
+                self.ready.clear()
+                self._halt.wait(0.2)
+
+    def _consume(self) -> None:
+        with amqp.Connection(
+            f"127.0.0.1:{self.node.port}", userid="guest", password="guest", connect_timeout=2
+        ) as conn:
+            channel = conn.channel()
+            # Durable: the tap's queue survives a restart of the node with what it holds.
+            channel.queue_declare(self.queue, durable=True, auto_delete=False)
+            channel.queue_bind(self.queue, TRACE_EXCHANGE, f"publish.{self.exchange}")
+            channel.basic_consume(self.queue, callback=self._on_message, no_ack=True)
+            self.ready.set()
+            while not self._halt.is_set():
+                try:
+                    conn.drain_events(timeout=0.2)
+                except TimeoutError:
+                    conn.heartbeat_tick()
+
+    def _on_message(self, message: amqp.Message) -> None:
+        try:
+            event = wire.decode(message.body)
+        except MalformedEvent:
+            self.malformed += 1
+            return
+        with self._lock:
+            self.published[event.event_id] += 1
+            self.events.setdefault(event.event_id, event)
+
+    def wait_quiet(self, quiet: float = 1.0, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout``) until nothing was traced for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while time.monotonic() < deadline:
+            with self._lock:
+                count = sum(self.published.values())
+            if count == seen:
+                return
+            seen = count
+            self._halt.wait(quiet)
+
+    def snapshot(self) -> tuple[dict[str, LifecycleEvent], dict[str, int]]:
+        """(event_id -> event, event_id -> times published), as recorded so far."""
+        with self._lock:
+            return dict(self.events), dict(self.published)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
