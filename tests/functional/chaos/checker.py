@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from collections.abc import Iterable
 
 from hypervisor_notifier.events import LifecycleEvent, PowerState
@@ -131,6 +132,10 @@ class History:
         faults: Faults injected, by kind.
         settle_seconds: From the end of the faults to the service settled;
             None if it did not settle.
+        fault_starts: (time, kind) of each fault, in order, on the clock of
+            ``first_published``: a loss is charged to the last fault begun
+            before the event was first published.
+        first_published: event_id -> when the broker first received it.
 
     """
 
@@ -142,6 +147,8 @@ class History:
     duplicates_filtered: int = 0
     faults: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     settle_seconds: float | None = 0.0
+    fault_starts: list[tuple[float, str]] = dataclasses.field(default_factory=list)
+    first_published: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -193,6 +200,16 @@ def _explain(guest: Guest, events: list[Seen]) -> Seen | None:
     return None
 
 
+def _charge(history: History, event_ids: Iterable[str]) -> dict[str, int]:
+    """How many of ``event_ids`` each fault is charged with (see :class:`History`)."""
+    charged: collections.Counter[str] = collections.Counter()
+    for event_id in event_ids:
+        at = history.first_published.get(event_id)
+        begun = [kind for start, kind in history.fault_starts if at is not None and start <= at]
+        charged["never published" if at is None else begun[-1] if begun else "no fault"] += 1
+    return dict(sorted(charged.items()))
+
+
 def check(history: History) -> Report:
     """Compare the history with what the consumer received; see the module's docstring."""
     problems: list[str] = []
@@ -220,7 +237,7 @@ def check(history: History) -> Report:
     unordered = [
         uuid
         for uuid, events in per_instance.items()
-        if any(a.seq >= b.seq for a, b in zip(events, events[1:]))
+        if any(a.seq >= b.seq for a, b in itertools.pairwise(events))
     ]
     if unordered:
         problems.append(f"seq not increasing in delivery order for: {_examples(unordered)}")
@@ -269,6 +286,9 @@ def check(history: History) -> Report:
         "duplicates filtered": history.duplicates_filtered,
         "stale resends filtered": len(resent_stale),
         "lost": len(never) + len(backwards),
+        "lost, by the last fault begun before their first publish": _charge(
+            history, [e.event_id for e in never] + sorted(stale - resent_stale)
+        ),
         "faults": dict(sorted(history.faults.items())),
         "time to settle (s)": (
             "did not settle"

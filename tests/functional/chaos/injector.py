@@ -120,13 +120,18 @@ class Injector:
         self.queue = queue
         self.log = log
         self.counts: collections.Counter[str] = collections.Counter()
+        #: (``time.monotonic()`` at its start, kind) of each fault applied.
+        self.starts: list[tuple[float, str]] = []
 
     def apply(self, fault: Fault) -> None:
         """Inject ``fault``, hold it, undo it, then wait out its calm."""
         started = time.monotonic()
+        self.starts.append((started, fault.kind))
         getattr(self, f"_{fault.kind}")(fault)
         self.counts[fault.kind] += 1
-        self.log(f"fault {sum(self.counts.values())}: {fault} ({time.monotonic() - started:.1f} s)")
+        self.log(
+            f"fault {sum(self.counts.values())}: {fault} ({time.monotonic() - started:.1f} s)"
+        )
         time.sleep(fault.gap)
 
     def _service_kill(self, fault: Fault) -> None:

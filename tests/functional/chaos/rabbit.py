@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import amqp
+import amqp.exceptions
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
@@ -45,29 +46,47 @@ class ChaosRabbit(PrivateRabbit):
         self.url = f"rabbit://guest:guest@127.0.0.1:{self.port}/"
         self.starts = 0
 
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "RABBITMQ_ADVANCED_CONFIG_FILE": self.path("advanced.config")}
+
     def start(self) -> None:
-        """Write its config and boot it; return once its applications run."""
+        """Write its config and boot it; return once it accepts AMQP connections."""
         (self.directory / "enabled_plugins").write_text("[].\n")
         (self.directory / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
         )
+        # The firehose on from boot (as ``rabbitmqctl trace_on`` would, once booted):
+        # every channel, the first one included, is traced.
+        (self.directory / "advanced.config").write_text(
+            '[{rabbit, [{trace_vhosts, [<<"/">>]}]}].\n'
+        )
         self._boot()
+        tracing = self.ctl("list_vhosts", "name", "tracing")
+        assert "\ttrue" in tracing, f"the firehose is off: {tracing}"
 
     def _boot(self) -> None:
-        # A pid file left by a killed node would make ``wait`` watch a dead pid.
-        self.pid_file.unlink(missing_ok=True)
         log = (self.directory / "server.log").open("ab")
         self.process = subprocess.Popen(
             [str(RABBITMQ_BIN / "rabbitmq-server")],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        self.ctl("wait", str(self.pid_file), "--timeout", str(START_TIMEOUT))
         self.starts += 1
-        self.trace_on()
+        self.wait_accepting()
 
-    def trace_on(self) -> None:
-        """Turn the firehose on (the node forgets it when its applications restart)."""
-        self.ctl("trace_on")
+    def wait_accepting(self) -> None:
+        """Wait until the node accepts AMQP connections (its queues recovered by then)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self.channel_call("close")
+                return
+            except (OSError, amqp.exceptions.AMQPError):
+                assert self.process is not None and self.process.poll() is None, (
+                    f"the node exited; see {self.directory / 'server.log'}"
+                )
+                assert time.monotonic() < deadline, f"the node did not boot in {START_TIMEOUT} s"
+                time.sleep(0.1)
 
     def kill9(self) -> None:
         """SIGKILL the node's Erlang VM: no clean shutdown, no flush."""
@@ -84,12 +103,13 @@ class ChaosRabbit(PrivateRabbit):
 
     def start_app(self) -> None:
         self.ctl("start_app")
-        self.ctl("await_startup")
-        self.trace_on()
+        self.wait_accepting()
 
     def channel_call(self, method: str, *args: object, **kwargs: object) -> object:
         """One AMQP method on a channel of a new connection to this node."""
-        with amqp.Connection(f"127.0.0.1:{self.port}", userid="guest", password="guest") as conn:
+        with amqp.Connection(
+            f"127.0.0.1:{self.port}", userid="guest", password="guest", connect_timeout=5
+        ) as conn:
             return getattr(conn.channel(), method)(*args, **kwargs)
 
 
@@ -114,6 +134,8 @@ class FirehoseTap(threading.Thread):
         self.queue = f"hn-chaos-tap-{uuid.uuid4().hex[:8]}"
         self.published: collections.Counter[str] = collections.Counter()
         self.events: dict[str, LifecycleEvent] = {}
+        #: event_id -> ``time.monotonic()`` when the tap first saw it.
+        self.first_seen: dict[str, float] = {}
         self.malformed = 0
         #: Set once the tap consumes (again set and cleared across broker restarts).
         self.ready = threading.Event()
@@ -153,6 +175,7 @@ class FirehoseTap(threading.Thread):
         with self._lock:
             self.published[event.event_id] += 1
             self.events.setdefault(event.event_id, event)
+            self.first_seen.setdefault(event.event_id, time.monotonic())
 
     def wait_quiet(self, quiet: float = 1.0, timeout: float = 30.0) -> None:
         """Wait (at most ``timeout``) until nothing was traced for ``quiet`` seconds."""
