@@ -120,6 +120,8 @@ def settled(service: ClockedService, collector: Collector, churn: Churn) -> floa
     return seconds
 
 
+# The faults, then the settling, booting the node and starting everything.
+@pytest.mark.timeout(schedule.settings()[1] + SETTLE_TIMEOUT * 2 + 300)
 def test_nothing_accepted_is_lost_under_chaos(
     tmp_path: Path,
     chaos_node: ChaosRabbit,
