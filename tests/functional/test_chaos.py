@@ -76,7 +76,8 @@ def chaos_node(tmp_path: Path) -> Iterator[ChaosRabbit]:
 @pytest.fixture
 def stale_drops() -> Iterator[StaleDrops]:
     handler = StaleDrops()
-    logger = logging.getLogger("hypervisor_notifier.consumer.subscriber")
+    # The consumer package's logger: whichever of its modules judges the events.
+    logger = logging.getLogger("hypervisor_notifier.consumer")
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)

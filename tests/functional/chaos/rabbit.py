@@ -43,8 +43,12 @@ class ChaosRabbit(PrivateRabbit):
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self.node = f"hn-chaos-{uuid.uuid4().hex[:8]}@localhost"
-        self.url = f"rabbit://guest:guest@127.0.0.1:{self.port}/"
         self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """Its transport URL."""
+        return f"rabbit://guest:guest@127.0.0.1:{self.port}/"
 
     @property
     def env(self) -> dict[str, str]:
