@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import shutil
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,14 +31,24 @@ POLICY = "hn-chaos-reject"
 
 
 def outbox_events(path: Path) -> dict[str, LifecycleEvent]:
-    """The events in an outbox file no service has open: event_id -> event."""
+    """The events in an outbox file no service has open: event_id -> event.
+
+    Read from a copy (with its WAL): opening the file itself could change it
+    (a checkpoint at close), and a read-only open needs a shared-memory file
+    a clean stop removed.
+    """
     if not path.exists():
         return {}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT body FROM events").fetchall()
-    finally:
-        db.close()
+    with tempfile.TemporaryDirectory(prefix="hn-chaos-outbox-") as scratch:
+        copy = Path(scratch) / path.name
+        for suffix in ("", "-wal"):
+            if Path(f"{path}{suffix}").exists():
+                shutil.copyfile(f"{path}{suffix}", f"{copy}{suffix}")
+        db = sqlite3.connect(copy)
+        try:
+            rows = db.execute("SELECT body FROM events").fetchall()
+        finally:
+            db.close()
     found = {}
     for (body,) in rows:
         with contextlib.suppress(MalformedEvent):
