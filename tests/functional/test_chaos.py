@@ -133,7 +133,7 @@ def test_nothing_accepted_is_lost_under_chaos(
     print(f"\nchaos: seed {seed} ({schedule.SEED_VARIABLE}={seed} replays it), {seconds:.0f} s")
     host, exchange = unique("chaos"), unique("hn-chaos")
     queue = wire.host_queue_name(TOPIC, host)
-    tap = FirehoseTap(chaos_node, exchange)
+    tap = FirehoseTap(chaos_node, exchange, queue)
     tap.start()
     wait_until(tap.ready.is_set, TIMEOUT, "the firehose tap to consume")
 
@@ -160,19 +160,17 @@ def test_nothing_accepted_is_lost_under_chaos(
         model_errors = churn.model_errors()
 
         tap.wait_quiet()
-        accepted, published = tap.snapshot()
+        accepted, publishes = tap.snapshot()
         accepted.update(service.left)
         history = History(
             guests=churn.guests,
             accepted={event_id: Seen.of(event) for event_id, event in accepted.items()},
-            published=published,
+            publishes=publishes,
             delivered=[Seen.of(event) for event in collector.events],
             stale=stale_drops.event_ids,
             duplicates_filtered=subscriber.stats.duplicates,
-            faults=injector.counts,
+            faults=injector.windows,
             settle_seconds=settle_seconds,
-            fault_starts=injector.starts,
-            first_published=dict(tap.first_seen),
         )
         report = check(history)
         print(report.text())

@@ -8,7 +8,15 @@ import pytest
 
 from hypervisor_notifier.events import PowerState
 from tests.functional.chaos import schedule
-from tests.functional.chaos.checker import Guest, History, Operation, Seen, check
+from tests.functional.chaos.checker import (
+    Guest,
+    History,
+    Operation,
+    Publish,
+    Seen,
+    Window,
+    check,
+)
 
 RUNNING, PAUSED, OFF = PowerState.RUNNING, PowerState.PAUSED, PowerState.SHUTDOWN
 START = Operation("create", ("started",), RUNNING)
@@ -26,7 +34,9 @@ def event(n: int, transition: str, uuid: str = "g1", *, resync: bool = False) ->
 def history(operations: list[Operation], delivered: list[Seen], **kwargs) -> History:
     """One guest, every delivered event accepted and published once, unless told otherwise."""
     kwargs.setdefault("accepted", {e.event_id: e for e in delivered})
-    kwargs.setdefault("published", {e.event_id: 1 for e in kwargs["accepted"].values()})
+    kwargs.setdefault(
+        "publishes", {i: [Publish(float(e.seq))] for i, e in kwargs["accepted"].items()}
+    )
     return History(guests={"g1": Guest(OFF, operations)}, delivered=delivered, **kwargs)
 
 
@@ -60,7 +70,7 @@ def test_a_stale_drop_of_a_resend_is_no_loss_but_of_an_event_sent_once_it_is():
         [START, SUSPEND, RESUME],
         delivered,
         accepted=accepted,
-        published={"e1": 1, "e2": 2, "e3": 1},
+        publishes={"e1": [Publish(1)], "e2": [Publish(2), Publish(4)], "e3": [Publish(3)]},
         stale=["e2"],
     )
     report = check(resent)
@@ -160,9 +170,35 @@ def test_a_loss_is_charged_to_the_last_fault_begun_before_its_first_publish():
             [START, SUSPEND, RESUME, SUSPEND],
             delivered,
             accepted={e.event_id: e for e in [*delivered, *lost]},
-            fault_starts=[(10.0, "queue_delete"), (20.0, "alarm")],
-            first_published={"e1": 5.0, "e2": 12.0, "e3": 25.0},
+            faults=[Window("reject_publish", 10.0, 11.0), Window("alarm", 20.0, 21.0)],
+            publishes={"e1": [Publish(5.0)], "e2": [Publish(10.5)], "e3": [Publish(25.0)]},
         )
     )
     charged = report.counts["lost, by the last fault begun before their first publish"]
-    assert charged == {"alarm": 1, "never published": 1, "queue_delete": 1}
+    assert charged == {"alarm": 1, "never published": 1, "reject_publish": 1}
+    assert report.counts["faults"] == {"alarm": 1, "reject_publish": 1}
+
+
+def test_what_a_deleted_queue_held_is_destroyed_but_what_it_could_not_route_is_lost():
+    delivered = [event(1, "started")]
+    missing = [event(2, "paused"), event(3, "resumed"), event(4, "paused"), event(5, "resumed")]
+    publishes = {
+        "e1": [Publish(1.0)],
+        "e2": [Publish(2.0)],  # routed before a nack storm, never received: lost
+        "e3": [Publish(7.0)],  # routed in the calm before the deletion: destroyed with it
+        "e4": [Publish(10.5)],  # routed while the queue was deleted: destroyed with it
+        "e5": [Publish(10.6, routed=False)],  # unroutable, never sent again: lost
+    }
+    report = check(
+        history(
+            [START, SUSPEND, RESUME, SUSPEND, RESUME],
+            delivered,
+            accepted={e.event_id: e for e in [*delivered, *missing]},
+            publishes=publishes,
+            faults=[Window("reject_publish", 2.0, 5.0), Window("queue_delete", 10.0, 11.0)],
+        )
+    )
+    assert report.counts["destroyed with a deleted queue"] == 2
+    assert report.counts["of which unroutable"] == 1
+    assert "lost: 2 accepted events never reached the consumer: paused seq=2" in problems(report)
+    assert "resumed seq=5" in problems(report)

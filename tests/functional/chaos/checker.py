@@ -7,7 +7,9 @@ made-up histories. It is given:
   call the churn made on it, in order, with the transitions the hypervisor
   reports for it and the state it left the guest in;
 - the events the service accepted (it published them, or they were left in
-  its outbox), with how many times each was published;
+  its outbox), with each time the broker received one and whether it routed
+  it to the host queue;
+- when each fault began and ended;
 - what the consumer delivered, in order, and the event_ids it received but
   dropped as stale (an older event of an instance arriving after a newer one).
 
@@ -17,7 +19,10 @@ and it reports, with its counts:
   counts as received only for an event published more than once (a resend
   after a nack or a return, arriving behind later events); an event
   published once and dropped as stale was never delivered because its
-  ``seq`` went backwards: lost too.
+  ``seq`` went backwards: lost too. An event routed to the host queue during
+  a queue deletion, or in the calm before it, and never received was
+  destroyed with the queue (counted, not a problem: no publisher can undo
+  that); one the broker could not route must be sent again.
 - **duplicates** delivered, and an instance's ``seq`` not increasing in
   delivery order.
 - **order**: each guest's delivered events must be explained by its history
@@ -118,6 +123,36 @@ class Guest:
         return self.operations[-1].state_after if self.operations else self.initial
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """When a fault began and ended (any clock, the one of :class:`Publish` too).
+
+    Arguments:
+        kind: What it was (``queue_delete``...).
+        start: When it began.
+        end: When it was undone.
+
+    """
+
+    kind: str
+    start: float
+    end: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Publish:
+    """One time the broker received an event.
+
+    Arguments:
+        at: When.
+        routed: Whether the broker routed it to the host queue.
+
+    """
+
+    at: float
+    routed: bool = True
+
+
 @dataclasses.dataclass
 class History:
     """Everything the checker compares.
@@ -125,30 +160,24 @@ class History:
     Arguments:
         guests: instance_uuid -> its history.
         accepted: event_id -> each event the service accepted.
-        published: event_id -> how many times the broker received it.
+        publishes: event_id -> each time the broker received it, in order.
         delivered: What the consumer's callback got, in order.
         stale: The event_ids the consumer received and dropped as stale.
         duplicates_filtered: Redeliveries the consumer filtered out.
-        faults: Faults injected, by kind.
+        faults: The faults injected, in order.
         settle_seconds: From the end of the faults to the service settled;
             None if it did not settle.
-        fault_starts: (time, kind) of each fault, in order, on the clock of
-            ``first_published``: a loss is charged to the last fault begun
-            before the event was first published.
-        first_published: event_id -> when the broker first received it.
 
     """
 
     guests: dict[str, Guest]
     accepted: dict[str, Seen]
-    published: dict[str, int]
+    publishes: dict[str, list[Publish]]
     delivered: list[Seen]
     stale: list[str] = dataclasses.field(default_factory=list)
     duplicates_filtered: int = 0
-    faults: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    faults: list[Window] = dataclasses.field(default_factory=list)
     settle_seconds: float | None = 0.0
-    fault_starts: list[tuple[float, str]] = dataclasses.field(default_factory=list)
-    first_published: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -201,13 +230,24 @@ def _explain(guest: Guest, events: list[Seen]) -> Seen | None:
 
 
 def _charge(history: History, event_ids: Iterable[str]) -> dict[str, int]:
-    """How many of ``event_ids`` each fault is charged with (see :class:`History`)."""
+    """How many of ``event_ids`` the last fault begun before each's first publish is charged."""
     charged: collections.Counter[str] = collections.Counter()
     for event_id in event_ids:
-        at = history.first_published.get(event_id)
-        begun = [kind for start, kind in history.fault_starts if at is not None and start <= at]
-        charged["never published" if at is None else begun[-1] if begun else "no fault"] += 1
+        sent = history.publishes.get(event_id)
+        begun = [f.kind for f in history.faults if sent and f.start <= sent[0].at]
+        charged["never published" if not sent else begun[-1] if begun else "no fault"] += 1
     return dict(sorted(charged.items()))
+
+
+def _destroyed_with_the_queue(history: History, event_id: str) -> bool:
+    """Whether the event went into the host queue during, or in the calm before, its deletion."""
+    routed = [p.at for p in history.publishes.get(event_id, []) if p.routed]
+    previous_end = float("-inf")
+    for fault in history.faults:
+        if fault.kind == "queue_delete" and routed and previous_end < routed[-1] <= fault.end:
+            return True
+        previous_end = fault.end
+    return False
 
 
 def check(history: History) -> Report:
@@ -215,8 +255,10 @@ def check(history: History) -> Report:
     problems: list[str] = []
     delivered_ids = collections.Counter(event.event_id for event in history.delivered)
     stale = set(history.stale)
-    resent_stale = {i for i in stale if history.published.get(i, 0) > 1}
-    never = [e for i, e in history.accepted.items() if i not in delivered_ids and i not in stale]
+    resent_stale = {i for i in stale if len(history.publishes.get(i, [])) > 1}
+    missing = [e for i, e in history.accepted.items() if i not in delivered_ids and i not in stale]
+    destroyed = {e.event_id for e in missing if _destroyed_with_the_queue(history, e.event_id)}
+    never = [e for e in missing if e.event_id not in destroyed]
     if never:
         problems.append(
             f"lost: {len(never)} accepted events never reached the consumer: {_examples(never)}"
@@ -278,18 +320,24 @@ def check(history: History) -> Report:
         ),
         "events accepted": len(history.accepted),
         "of which left in the outbox unpublished": sum(
-            1 for i in history.accepted if not history.published.get(i)
+            1 for i in history.accepted if not history.publishes.get(i)
         ),
-        "publishes traced": sum(history.published.values()),
-        "events published more than once": sum(1 for c in history.published.values() if c > 1),
+        "publishes traced": sum(len(sent) for sent in history.publishes.values()),
+        "of which unroutable": sum(
+            1 for sent in history.publishes.values() for p in sent if not p.routed
+        ),
+        "events published more than once": sum(
+            1 for sent in history.publishes.values() if len(sent) > 1
+        ),
         "delivered": len(history.delivered),
         "duplicates filtered": history.duplicates_filtered,
         "stale resends filtered": len(resent_stale),
+        "destroyed with a deleted queue": len(destroyed),
         "lost": len(never) + len(backwards),
         "lost, by the last fault begun before their first publish": _charge(
             history, [e.event_id for e in never] + sorted(stale - resent_stale)
         ),
-        "faults": dict(sorted(history.faults.items())),
+        "faults": dict(sorted(collections.Counter(f.kind for f in history.faults).items())),
         "time to settle (s)": (
             "did not settle"
             if history.settle_seconds is None

@@ -11,7 +11,6 @@ monotonic clock is left alone, as an NTP step leaves it).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import shutil
 import sqlite3
@@ -23,6 +22,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
 from tests.service_process import ServiceProcess
 
+from .checker import Window
 from .rabbit import ChaosRabbit
 from .schedule import Fault
 
@@ -116,7 +116,7 @@ class ClockedService:
 
 
 class Injector:
-    """Apply faults to ``node`` and ``service``, counting them by kind.
+    """Apply faults to ``node`` and ``service``, recording when each began and ended.
 
     Arguments:
         node: The private broker.
@@ -131,19 +131,15 @@ class Injector:
         self.service = service
         self.queue = queue
         self.log = log
-        self.counts: collections.Counter[str] = collections.Counter()
-        #: (``time.monotonic()`` at its start, kind) of each fault applied.
-        self.starts: list[tuple[float, str]] = []
+        #: Each fault applied, on the ``time.monotonic()`` clock.
+        self.windows: list[Window] = []
 
     def apply(self, fault: Fault) -> None:
         """Inject ``fault``, hold it, undo it, then wait out its calm."""
         started = time.monotonic()
-        self.starts.append((started, fault.kind))
         getattr(self, f"_{fault.kind}")(fault)
-        self.counts[fault.kind] += 1
-        self.log(
-            f"fault {sum(self.counts.values())}: {fault} ({time.monotonic() - started:.1f} s)"
-        )
+        self.windows.append(Window(fault.kind, started, time.monotonic()))
+        self.log(f"fault {len(self.windows)}: {fault} ({time.monotonic() - started:.1f} s)")
         time.sleep(fault.gap)
 
     def _service_kill(self, fault: Fault) -> None:

@@ -3,9 +3,10 @@
 The node is :class:`~tests.functional.privaterabbit.PrivateRabbit` with a
 plain TCP listener: its own node name, ports, database, logs and Erlang
 cookie, so stopping, killing, alarming or changing policies on it touches no
-one else. The tap consumes the broker's firehose (``rabbitmqctl trace_on``):
-a copy of every message published to the test's exchange, taken before the
-broker routes, confirms, nacks or returns it. What the service published
+one else. The tap consumes the broker's firehose (what ``rabbitmqctl trace_on``
+turns on): a copy of every message published to the test's exchange, with
+the queues the broker routed it to, taken before it confirms, nacks or
+returns it. What the service published
 came out of its outbox: the tap tells what it had accepted, and how many
 times it sent each event.
 """
@@ -28,6 +29,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
 
 from ..privaterabbit import RABBITMQ_BIN, START_TIMEOUT, PrivateRabbit
+from .checker import Publish
 
 TRACE_EXCHANGE = "amq.rabbitmq.trace"
 
@@ -120,28 +122,29 @@ class ChaosRabbit(PrivateRabbit):
 class FirehoseTap(threading.Thread):
     """Record every event published to ``exchange`` on ``node``, as the broker received it.
 
-    ``published[event_id]`` is how many times it was published; ``events``
-    maps an event_id to the event. Reconnects by itself across broker
-    restarts; messages traced while it was away are missed (the record is
-    a lower bound).
+    ``publishes[event_id]`` lists each time it was published: when the tap
+    got the copy (``time.monotonic()``) and whether the broker routed it to
+    ``queue``; ``events`` maps an event_id to the event. Reconnects by
+    itself across broker restarts (its queue is durable); the firehose is on
+    from the node's boot, so only copies in flight in a killed node escape it.
 
     Arguments:
-        node: The private node (trace must be on: the node turns it on at each start).
+        node: The private node.
         exchange: The service's exchange.
+        queue: The host queue.
 
     """
 
-    def __init__(self, node: ChaosRabbit, exchange: str) -> None:
+    def __init__(self, node: ChaosRabbit, exchange: str, queue: str) -> None:
         super().__init__(name="firehose-tap", daemon=True)
         self.node = node
         self.exchange = exchange
+        self.host_queue = queue
         self.queue = f"hn-chaos-tap-{uuid.uuid4().hex[:8]}"
-        self.published: collections.Counter[str] = collections.Counter()
+        self.publishes: dict[str, list[Publish]] = collections.defaultdict(list)
         self.events: dict[str, LifecycleEvent] = {}
-        #: event_id -> ``time.monotonic()`` when the tap first saw it.
-        self.first_seen: dict[str, float] = {}
         self.malformed = 0
-        #: Set once the tap consumes (again set and cleared across broker restarts).
+        #: Set once the tap consumes (cleared while the node is away).
         self.ready = threading.Event()
         self._halt = threading.Event()
         self._lock = threading.Lock()
@@ -159,7 +162,6 @@ class FirehoseTap(threading.Thread):
             f"127.0.0.1:{self.node.port}", userid="guest", password="guest", connect_timeout=2
         ) as conn:
             channel = conn.channel()
-            # Durable: the tap's queue survives a restart of the node with what it holds.
             channel.queue_declare(self.queue, durable=True, auto_delete=False)
             channel.queue_bind(self.queue, TRACE_EXCHANGE, f"publish.{self.exchange}")
             channel.basic_consume(self.queue, callback=self._on_message, no_ack=True)
@@ -171,15 +173,16 @@ class FirehoseTap(threading.Thread):
                     conn.heartbeat_tick()
 
     def _on_message(self, message: amqp.Message) -> None:
+        at = time.monotonic()
         try:
             event = wire.decode(message.body)
         except MalformedEvent:
             self.malformed += 1
             return
+        routed = self.host_queue in (message.headers or {}).get("routed_queues", [])
         with self._lock:
-            self.published[event.event_id] += 1
+            self.publishes[event.event_id].append(Publish(at, routed))
             self.events.setdefault(event.event_id, event)
-            self.first_seen.setdefault(event.event_id, time.monotonic())
 
     def wait_quiet(self, quiet: float = 1.0, timeout: float = 30.0) -> None:
         """Wait (at most ``timeout``) until nothing was traced for ``quiet`` seconds."""
@@ -187,16 +190,16 @@ class FirehoseTap(threading.Thread):
         seen = -1
         while time.monotonic() < deadline:
             with self._lock:
-                count = sum(self.published.values())
+                count = sum(len(sent) for sent in self.publishes.values())
             if count == seen:
                 return
             seen = count
             self._halt.wait(quiet)
 
-    def snapshot(self) -> tuple[dict[str, LifecycleEvent], dict[str, int]]:
-        """(event_id -> event, event_id -> times published), as recorded so far."""
+    def snapshot(self) -> tuple[dict[str, LifecycleEvent], dict[str, list[Publish]]]:
+        """(event_id -> event, event_id -> its publishes), as recorded so far."""
         with self._lock:
-            return dict(self.events), dict(self.published)
+            return dict(self.events), {i: list(sent) for i, sent in self.publishes.items()}
 
     def stop(self) -> None:
         self._halt.set()
