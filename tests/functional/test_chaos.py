@@ -103,9 +103,11 @@ def service_config(path: Path, node: ChaosRabbit, host: str, exchange: str) -> N
 def settled(service: ClockedService, collector: Collector, churn: Churn) -> float | None:
     """Seconds until a fresh guest's event arrived and the outbox emptied; None if not."""
     started = time.monotonic()
+    # Pushed, or found by the resync of a service still starting: either way
+    # its event comes after every event the service published before it.
     sentinel = churn.add_guest(start=True)
     try:
-        collector.wait_for(lambda e: e.instance_uuid == sentinel and not e.resync, SETTLE_TIMEOUT)
+        wait_until(lambda: collector.of(sentinel), SETTLE_TIMEOUT, "the sentinel's event")
         port = service.current.health_port
         wait_until(
             lambda: metrics(port)["hypervisor_notifier_outbox_depth"] == 0,
@@ -113,7 +115,7 @@ def settled(service: ClockedService, collector: Collector, churn: Churn) -> floa
             "the outbox to empty",
         )
     except AssertionError as exc:
-        print(f"not settled: {exc}")
+        print(f"not settled: {str(exc)[:300]}")
         return None
     seconds = time.monotonic() - started
     # The checker needs what is still on its way, too.
