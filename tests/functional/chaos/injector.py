@@ -1,8 +1,8 @@
 """Carry out the chaos schedule's faults on the private broker and the service.
 
 Every fault is undone before the next one starts (a killed service or
-broker is started again, a policy cleared, an alarm lifted), except a clock
-step, which stays until the next one steps back.
+broker is started again, a policy cleared, an alarm lifted, the clock
+stepped back).
 
 The service runs under libfaketime with a timestamp file: writing an offset
 ("-3600") to the file steps its wall clock (only the wall clock: its
@@ -187,10 +187,13 @@ class Injector:
 
     def _clock_step(self, fault: Fault) -> None:
         offset, how = fault.param.split()
-        self.service.step_clock(int(offset))
-        # The step bites at a restart: a clock-based seq starts again from the clock.
-        if how == "kill":
-            self.service.kill()
-        else:
-            self.service.stop()
-        self.service.start()
+        # A step bites at a restart: a clock-based seq starts again from the clock.
+        for step in (int(offset), 0):
+            self.service.step_clock(step)
+            if how == "kill":
+                self.service.kill()
+            else:
+                self.service.stop()
+            self.service.start()
+            if step:
+                time.sleep(fault.hold)
