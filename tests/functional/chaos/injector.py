@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import amqp.exceptions
+
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
 from tests.service_process import ServiceProcess
@@ -28,6 +30,8 @@ from .schedule import Fault
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 POLICY = "hn-chaos-reject"
+#: Seconds to wait for an empty host queue to delete.
+EMPTY_QUEUE_TIMEOUT = 60.0
 
 
 def outbox_events(path: Path) -> dict[str, LifecycleEvent]:
@@ -171,7 +175,19 @@ class Injector:
             self.node.ctl("clear_policy", POLICY)
 
     def _queue_delete(self, fault: Fault) -> None:
-        self.node.channel_call("queue_delete", self.queue)
+        # Only an empty queue: the messages a deleted queue holds are gone for any
+        # publisher; what the fault tests is the publishes that follow. (What was
+        # delivered to the subscriber still reaches its callback.)
+        deadline = time.monotonic() + EMPTY_QUEUE_TIMEOUT
+        while True:
+            try:
+                self.node.channel_call("queue_delete", self.queue, if_empty=True)
+                break
+            except amqp.exceptions.PreconditionFailed:
+                if time.monotonic() > deadline:
+                    self.log(f"queue_delete: {self.queue} never empty; not deleted")
+                    return
+                time.sleep(0.05)
         time.sleep(fault.hold)
 
     def _alarm(self, fault: Fault) -> None:
