@@ -58,7 +58,10 @@ def test_a_lost_event_is_reported():
     delivered = [event(1, "started"), event(3, "resumed")]
     accepted = {e.event_id: e for e in [*delivered, event(2, "paused")]}
     report = check(history([START, SUSPEND, RESUME], delivered, accepted=accepted))
-    assert "lost: 1 accepted events never reached the consumer: paused seq=2" in problems(report)
+    assert (
+        "lost: 1 accepted events never reached the consumer: paused seq=2 of g1 (published 1x)"
+        in problems(report)
+    )
     assert report.counts["lost"] == 1
 
 
@@ -199,5 +202,6 @@ def test_an_unroutable_publish_never_sent_again_is_lost():
     assert report.counts["events published more than once"] == 1
     assert (
         problems(report)
-        == "lost: 1 accepted events never reached the consumer: paused seq=2 of g1"
+        == "lost: 1 accepted events never reached the consumer: paused seq=2 of g1 "
+        "(published 1x, 1 unroutable)"
     )

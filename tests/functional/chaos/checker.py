@@ -201,6 +201,14 @@ def _examples(items: Iterable[object]) -> str:
     return shown + ("; ..." if len(items) > EXAMPLES else "")
 
 
+def _sent(publishes: list[Publish]) -> str:
+    """How an event was published: "never published", "published 2x, 1 unroutable"."""
+    if not publishes:
+        return "never published"
+    unroutable = sum(1 for p in publishes if not p.routed)
+    return f"published {len(publishes)}x" + (f", {unroutable} unroutable" if unroutable else "")
+
+
 def _explain(guest: Guest, events: list[Seen]) -> Seen | None:
     """The first of a guest's delivered events its history cannot explain in order, or None."""
     states = [guest.initial] + [op.state_after for op in guest.operations]
@@ -245,8 +253,10 @@ def check(history: History) -> Report:
     resent_stale = {i for i in stale if len(history.publishes.get(i, [])) > 1}
     never = [e for i, e in history.accepted.items() if i not in delivered_ids and i not in stale]
     if never:
+        described = [f"{e} ({_sent(history.publishes.get(e.event_id, []))})" for e in never]
         problems.append(
-            f"lost: {len(never)} accepted events never reached the consumer: {_examples(never)}"
+            f"lost: {len(never)} accepted events never reached the consumer: "
+            f"{_examples(described)}"
         )
     backwards = [history.accepted.get(i, i) for i in sorted(stale - resent_stale)]
     if backwards:
