@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TIMEOUT = 30.0
@@ -48,21 +49,24 @@ def healthz(port: int) -> tuple[int, dict]:
 class ServiceProcess:
     """``hypervisor-notifier`` running as a child process, its log lines collected.
 
-    Arguments:
-        config_path: Its configuration file.
-        env: Variables added to this process's environment for it (e.g. a
-            preloaded library that fakes its clock).
-
+    ``wrapper`` runs it under another command (``faketime -f -1h``), ``env``
+    adds to its environment.
     """
 
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        wrapper: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
+            [*wrapper, sys.executable, "-m", "hypervisor_notifier.cmd.notifier", "--config-file",
              str(config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **env} if env else None,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
         self.lines: list[str] = []
         self._new_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()

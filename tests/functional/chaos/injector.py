@@ -94,7 +94,7 @@ class ClockedService:
         return self.runs[-1]
 
     def start(self) -> ServiceProcess:
-        self.runs.append(ServiceProcess(self.config, self.env))
+        self.runs.append(ServiceProcess(self.config, env=self.env))
         return self.current
 
     def _collect_left(self) -> None:
