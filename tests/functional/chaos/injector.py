@@ -30,6 +30,8 @@ from .schedule import Fault
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 POLICY = "hn-chaos-reject"
+#: Seconds a restarted service may take to connect and resync.
+RESTART_TIMEOUT = 60.0
 #: Seconds to wait for an empty host queue to delete.
 EMPTY_QUEUE_TIMEOUT = 60.0
 
@@ -210,6 +212,7 @@ class Injector:
                 self.service.kill()
             else:
                 self.service.stop()
-            self.service.start()
+            # Up and publishing on that clock (its start resync done) before the next step.
+            self.service.start().wait_for_log("resync (", timeout=RESTART_TIMEOUT)
             if step:
                 time.sleep(fault.hold)
