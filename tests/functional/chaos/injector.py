@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import amqp.exceptions
@@ -132,7 +133,9 @@ class Injector:
 
     """
 
-    def __init__(self, node: ChaosRabbit, service: ClockedService, queue: str, log) -> None:
+    def __init__(
+        self, node: ChaosRabbit, service: ClockedService, queue: str, log: Callable[[str], None]
+    ) -> None:
         self.node = node
         self.service = service
         self.queue = queue
