@@ -1,0 +1,1 @@
+"""The chaos test's parts: a private broker, guest churn, faults, and a pure history checker."""
