@@ -121,9 +121,12 @@ class Observation:
     occurred_at: datetime.datetime
 
 
-@dataclasses.dataclass(frozen=True)
-class LifecycleEvent:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LifecycleEvent(Observation):
     """One guest state change as published: the payload of the wire contract.
+
+    An :class:`Observation` (its fields first) stamped by the service; every
+    field is given by keyword.
 
     Arguments:
         event_id: Unique and stable across redelivery; consumers dedupe on it.
@@ -149,13 +152,6 @@ class LifecycleEvent:
     event_id: str
     host: str
     hypervisor: str
-    instance_uuid: str
-    instance_name: str
-    transition: Transition
-    power_state: PowerState
-    reason: str
-    detail: str
-    occurred_at: datetime.datetime
     seq: int
     resync: bool = False
     schema_version: str = SCHEMA_VERSION
@@ -172,19 +168,14 @@ class LifecycleEvent:
         resync: bool = False,
     ) -> LifecycleEvent:
         """Stamp an observation with its host, a new event_id and its seq."""
+        observed = {f.name: getattr(observation, f.name) for f in dataclasses.fields(Observation)}
         return cls(
             event_id=str(uuid.uuid4()),
             host=host,
             hypervisor=hypervisor,
-            instance_uuid=observation.instance_uuid,
-            instance_name=observation.instance_name,
-            transition=observation.transition,
-            power_state=observation.power_state,
-            reason=observation.reason,
-            detail=observation.detail,
-            occurred_at=observation.occurred_at,
             seq=seq,
             resync=resync,
+            **observed,
         )
 
     def to_payload(self) -> dict[str, Any]:
