@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import sys
 
@@ -27,10 +28,13 @@ def stream(broker):
     broker.queue_delete(name)
 
 
+#: The broker URL as the command takes it best: from the environment, not argv.
+ENV = {**os.environ, "HYPERVISOR_EVENTS_TRANSPORT_URL": BROKER_URL}
+
+
 def events_command(names, stream, *args):
     return [sys.executable, "-m", "hypervisor_notifier.cmd.events", *args,
-            "--transport-url", BROKER_URL, "--exchange", names["exchange"],
-            "--stream", stream, "--json"]  # fmt: skip
+            "--exchange", names["exchange"], "--stream", stream, "--json"]  # fmt: skip
 
 
 def test_history_replays_one_instances_events_in_order_after_nobody_consumed_them(
@@ -46,7 +50,7 @@ def test_history_replays_one_instances_events_in_order_after_nobody_consumed_the
 
     result = subprocess.run(
         events_command(names, stream, "history", "--instance", guest, "--since", "10m"),
-        capture_output=True, text=True, timeout=TIMEOUT,
+        capture_output=True, text=True, timeout=TIMEOUT, env=ENV,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
@@ -63,7 +67,7 @@ def test_watch_since_replays_the_past_then_follows_new_events(names, stream, sta
     watch = subprocess.Popen(
         events_command(names, stream, "watch", "--since", "5m", "--instance", guest,
                        "--count", "3"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
     # The replayed past, before anything new is sent (lines read one by one:
     # communicate() would bypass what readline() buffered).
@@ -81,9 +85,8 @@ def test_watch_since_replays_the_past_then_follows_new_events(names, stream, sta
 
 def test_history_without_a_stream_is_one_line_of_error(names):
     result = subprocess.run(
-        [sys.executable, "-m", "hypervisor_notifier.cmd.events", "history", "--since", "1h",
-         "--transport-url", BROKER_URL],
-        capture_output=True, text=True, timeout=TIMEOUT,
+        [sys.executable, "-m", "hypervisor_notifier.cmd.events", "history", "--since", "1h"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=ENV,
     )  # fmt: skip
 
     assert result.returncode == 2
