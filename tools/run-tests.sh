@@ -2,7 +2,7 @@
 # The project's test command: bootstrap the machine, then run tox.
 #
 # Usage: tools/run-tests.sh [TOX_ARG...]
-#   TOX_ENVS   the tox environments (default: pep8,py3,functional,docs,releasenotes,nova)
+#   TOX_ENVS   the tox environments (default: pep8,py3,functional,docs,releasenotes,nova,masakari)
 #   TOX_ARGs   are handed to tox as they are; put test selectors for the
 #              test runner after "--" (every listed environment gets them).
 set -euo pipefail
@@ -16,5 +16,5 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$REPO/tools/bootstrap.sh" test
 
 cd "$REPO"
-envs=${TOX_ENVS:-pep8,py3,functional,docs,releasenotes,nova}
+envs=${TOX_ENVS:-pep8,py3,functional,docs,releasenotes,nova,masakari}
 exec "$REPO/.venv/bin/tox" -e "$envs" "$@"
