@@ -12,7 +12,7 @@ from hypervisor_notifier import conf as config
 from hypervisor_notifier import logs, version
 from hypervisor_notifier.backends import MissingBinding, UnknownBackend, load_backend
 from hypervisor_notifier.cmd import print_error
-from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
+from hypervisor_notifier.cmd.stopping import StopRequest, stop_signals_to_main_thread
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.notifier import broker, systemd
 from hypervisor_notifier.notifier.health import HealthServer
@@ -44,35 +44,40 @@ def _setup_logging(conf: cfg.ConfigOpts) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the service; return 0 once stopped with no event lost."""
-    try:
-        conf = config.load(sys.argv[1:] if argv is None else argv, prog=PROG, version=version())
-        _setup_logging(conf)
-        backend = load_backend(conf)
-        signer = _signer(conf)
-        outbox = SQLiteOutbox(
-            conf.outbox.path, conf.outbox.max_events, conf.outbox.synchronous, signer=signer
-        )
-        service = Service.from_conf(conf, backend, outbox)
-        health = None
-        if conf.health.enabled:
-            health = HealthServer(
-                service, conf.health.listen, conf.health.port, conf.health.max_event_age
+    stop = StopRequest()
+    # Every thread, the outbox's included, is started with the stop signals
+    # blocked: SIGTERM must reach the main thread, which alone handles it.
+    with stop_signals_to_main_thread(stop.request):
+        try:
+            conf = config.load(
+                sys.argv[1:] if argv is None else argv, prog=PROG, version=version()
             )
-    except (config.ConfigError, UnknownBackend, MissingBinding, OutboxRefused) as exc:
-        return print_error(PROG, exc)
-    except OSError as exc:  # the health port is taken or not ours to bind
-        print(f"{PROG}: error: [health] {conf.health.listen}:{conf.health.port}: {exc.strerror}",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    # Once the configuration is known good: a bad one is one line of error.
-    if signer is None:
-        LOG.warning("events are not signed: [%s] key is not set", signing_conf.GROUP)
-    else:
-        LOG.info("signing events with key %r", signer.key_id)
-    LOG.info("broker: %s", broker.from_conf(conf).sources)
-    interval = systemd.watchdog_interval()
-    watchdog = Watchdog(service, interval) if interval else None
-    with stop_signals_to_main_thread(service.request_stop):
+            _setup_logging(conf)
+            backend = load_backend(conf)
+            signer = _signer(conf)
+            outbox = SQLiteOutbox(
+                conf.outbox.path, conf.outbox.max_events, conf.outbox.synchronous, signer=signer
+            )
+            service = Service.from_conf(conf, backend, outbox)
+            health = None
+            if conf.health.enabled:
+                health = HealthServer(
+                    service, conf.health.listen, conf.health.port, conf.health.max_event_age
+                )
+        except (config.ConfigError, UnknownBackend, MissingBinding, OutboxRefused) as exc:
+            return print_error(PROG, exc)
+        except OSError as exc:  # the health port is taken or not ours to bind
+            where = f"[health] {conf.health.listen}:{conf.health.port}"
+            return print_error(PROG, OSError(f"{where}: {exc.strerror}"))
+        # Once the configuration is known good: a bad one is one line of error.
+        if signer is None:
+            LOG.warning("events are not signed: [%s] key is not set", signing_conf.GROUP)
+        else:
+            LOG.info("signing events with key %r", signer.key_id)
+        LOG.info("broker: %s", broker.from_conf(conf).sources)
+        interval = systemd.watchdog_interval()
+        watchdog = Watchdog(service, interval) if interval else None
+        stop.forward_to(service.request_stop)
         if health is not None:
             health.start()
         service.start()

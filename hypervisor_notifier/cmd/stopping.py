@@ -26,3 +26,28 @@ def stop_signals_to_main_thread(on_stop: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class StopRequest:
+    """A stop signal that may arrive before what it must stop exists.
+
+    The signal handler calls :meth:`request`; once the thing to stop is
+    built, :meth:`forward_to` names it (and stops it at once if a signal
+    already came).
+    """
+
+    def __init__(self) -> None:
+        self._target: Callable[[], None] | None = None
+        self._requested = False
+
+    def request(self) -> None:
+        """Stop what was named, or remember to."""
+        self._requested = True
+        if self._target is not None:
+            self._target()
+
+    def forward_to(self, target: Callable[[], None]) -> None:
+        """From now on a request calls ``target``."""
+        self._target = target
+        if self._requested:
+            target()
