@@ -1,32 +1,28 @@
 """A 3-node RabbitMQ cluster of the tests' own, on this machine.
 
-Three nodes of Debian's rabbitmq-server, each with its own node name, AMQP
-and distribution ports, data directory and logs, sharing one Erlang cookie
+Three private plain-TCP nodes (:class:`~.privaterabbit.PrivateRabbit`: own
+node names, ports, data directories and logs) that share one Erlang cookie
 (their common HOME) and nothing else: the machine's node on 127.0.0.1:5672
 is never touched. ``cluster_partition_handling = pause_minority``, as a
 production cluster runs. Nodes 2 and 3 join node 1 (``join_cluster``).
 
-Started once per test session (the first test that asks), reused, torn
-down by the pids it started. A node killed by a test is started again by
+Started once per test session (the first test that asks), reused, killed at
+its end by the pids it started. A node killed by a test is started again by
 :meth:`RabbitCluster.start_node`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
-from tests.functional.privaterabbit import RABBITMQ_BIN, START_TIMEOUT, free_port
+from .privaterabbit import PrivateRabbit
 
 SIZE = 3
 
 
-class ClusterNode:
+class ClusterNode(PrivateRabbit):
     """One node of the cluster.
 
     Arguments:
@@ -36,69 +32,24 @@ class ClusterNode:
 
     """
 
+    extra_config = "loopback_users = none\ncluster_partition_handling = pause_minority\n"
+
     def __init__(self, name: str, directory: Path, home: Path) -> None:
-        self.node = name
-        self.directory = directory
-        self.home = home
-        self.port = free_port()
-        self.dist_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.partitioned = False
         directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(directory, tls=False)
+        self.node = name
+        self.home = home
+        #: Cut off from the others by :meth:`RabbitCluster.partition`.
+        self.partitioned = False
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "HOME": str(self.home),
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
-            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
-            "RABBITMQ_PID_FILE": str(self.directory / "rabbit.pid"),
-        }
+        return {**super().env, "HOME": str(self.home)}
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """``guest:guest@127.0.0.1:PORT``: one host of a multi-host transport URL."""
         return f"guest:guest@127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start the node's process; return once its applications run."""
-        (self.directory / "enabled_plugins").write_text("[].\n")
-        (self.directory / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            "loopback_users = none\n"
-            "cluster_partition_handling = pause_minority\n"
-        )
-        log = (self.directory / "server.log").open("ab")
-        self.process = subprocess.Popen(
-            [str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        self.ctl("wait", str(self.directory / "rabbit.pid"), "--timeout", str(START_TIMEOUT))
-
-    def ctl(self, *args: str, check: bool = True) -> str:
-        """Run rabbitmqctl against this node; its output."""
-        result = subprocess.run(
-            [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.node, *args],
-            env=self.env, capture_output=True, text=True, timeout=START_TIMEOUT,
-        )  # fmt: skip
-        if check and result.returncode:
-            raise RuntimeError(f"rabbitmqctl -n {self.node} {' '.join(args)}: "
-                               f"{result.stdout}{result.stderr}")  # fmt: skip
-        return result.stdout
-
-    def kill(self) -> None:
-        """kill -9 the node's whole process group (beam and its port programs)."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        self.process = None
 
     @property
     def running(self) -> bool:
@@ -128,7 +79,7 @@ class RabbitCluster:
 
     @property
     def transport_url(self) -> str:
-        return "rabbit://" + ",".join(node.url for node in self.nodes) + "/"
+        return "rabbit://" + ",".join(node.address for node in self.nodes) + "/"
 
     def start(self) -> None:
         """Start node 1, then join the others to it; check the cluster has every node."""
@@ -178,7 +129,12 @@ class RabbitCluster:
     def _wait_running(node: ClusterNode, want: str, timeout: float) -> None:
         # rabbit pauses and resumes on its own timers: nothing to be notified by.
         deadline = time.monotonic() + timeout
-        while node.ctl("eval", "rabbit:is_running().", check=False).strip() != want:
+        while True:
+            try:
+                if node.ctl("eval", "rabbit:is_running().").strip() == want:
+                    return
+            except RuntimeError:
+                pass  # the node is between states
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{node.node}: rabbit:is_running() is not {want}")
             time.sleep(0.5)
@@ -197,6 +153,7 @@ class RabbitCluster:
         raise LookupError(f"no quorum queue {queue!r}")
 
     def stop(self) -> None:
-        """Kill every node started here (by its process group) and wait for it."""
+        """Kill every node started here and wait for it."""
         for node in self.nodes:
-            node.kill()
+            if node.running:
+                node.kill9()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import uuid
@@ -78,6 +79,9 @@ class PrivateRabbit:
         tls: Listen for TLS only, requiring a client certificate; else plain TCP only.
 
     """
+
+    #: More lines of ``rabbitmq.conf`` (a subclass's).
+    extra_config = ""
 
     def __init__(self, directory: Path, *, tls: bool = True) -> None:
         self.directory = directory
@@ -137,8 +141,8 @@ class PrivateRabbit:
     def start(self) -> None:
         """Write the config (and certificates) and start the node; return once it is booted."""
         (self.directory / "enabled_plugins").write_text("[].\n")
-        (self.directory / "rabbitmq.conf").write_text(self._listeners())
-        log = (self.directory / "server.log").open("wb")
+        (self.directory / "rabbitmq.conf").write_text(self._listeners() + self.extra_config)
+        log = (self.directory / "server.log").open("ab")
         self.process = subprocess.Popen(
             [str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env, stdout=log,
             stderr=subprocess.STDOUT,
@@ -156,6 +160,12 @@ class PrivateRabbit:
         if result.returncode:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}")
         return result.stdout
+
+    def kill9(self) -> None:
+        """SIGKILL the node's Erlang VM: no clean shutdown, no flush."""
+        assert self.process is not None
+        os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
+        self.process.wait(START_TIMEOUT)
 
     def stop(self) -> None:
         """Stop the node and wait for its process."""

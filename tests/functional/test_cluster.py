@@ -171,7 +171,7 @@ def delete_on(cluster: RabbitCluster, exchange: str, queue: str) -> None:
 def test_kill_of_the_publishers_node_mid_burst_loses_and_reorders_nothing(healed):
     def kill_publishers_node(host: str, _queue: str) -> str:
         node = node_of_connection(healed, f"hypervisor-notifier {host}")
-        node.kill()
+        node.kill9()
         return f"kill -9 of {node.node} (the publisher's node)"
 
     run_burst_with_fault(healed, kill_publishers_node, gap=0.002)
@@ -180,7 +180,7 @@ def test_kill_of_the_publishers_node_mid_burst_loses_and_reorders_nothing(healed
 def test_kill_of_the_quorum_queue_leader_mid_burst_loses_and_reorders_nothing(healed):
     def kill_leader(_host: str, queue: str) -> str:
         node = healed.queue_leader(queue)
-        node.kill()
+        node.kill9()
         return f"kill -9 of {node.node} (leader of {queue})"
 
     run_burst_with_fault(healed, kill_leader, gap=0.002)

@@ -14,8 +14,6 @@ times it sent each event.
 from __future__ import annotations
 
 import collections
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -93,12 +91,6 @@ class ChaosRabbit(PrivateRabbit):
                 )
                 assert time.monotonic() < deadline, f"the node did not boot in {START_TIMEOUT} s"
                 time.sleep(0.1)
-
-    def kill9(self) -> None:
-        """SIGKILL the node's Erlang VM: no clean shutdown, no flush."""
-        assert self.process is not None
-        os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
-        self.process.wait(START_TIMEOUT)
 
     def restart(self) -> None:
         """Boot the node again after :meth:`kill9`, on the same database."""
