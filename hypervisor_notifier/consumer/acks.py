@@ -39,7 +39,8 @@ class AckBatch:
     def handled(self, channel: Any, tag: int) -> None:
         """``tag`` was handled (callback returned, or nothing to do): ack it soon."""
         if self._channel is not channel:
-            self.flush()
+            # Another channel: the old one is gone with its tags (redelivered).
+            self.forget()
             self._channel = channel
         self._tag = tag
         if not self._count:

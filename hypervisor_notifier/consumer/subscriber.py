@@ -309,6 +309,8 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
     ) -> None:
         """Consuming: messages are judged anew; :meth:`wait_ready` returns."""
+        # Tags of an earlier channel mean nothing on this one: never ack them here.
+        self._acks.forget()
         self._consuming = connection
         self.dispatcher.resume()
         self._ready.set()
