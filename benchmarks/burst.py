@@ -54,7 +54,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
-from common import TRANSPORT_URL, Stats, delete_broker_objects, progress, rabbitmq_version
+from harness import TRANSPORT_URL, Stats, delete_broker_objects, progress, rabbitmq_version
 from oslo_config import cfg
 
 from hypervisor_notifier import conf as config
