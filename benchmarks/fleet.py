@@ -75,16 +75,16 @@ def cluster_ctl(cluster: RabbitCluster | None, *args: str) -> str:
 
 
 def node_cpu(cluster: RabbitCluster | None) -> float:
-    """CPU seconds of the cluster's Erlang VMs (found by their node names)."""
+    """CPU seconds of the cluster's Erlang VMs (found by their HOME on the command line)."""
     if cluster is None:
         return 0.0
     total = 0
-    names = [node.node.split("@")[0].encode() for node in cluster.nodes]
+    home = str(cluster.nodes[0].home).encode()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if (proc / "comm").read_text().strip() != "beam.smp":
                 continue
-            if not any(name in (proc / "cmdline").read_bytes() for name in names):
+            if home not in (proc / "cmdline").read_bytes():
                 continue
             stat = (proc / "stat").read_text().rpartition(")")[2].split()
             total += int(stat[11]) + int(stat[12])
