@@ -189,6 +189,11 @@ class Collector:
                 raise AssertionError(f"no matching event in {timeout} s; got {self.events}")
             return found[0]
 
+    def wait_for_count(self, count: int, timeout: float = TIMEOUT) -> bool:
+        """Wait until ``count`` events were received; whether they were."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self.events) >= count, timeout)
+
     def of(self, instance_uuid: str, *, resync: bool | None = None) -> list[LifecycleEvent]:
         """The events received for one instance (optionally only resync or pushed ones)."""
         with self._changed:

@@ -30,7 +30,7 @@ from tests.broker import unique
 from tests.factories import make_event
 
 from .cluster import ClusterNode, RabbitCluster
-from .conftest import TOPIC
+from .conftest import TOPIC, Collector
 
 EVENTS = 1500
 GUESTS = 10
@@ -58,23 +58,6 @@ def healed(cluster: RabbitCluster) -> Iterator[RabbitCluster]:
         if node.partitioned:
             cluster.heal(node)
         cluster.start_node(node)
-
-
-class Delivered:
-    """Every event the Subscriber delivered, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[LifecycleEvent] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, event: LifecycleEvent) -> None:
-        with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def wait_for(self, count: int, timeout: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: len(self.events) >= count, timeout)
 
 
 def burst(host: str) -> list[LifecycleEvent]:
@@ -111,7 +94,7 @@ def run_burst_with_fault(
     host, exchange = unique("cl"), unique("hn-cluster")
     queue = wire.host_queue_name(TOPIC, host)
     url = cluster.transport_url
-    delivered = Delivered()
+    delivered = Collector()
     subscriber = Subscriber(url, delivered, host=host, exchange=exchange, topic=TOPIC,
                             queue_type="quorum")  # fmt: skip
     publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
@@ -137,7 +120,7 @@ def run_burst_with_fault(
         faulted = time.monotonic()
         did = fault(host, queue)
         feeder.join()
-        complete = delivered.wait_for(EVENTS, SETTLE_TIMEOUT)
+        complete = delivered.wait_for_count(EVENTS, SETTLE_TIMEOUT)
         settled = time.monotonic() - faulted
         stats = subscriber.stats
         print(
