@@ -40,7 +40,16 @@ import uuid
 from pathlib import Path
 
 import amqp
-from harness import Stats, machine_line, package_state, progress, verdict, versions
+from harness import (
+    Cpu,
+    Stats,
+    broker_pids,
+    machine_line,
+    package_state,
+    progress,
+    verdict,
+    versions,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the tests' cluster, imported by its package path
@@ -78,19 +87,7 @@ def node_cpu(cluster: RabbitCluster | None) -> float:
     """CPU seconds of the cluster's Erlang VMs (found by their HOME on the command line)."""
     if cluster is None:
         return 0.0
-    total = 0
-    home = str(cluster.nodes[0].home).encode()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if (proc / "comm").read_text().strip() != "beam.smp":
-                continue
-            if home not in (proc / "cmdline").read_bytes():
-                continue
-            stat = (proc / "stat").read_text().rpartition(")")[2].split()
-            total += int(stat[11]) + int(stat[12])
-        except OSError:
-            continue
-    return total / 100
+    return Cpu.now(broker_pids(str(cluster.nodes[0].home).encode())).broker
 
 
 def delete_fleet(url: str, exchange: str, queues: list[str]) -> None:

@@ -260,12 +260,19 @@ class Cpu:
         return cls(time.monotonic(), busy / ticks, own.user + own.system, broker / ticks)
 
 
-def broker_pids() -> list[int]:
-    """The RabbitMQ nodes' processes (Erlang's ``beam.smp``) on this machine."""
+def broker_pids(cmdline_contains: bytes = b"") -> list[int]:
+    """The RabbitMQ nodes' processes (Erlang's ``beam.smp``) on this machine.
+
+    Arguments:
+        cmdline_contains: Only those whose command line holds this (e.g. a node's HOME).
+
+    """
     pids = []
     for comm in Path("/proc").glob("[0-9]*/comm"):
         with contextlib.suppress(OSError):
-            if comm.read_text().strip() == "beam.smp":
+            if comm.read_text().strip() != "beam.smp":
+                continue
+            if cmdline_contains in (comm.parent / "cmdline").read_bytes():
                 pids.append(int(comm.parent.name))
     return pids
 
