@@ -107,7 +107,7 @@ def oslo_waits_for(transport: oslo_messaging.Transport) -> str:
 
 def notify_burst(notifier: oslo_messaging.Notifier, events: list[LifecycleEvent]) -> float:
     """``info`` each event's payload; seconds until the last call returned (= was confirmed)."""
-    messages = [(wire.EVENT_TYPE_PREFIX + e.transition.value, e.to_payload()) for e in events]
+    messages = [(e.event_type, e.to_payload()) for e in events]
     started = time.perf_counter()
     for event_type, payload in messages:
         notifier.info({}, event_type, payload)

@@ -1,14 +1,18 @@
-"""Guest lifecycle events and their versioned payload.
+"""Guest lifecycle events, their versioned payload, and what every published event carries.
 
 This module is part of the public wire contract (doc/source/wire.rst).
 It imports nothing hypervisor- or broker-specific, so the consumer library
 can use it on hosts without libvirt-python or pyVmomi.
 
-Two types flow through the service:
+Two types flow through the service for each kind of event:
 
-- :class:`Observation` is what a backend saw: one guest changed state.
-- :class:`LifecycleEvent` is what goes on the wire: an observation stamped by
-  the service with its host, a stable ``event_id`` and a per-host ``seq``.
+- an observation is what a backend saw: :class:`Observation` (one guest
+  changed state), :class:`~hypervisor_notifier.faults.FaultObservation` (a
+  guest fault or device change), :class:`~hypervisor_notifier.host_events.
+  HostObservation` (the hypervisor connection was lost or is back);
+- an event is what goes on the wire: the observation stamped (:class:`Stamp`)
+  by the service with its host, a stable ``event_id`` and a per-host ``seq``:
+  :class:`LifecycleEvent`, ``FaultEvent``, ``HostEvent``.
 """
 
 from __future__ import annotations
@@ -18,13 +22,23 @@ import datetime
 import enum
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 #: Payload schema version. The major number changes only with an
 #: incompatible change; decoders accept any minor version of their major.
-#: 1.1 added the optional ``signature`` field (``signing.py``).
-SCHEMA_VERSION = "1.1"
+#: 1.1 added the optional ``signature`` field (``signing.py``); 1.2 the
+#: ``details`` object, guest fault events (``faults.py``) and host events
+#: (``host_events.py``).
+SCHEMA_VERSION = "1.2"
 SCHEMA_MAJOR = "1"
+
+#: The ``event_type`` of every guest event starts with it; host events' with
+#: :data:`HOST_EVENT_PREFIX`.
+INSTANCE_EVENT_PREFIX = "hypervisor.instance."
+HOST_EVENT_PREFIX = "hypervisor.host."
+
+#: A value of a ``details`` object: JSON scalars only, so every language reads them alike.
+Scalar = str | int | float | bool | None
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -109,8 +123,13 @@ class Observation:
         reason: The backend's raw event name (libvirt ``STOPPED``, ...).
         detail: The backend's raw detail name (libvirt ``SHUTDOWN``, ...).
         occurred_at: When the backend received the event (aware, UTC).
+        details: What else the hypervisor said (e.g. a panic's details),
+            libvirt's or vSphere's own names kept; JSON scalars only.
 
     """
+
+    #: The event type it is published as (set below the event classes).
+    event_class: ClassVar[type[Stamp]]
 
     instance_uuid: str
     instance_name: str
@@ -119,29 +138,22 @@ class Observation:
     reason: str
     detail: str
     occurred_at: datetime.datetime
+    details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
+
+
+StampedEvent = TypeVar("StampedEvent", bound="Stamp")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LifecycleEvent(Observation):
-    """One guest state change as published: the payload of the wire contract.
-
-    An :class:`Observation` (its fields first) stamped by the service; every
-    field is given by keyword.
+class Stamp:
+    """What the service adds to every observation it publishes, whatever its kind.
 
     Arguments:
         event_id: Unique and stable across redelivery; consumers dedupe on it.
         host: The compute host that published it.
         hypervisor: The backend name (``libvirt`` or ``esx``).
-        instance_uuid: The guest's UUID (nova's instance UUID).
-        instance_name: The guest's name on the hypervisor.
-        transition: What happened.
-        power_state: The guest's power state after the change.
-        reason: The backend's raw event name.
-        detail: The backend's raw detail name.
-        occurred_at: When the backend received the event (aware, UTC).
-        seq: Monotonic per host: a later event of a host has a larger seq.
-        resync: True when a resync synthesized the event (the hypervisor did
-            not push it, e.g. it happened while the service was away).
+        seq: Monotonic per host: a later event of a host has a larger seq,
+            whatever the kinds of the two events.
         schema_version: The payload schema version it was encoded with.
         verified: True when a :class:`~hypervisor_notifier.signing.Verifier`
             checked its signature and freshness. Not part of the payload: set
@@ -153,48 +165,118 @@ class LifecycleEvent(Observation):
     host: str
     hypervisor: str
     seq: int
-    resync: bool = False
     schema_version: str = SCHEMA_VERSION
     verified: bool = dataclasses.field(default=False, compare=False)
 
+    if TYPE_CHECKING:
+        # Every kind's observation has them; declared here for the type checker only,
+        # so that they stay where each observation puts them.
+        occurred_at: datetime.datetime
+        reason: str
+        details: Mapping[str, Scalar]
+
+    @property
+    def event_type(self) -> str:
+        """The notification's ``event_type``: ``hypervisor.instance.<x>`` or ``.host.<x>``."""
+        raise NotImplementedError
+
+    @property
+    def subject(self) -> str:
+        """What the event is about, for order within it: a guest's UUID; empty for the host."""
+        return getattr(self, "instance_uuid", "")
+
     @classmethod
     def from_observation(
-        cls,
-        observation: Observation,
+        cls: type[StampedEvent],
+        observation: Any,
         *,
         host: str,
         hypervisor: str,
         seq: int,
-        resync: bool = False,
-    ) -> LifecycleEvent:
-        """Stamp an observation with its host, a new event_id and its seq."""
-        observed = {f.name: getattr(observation, f.name) for f in dataclasses.fields(Observation)}
-        return cls(
-            event_id=str(uuid.uuid4()),
-            host=host,
-            hypervisor=hypervisor,
-            seq=seq,
-            resync=resync,
-            **observed,
-        )
+        **extra: Any,
+    ) -> StampedEvent:
+        """Stamp an observation with its host, a new event_id and its seq (``extra``: more)."""
+        observed = {f.name: getattr(observation, f.name) for f in dataclasses.fields(observation)}
+        return cls(event_id=str(uuid.uuid4()), host=host, hypervisor=hypervisor, seq=seq,
+                   **extra, **observed)  # fmt: skip
 
-    def to_payload(self) -> dict[str, Any]:
-        """Return the payload dict of the wire contract (JSON-serializable)."""
+    def _stamp_payload(self, kind: Mapping[str, Any]) -> dict[str, Any]:
+        """The payload: the keys every kind has around a kind's own (``kind``, ``reason`` last)."""
         return {
             "schema_version": self.schema_version,
             "event_id": self.event_id,
             "host": self.host,
             "hypervisor": self.hypervisor,
+            **kind,
+            "details": dict(self.details),
+            "occurred_at": format_time(self.occurred_at),
+            "seq": self.seq,
+        }
+
+    @staticmethod
+    def _stamp_fields(payload: Mapping[str, Any], verified: bool) -> dict[str, Any]:
+        """Read and check the keys of :meth:`_stamp_payload` (``details`` optional before 1.2)."""
+        version = _field(payload, "schema_version", str)
+        if version.split(".", 1)[0] != SCHEMA_MAJOR:
+            raise MalformedEvent(f"schema_version {version!r} is not {SCHEMA_MAJOR}.x")
+        return {
+            "schema_version": version,
+            "event_id": _nonempty(payload, "event_id"),
+            "host": _nonempty(payload, "host"),
+            "hypervisor": _field(payload, "hypervisor", str),
+            "reason": _field(payload, "reason", str),
+            "details": _details(payload),
+            "occurred_at": _convert(payload, "occurred_at", str, parse_time),
+            "seq": _field(payload, "seq", int),
+            "verified": verified,
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LifecycleEvent(Observation, Stamp):
+    """One guest state change as published: ``hypervisor.instance.<transition>``.
+
+    An :class:`Observation` stamped by the service (:class:`Stamp`); every
+    field is given by keyword.
+
+    Arguments:
+        event_id: See :class:`Stamp`.
+        host: See :class:`Stamp`.
+        hypervisor: See :class:`Stamp`.
+        instance_uuid: The guest's UUID (nova's instance UUID).
+        instance_name: The guest's name on the hypervisor.
+        transition: What happened.
+        power_state: The guest's power state after the change.
+        reason: The backend's raw event name.
+        detail: The backend's raw detail name.
+        occurred_at: When the backend received the event (aware, UTC).
+        details: See :class:`Observation`.
+        seq: See :class:`Stamp`.
+        resync: True when a resync synthesized the event (the hypervisor did
+            not push it, e.g. it happened while the service was away).
+        schema_version: See :class:`Stamp`.
+        verified: See :class:`Stamp`.
+
+    """
+
+    resync: bool = False
+
+    @property
+    def event_type(self) -> str:
+        """``hypervisor.instance.<transition>``."""
+        return INSTANCE_EVENT_PREFIX + self.transition.value
+
+    def to_payload(self) -> dict[str, Any]:
+        """Return the payload dict of the wire contract (JSON-serializable)."""
+        kind = {
             "instance_uuid": self.instance_uuid,
             "instance_name": self.instance_name,
             "transition": self.transition.value,
             "power_state": int(self.power_state),
             "reason": self.reason,
             "detail": self.detail,
-            "occurred_at": format_time(self.occurred_at),
-            "seq": self.seq,
-            "resync": self.resync,
         }
+        return {**self._stamp_payload(kind), "resync": self.resync}
 
     @classmethod
     def from_payload(cls, payload: object, *, verified: bool = False) -> LifecycleEvent:
@@ -206,28 +288,18 @@ class LifecycleEvent(Observation):
         the :class:`~hypervisor_notifier.signing.Verifier` only.
         """
         payload = payload_object(payload)
-        version = _field(payload, "schema_version", str)
-        if version.split(".", 1)[0] != SCHEMA_MAJOR:
-            raise MalformedEvent(f"schema_version {version!r} is not {SCHEMA_MAJOR}.x")
-        transition = _convert(payload, "transition", str, Transition)
-        power_state = _convert(payload, "power_state", int, PowerState)
-        occurred_at = _convert(payload, "occurred_at", str, parse_time)
         return cls(
-            event_id=_nonempty(payload, "event_id"),
-            host=_nonempty(payload, "host"),
-            hypervisor=_field(payload, "hypervisor", str),
+            **cls._stamp_fields(payload, verified),
             instance_uuid=_nonempty(payload, "instance_uuid"),
             instance_name=_field(payload, "instance_name", str),
-            transition=transition,
-            power_state=power_state,
-            reason=_field(payload, "reason", str),
+            transition=_convert(payload, "transition", str, Transition),
+            power_state=_convert(payload, "power_state", int, PowerState),
             detail=_field(payload, "detail", str),
-            occurred_at=occurred_at,
-            seq=_field(payload, "seq", int),
             resync=_field(payload, "resync", bool),
-            schema_version=version,
-            verified=verified,
         )
+
+
+Observation.event_class = LifecycleEvent
 
 
 def payload_object(payload: object) -> Mapping[str, Any]:
@@ -263,3 +335,26 @@ def _nonempty(payload: Mapping[str, Any], key: str) -> str:
     if not value:
         raise MalformedEvent(f"payload {key!r} is empty")
     return value
+
+
+def _details(payload: Mapping[str, Any]) -> Mapping[str, Scalar]:
+    """The optional ``details`` object (absent before 1.2): string keys, JSON scalar values."""
+    details = payload.get("details", {})
+    if not isinstance(details, Mapping):
+        raise MalformedEvent(f"payload 'details' is {type(details).__name__}, not object")
+    for key, value in details.items():
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise MalformedEvent(
+                f"payload 'details' {key!r} is {type(value).__name__}, not scalar"
+            )
+    return dict(details)
+
+
+def nonempty_field(payload: Mapping[str, Any], key: str) -> str:
+    """``payload[key]``, a non-empty string; raise :class:`MalformedEvent` if not one."""
+    return _nonempty(payload, key)
+
+
+def typed_field(payload: Mapping[str, Any], key: str, kind: type, convert: Any = None) -> Any:
+    """``payload[key]`` of ``kind``, converted by ``convert`` if given, or MalformedEvent."""
+    return _field(payload, key, kind) if convert is None else _convert(payload, key, kind, convert)

@@ -41,7 +41,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, payload_object, utcnow
+from hypervisor_notifier.events import (
+    LifecycleEvent,
+    MalformedEvent,
+    Stamp,
+    StampedEvent,
+    payload_object,
+    utcnow,
+)
 
 ALGORITHM = "hmac-sha256"
 SIGNATURE_FIELD = "signature"
@@ -282,7 +289,7 @@ class Verifier:
         ):
             raise Unverified(f"signature by key {key_id!r} does not match the payload")
 
-    def check_fresh(self, event: LifecycleEvent) -> None:
+    def check_fresh(self, event: Stamp) -> None:
         """Raise :class:`Replayed` if ``event`` is outside the window or was delivered before."""
         now = self._clock()
         age = now - event.occurred_at
@@ -297,11 +304,14 @@ class Verifier:
             if event.event_id in self._seen:
                 raise Replayed(f"event {event.event_id} was delivered before")
 
-    def verify(self, payload: object, *, fresh: bool = True) -> LifecycleEvent:
-        """Check the signature, decode, check freshness; return the event marked ``verified``.
+    def verify(
+        self, payload: object, *, fresh: bool = True, kind: type[StampedEvent] = LifecycleEvent
+    ) -> StampedEvent:
+        """Check the signature, decode as ``kind``, check freshness; return it marked ``verified``.
 
         ``fresh=False`` skips the freshness check: for reading history, where
-        an old event or one seen before is expected.
+        an old event or one seen before is expected. ``kind`` is the event
+        class the envelope's ``event_type`` names (``wire.event_class``).
 
         Raises:
             Unverified: Not signed by an accepted key.
@@ -311,12 +321,12 @@ class Verifier:
         """
         payload = payload_object(payload)
         self.check_signature(payload)
-        event = LifecycleEvent.from_payload(payload, verified=True)
+        event = kind.from_payload(payload, verified=True)  # type: ignore[attr-defined]
         if fresh:
             self.check_fresh(event)
         return event
 
-    def remember(self, event: LifecycleEvent) -> None:
+    def remember(self, event: Stamp) -> None:
         """Record that ``event`` was delivered: the same event_id is refused from now on."""
         # Until it could no longer pass the window check anyway.
         expires_in = (event.occurred_at + self.max_age - self._clock()).total_seconds()

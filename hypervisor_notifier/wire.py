@@ -6,7 +6,8 @@ use it, so the two sides cannot disagree; it imports no hypervisor binding.
 - Exchange: a durable topic exchange (``[publisher] exchange``).
 - Routing key: ``<topic>.<host>.info``.
 - Body: the oslo.messaging ``messagingv2`` envelope around a notification
-  whose ``payload`` is :meth:`LifecycleEvent.to_payload`.
+  whose ``event_type`` names the kind of event (:data:`WireEvent`) and whose
+  ``payload`` is the event's ``to_payload()``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ import datetime
 import json
 from typing import TYPE_CHECKING, Any
 
-from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
+from hypervisor_notifier.events import (
+    HOST_EVENT_PREFIX,
+    INSTANCE_EVENT_PREFIX,
+    LifecycleEvent,
+    MalformedEvent,
+    Transition,
+)
+from hypervisor_notifier.faults import Fault, FaultEvent
+from hypervisor_notifier.host_events import HostChange, HostEvent
 
 if TYPE_CHECKING:
     from hypervisor_notifier.signing import Signer, Verifier
 
+#: Every kind of event that travels: a guest's state change, a guest's
+#: fault, or the hypervisor connection's change.
+WireEvent = LifecycleEvent | FaultEvent | HostEvent
+
 PRIORITY = "info"
-EVENT_TYPE_PREFIX = "hypervisor.instance."
 PUBLISHER_PREFIX = "hypervisor-notifier."
 CONTENT_TYPE = "application/json"
 OSLO_VERSION = "2.0"
@@ -74,7 +86,7 @@ def stream_arguments(max_age: str, max_bytes: int) -> dict[str, Any]:
     return {"x-queue-type": "stream", "x-max-age": max_age, "x-max-length-bytes": max_bytes}
 
 
-def encode(event: LifecycleEvent, signer: Signer | None = None) -> bytes:
+def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
     """Encode an event as a ``messagingv2`` notification body (UTF-8 JSON), signed by signer."""
     payload = event.to_payload()
     if signer is not None:
@@ -84,7 +96,7 @@ def encode(event: LifecycleEvent, signer: Signer | None = None) -> bytes:
         # oslo.messaging listeners drop a repeated _unique_id themselves.
         "_unique_id": event.event_id,
         "publisher_id": PUBLISHER_PREFIX + event.host,
-        "event_type": EVENT_TYPE_PREFIX + event.transition.value,
+        "event_type": event.event_type,
         "priority": PRIORITY.upper(),
         "payload": payload,
         # oslo.messaging's own format: str(datetime.utcnow()).
@@ -96,13 +108,40 @@ def encode(event: LifecycleEvent, signer: Signer | None = None) -> bytes:
     return json.dumps(outer).encode()
 
 
+def event_class(event_type: str) -> type[WireEvent]:
+    """The kind of event an ``event_type`` names; raise :class:`MalformedEvent` for none.
+
+    ``hypervisor.instance.<transition>`` is a lifecycle event,
+    ``hypervisor.instance.<fault>`` a fault event, ``hypervisor.host.<change>``
+    a host event.
+    """
+    if event_type.startswith(INSTANCE_EVENT_PREFIX):
+        name = event_type[len(INSTANCE_EVENT_PREFIX) :]
+        if name in _TRANSITIONS:
+            return LifecycleEvent
+        if name in _FAULTS:
+            return FaultEvent
+    elif event_type[len(HOST_EVENT_PREFIX) :] in _HOST_CHANGES and event_type.startswith(
+        HOST_EVENT_PREFIX
+    ):
+        return HostEvent
+    raise MalformedEvent(f"event_type {event_type[:80]!r} is not one of ours")
+
+
+_TRANSITIONS = frozenset(t.value for t in Transition)
+_FAULTS = frozenset(f.value for f in Fault)
+_HOST_CHANGES = frozenset(c.value for c in HostChange)
+
+
 def decode(
     body: bytes | str, verifier: Verifier | None = None, *, fresh: bool = True
-) -> LifecycleEvent:
+) -> WireEvent:
     """Decode a notification body; raise :class:`MalformedEvent` if it is not one of ours.
 
     Accepts the ``messagingv2`` envelope and, for oslo's older ``messaging``
-    driver, a bare notification. With a ``verifier``, the payload's signature
+    driver, a bare notification. The ``event_type`` picks the kind of event
+    (:func:`event_class`), and must agree with the payload (a signature does
+    not cover the envelope). With a ``verifier``, the payload's signature
     is checked before any of its fields is read, then (unless ``fresh`` is
     False: replaying history) its freshness (:meth:`Verifier.verify`): the
     event returned is ``verified``; the
@@ -111,12 +150,15 @@ def decode(
     Never raises anything else.
     """
     event_type, payload = _notification(body)
+    kind = event_class(event_type)
     if verifier is None:
-        event = LifecycleEvent.from_payload(payload)
+        event: WireEvent = kind.from_payload(payload)
     else:
-        event = verifier.verify(payload, fresh=fresh)
-    if event_type != EVENT_TYPE_PREFIX + event.transition.value:
-        raise MalformedEvent(f"event_type {event_type!r} contradicts {event.transition.value!r}")
+        event = verifier.verify(payload, fresh=fresh, kind=kind)
+    if event_type != event.event_type:
+        raise MalformedEvent(
+            f"event_type {event_type!r} contradicts its payload ({event.event_type!r})"
+        )
     return event
 
 
@@ -137,8 +179,8 @@ def _notification(body: bytes | str) -> tuple[str, object]:
     if not isinstance(inner, dict):
         raise MalformedEvent("notification is not a JSON object")
     event_type = inner.get("event_type")
-    if not isinstance(event_type, str) or not event_type.startswith(EVENT_TYPE_PREFIX):
-        raise MalformedEvent(f"event_type {event_type!r} is not {EVENT_TYPE_PREFIX}*")
+    if not isinstance(event_type, str):
+        raise MalformedEvent(f"event_type {str(event_type)[:80]!r} is not a string")
     return event_type, inner.get("payload")
 
 

@@ -42,8 +42,15 @@ from typing import ClassVar, Protocol
 from oslo_config import cfg
 
 from hypervisor_notifier.events import Observation, PowerState
+from hypervisor_notifier.faults import FaultObservation
+from hypervisor_notifier.host_events import HostObservation
 
 LOG = logging.getLogger(__name__)
+
+#: What a backend reports: a guest's state change or a guest's fault. (The
+#: service itself observes the connection: host observations.)
+GuestObservation = Observation | FaultObservation
+AnyObservation = GuestObservation | HostObservation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +74,8 @@ class InstanceState:
 class BackendListener(Protocol):
     """What a backend reports to; the service implements it."""
 
-    def on_events(self, observations: list[Observation]) -> None:
-        """Receive the guest changes waiting now, oldest first; called from one backend thread."""
+    def on_events(self, observations: list[GuestObservation]) -> None:
+        """Receive the guest changes and faults waiting now, oldest first; from one thread."""
 
     def on_resync(self, reason: str) -> None:
         """Time to list instances and report what changed: events may have been missed.

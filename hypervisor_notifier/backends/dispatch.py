@@ -17,9 +17,13 @@ from collections.abc import Callable
 
 from oslo_config import cfg
 
-from hypervisor_notifier.backends.base import Backend, BackendListener, BackendUnavailable
+from hypervisor_notifier.backends.base import (
+    Backend,
+    BackendListener,
+    BackendUnavailable,
+    GuestObservation,
+)
 from hypervisor_notifier.backoff import Backoff
-from hypervisor_notifier.events import Observation
 
 LOG = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ class Observed(HypervisorEvent):
 
     """
 
-    observation: Observation
+    observation: GuestObservation
 
 
 QueueItem = Stop | Closed | ResyncRequested | HypervisorEvent
@@ -133,7 +137,7 @@ class DispatchingBackend(Backend):
     def _close_timeout(self) -> float:
         """Seconds :meth:`close` waits for the dispatch thread (its longest blocking call)."""
 
-    def _translate(self, item: HypervisorEvent) -> Observation | None:
+    def _translate(self, item: HypervisorEvent) -> GuestObservation | None:
         """What to report for a raw event; None for nothing (this one is not reported)."""
         return item.observation if isinstance(item, Observed) else None
 
@@ -217,7 +221,7 @@ class DispatchingBackend(Backend):
         self._resync(listener, "connected")
         while True:
             self._take()
-            batch: list[Observation] = []
+            batch: list[GuestObservation] = []
             while self._backlog:
                 item = self._backlog.popleft()
                 if isinstance(item, HypervisorEvent):
@@ -246,7 +250,7 @@ class DispatchingBackend(Backend):
             except queue.Empty:
                 return
 
-    def _translated(self, item: HypervisorEvent) -> Observation | None:
+    def _translated(self, item: HypervisorEvent) -> GuestObservation | None:
         try:
             return self._translate(item)
         except Exception:
@@ -254,7 +258,7 @@ class DispatchingBackend(Backend):
             LOG.exception("translating %s failed", item)
             return None
 
-    def _report(self, listener: BackendListener, batch: list[Observation]) -> None:
+    def _report(self, listener: BackendListener, batch: list[GuestObservation]) -> None:
         if batch:
             self._guarded(listener.on_events, batch)
 

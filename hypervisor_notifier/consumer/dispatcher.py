@@ -18,11 +18,16 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.consumer.ordering import EventFilter, Verdict
 from hypervisor_notifier.consumer.state import ConsumerState
 from hypervisor_notifier.events import LifecycleEvent, MalformedEvent
+from hypervisor_notifier.faults import FaultEvent
+from hypervisor_notifier.host_events import HostEvent
 from hypervisor_notifier.signing import Replayed, Unverified, Verifier
+from hypervisor_notifier.wire import WireEvent
 
 LOG = logging.getLogger(__name__)
 
 EventCallback = Callable[[LifecycleEvent], None]
+FaultCallback = Callable[[FaultEvent], None]
+HostCallback = Callable[[HostEvent], None]
 
 
 class Decision(enum.Enum):
@@ -61,6 +66,8 @@ class SubscriberStats:
     replayed: int = 0
     #: A host's subscriber: events naming another host (misrouted or forged).
     other_host: int = 0
+    #: Fault or host events with no callback for their kind: acked, not delivered.
+    skipped: int = 0
 
 
 def _rejection(exc: MalformedEvent) -> str:
@@ -84,7 +91,10 @@ class Dispatcher:
     Not thread-safe: one consumer thread calls :meth:`dispatch`.
 
     Arguments:
-        callback: The application's, called with each event that passes.
+        callback: The application's, called with each lifecycle event that passes.
+        on_fault: Called with each guest fault event that passes; None: they
+            are acked and counted ``skipped``.
+        on_host: Called with each host event that passes; None: the same.
         host: Refuse events naming another host; None: every host's pass.
         verifier: Pass only events it verifies; None: unsigned events pass.
         max_attempts: Callback failures after which an event is given up.
@@ -99,6 +109,8 @@ class Dispatcher:
         self,
         callback: EventCallback,
         *,
+        on_fault: FaultCallback | None = None,
+        on_host: HostCallback | None = None,
         host: str | None = None,
         verifier: Verifier | None = None,
         max_attempts: int = 5,
@@ -107,6 +119,11 @@ class Dispatcher:
         queue_name: str = "",
     ) -> None:
         self.callback = callback
+        self._callbacks: dict[type, Callable[..., None] | None] = {
+            LifecycleEvent: callback,
+            FaultEvent: on_fault,
+            HostEvent: on_host,
+        }
         self.host = host
         self.verifier = verifier
         self.max_attempts = max_attempts
@@ -136,6 +153,12 @@ class Dispatcher:
                 "other_host",
                 f"event {event.event_id} names host {event.host!r}, not {self.host!r}",
             )
+        callback = self._callbacks[type(event)]
+        if callback is None:
+            # A kind this application did not ask for (a per-guest consumer and a
+            # host event): not an error, and not delivered.
+            self.stats.skipped += 1
+            return Decision.ACK
         verdict = self.filter.verdict(event)
         if verdict is Verdict.DUPLICATE:
             if self.verifier is not None:
@@ -145,19 +168,19 @@ class Dispatcher:
             return Decision.ACK
         if verdict is Verdict.STALE:
             self.stats.stale += 1
-            LOG.warning("dropped stale event %s (seq %d) of %s", event.event_id, event.seq,
-                        event.instance_uuid)  # fmt: skip
+            LOG.warning("dropped stale event %s (seq %d) of %r", event.event_id, event.seq,
+                        event.subject)  # fmt: skip
             return Decision.ACK
-        return self._call_back(event)
+        return self._call_back(callback, event)
 
     def _refuse(self, counter: str, reason: str) -> Decision:
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         LOG.warning("rejected a message on %r (%s): %s", self.queue_name, counter, reason)
         return Decision.REJECT
 
-    def _call_back(self, event: LifecycleEvent) -> Decision:
+    def _call_back(self, callback: Callable[..., None], event: WireEvent) -> Decision:
         try:
-            self.callback(event)
+            callback(event)
         except Exception:  # the application's failure, whatever it is: retry, then give up
             return self._callback_failed(event)
         self._attempts.pop(event.event_id, None)
@@ -167,7 +190,7 @@ class Dispatcher:
         self.stats.delivered += 1
         return Decision.ACK
 
-    def _callback_failed(self, event: LifecycleEvent) -> Decision:
+    def _callback_failed(self, event: WireEvent) -> Decision:
         self._attempts[event.event_id] += 1
         attempts = self._attempts[event.event_id]
         if attempts >= self.max_attempts:

@@ -149,6 +149,10 @@ class HistoryReader:
             self.stats.refused += 1
             LOG.warning("skipped a message of stream %r: %s", self.stream, exc)
             return
+        # Replaying a guest's history: its state changes (faults and host events
+        # are for the callbacks made for them).
+        if not isinstance(event, LifecycleEvent):
+            return
         if event.occurred_at < since or not matches(event):
             return
         self.stats.shown += 1

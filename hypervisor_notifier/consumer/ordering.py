@@ -6,7 +6,7 @@ import collections
 import enum
 
 from hypervisor_notifier.consumer.state import ConsumerState
-from hypervisor_notifier.events import LifecycleEvent
+from hypervisor_notifier.events import Stamp
 
 
 class Verdict(enum.Enum):
@@ -43,21 +43,21 @@ class EventFilter:
             ids, self._last_seq = state.load()
             self._seen.update(dict.fromkeys(ids[-max_ids:]))
 
-    def verdict(self, event: LifecycleEvent) -> Verdict:
+    def verdict(self, event: Stamp) -> Verdict:
         """Judge ``event`` without recording it."""
         if event.event_id in self._seen:
             return Verdict.DUPLICATE
-        last = self._last_seq.get((event.host, event.instance_uuid))
+        last = self._last_seq.get((event.host, event.subject))
         if last is not None and event.seq < last:
             return Verdict.STALE
         return Verdict.DELIVER
 
-    def delivered(self, event: LifecycleEvent) -> None:
+    def delivered(self, event: Stamp) -> None:
         """Record that the application has handled ``event`` (in the state file too)."""
         if self.state is not None:
-            self.state.delivered(event.event_id, event.host, event.instance_uuid, event.seq)
+            self.state.delivered(event.event_id, event.host, event.subject, event.seq)
         self._seen[event.event_id] = None
         if len(self._seen) > self.max_ids:
             self._seen.popitem(last=False)
-        key = (event.host, event.instance_uuid)
+        key = (event.host, event.subject)
         self._last_seq[key] = max(event.seq, self._last_seq.get(key, event.seq))

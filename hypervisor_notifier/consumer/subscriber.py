@@ -32,6 +32,8 @@ from hypervisor_notifier.consumer.dispatcher import (
     Decision,
     Dispatcher,
     EventCallback,
+    FaultCallback,
+    HostCallback,
     SubscriberStats,
 )
 from hypervisor_notifier.consumer.state import ConsumerState
@@ -61,7 +63,7 @@ class _Stopped(Exception):
 
 
 class Subscriber(kombu.mixins.ConsumerMixin):
-    """Receive one host's or every host's lifecycle events.
+    """Receive one host's or every host's events: lifecycle, and faults and host events if asked.
 
     Delivery semantics:
 
@@ -78,8 +80,7 @@ class Subscriber(kombu.mixins.ConsumerMixin):
       in their order, and consumes again after a backoff. After
       ``max_attempts`` failures the event is rejected (dead-lettered if the
       queue has a dead-letter exchange) and counted ``failed``.
-    - **Bad messages do not stop it.** A malformed message is rejected
-      without requeue, logged and counted ``malformed``.
+    - **Bad messages do not stop it.** A malformed one is rejected, logged, counted.
     - **Its own host's only.** A host's subscriber rejects an event whose
       payload names another host (misrouted or forged), counted ``other_host``.
     - **Authenticated, with a verifier.** An event not signed by one of the
@@ -92,18 +93,17 @@ class Subscriber(kombu.mixins.ConsumerMixin):
       each instance's last ``seq`` are kept in ``state_file``
       (:mod:`~hypervisor_notifier.consumer.state`), so a restarted
       subscriber still refuses a replay and a stale event.
-    - **Least privilege.** The exchange is declared passively, so the
-      consumer's broker user needs no configure permission on it; only if
-      no publisher has declared it yet does the subscriber try to declare it.
+    - **Least privilege.** The exchange is declared passively (no configure
+      permission needed), and only declared if no publisher has yet.
     - **Never gives up.** kombu fails over between the URL's hosts and
       retries an unreachable broker; a refused login is retried with backoff.
 
     Arguments:
         transport_url: The broker(s), as an oslo.messaging transport URL.
-        callback: Called with each :class:`LifecycleEvent`, from the
-            subscriber's thread, one at a time.
-        host: Receive this host's events (and refuse others'); None for
-            every host's.
+        callback: Called with each :class:`LifecycleEvent`, one at a time.
+        on_fault: The same for guest fault events; None: acked, counted ``skipped``.
+        on_host: The same for host events; None: acked, counted ``skipped``.
+        host: Receive this host's events (and refuse others'); None: every host's.
         exchange: The publishers' exchange (``[publisher] exchange``).
         topic: The publishers' topic (``[publisher] topic``).
         queue: The durable queue to consume. Default for a host: the per-host
@@ -117,14 +117,12 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         poll_interval: Seconds between checks of a stop request while idle.
         verifier: Accept only events it verifies (see above); None: accept
             unsigned events (``event.verified`` is then always False).
-        ssl_ca_file: TLS (``rabbits://``): the CA(s) of the broker's
-            certificate; None for the system's CA store.
+        ssl_ca_file: TLS (``rabbits://``): the broker's CA(s); None: the system's.
         ssl_cert_file: TLS: a client certificate to present.
         ssl_key_file: TLS: its private key, unless ``ssl_cert_file`` holds it.
         force_tls: TLS even though the URL does not ask for it (oslo.messaging's
             ``[oslo_messaging_rabbit] ssl``); False: as the URL says.
-        state_file: Keep the dedupe and order memory in this file (see above);
-            None: in memory only.
+        state_file: Keep the dedupe and order memory in this file; None: in memory.
         connect_timeout: Seconds a TCP (and TLS) connect may take.
         heartbeat: AMQP heartbeat, seconds (0: none).
         retry_interval_start: kombu's first wait after every host failed, seconds.
@@ -142,6 +140,8 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         transport_url: str,
         callback: EventCallback,
         *,
+        on_fault: FaultCallback | None = None,
+        on_host: HostCallback | None = None,
         host: str | None = None,
         exchange: str = "hypervisor",
         topic: str = "hypervisor_events",
@@ -190,6 +190,8 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         self.state = ConsumerState(state_file, dedupe_size) if state_file else None
         self.dispatcher = Dispatcher(
             callback,
+            on_fault=on_fault,
+            on_host=on_host,
             host=host,
             verifier=verifier,
             max_attempts=max_attempts,

@@ -135,15 +135,15 @@ class ConfirmTracker:
         return answered
 
     def _behind_a_resend(self, entry: Entry) -> bool:
-        earlier = self._retrying.get(entry.event.instance_uuid, ())
+        earlier = self._retrying.get(entry.event.subject, ())
         return any(entry_id < entry.entry_id for entry_id in earlier)
 
     def _refuse(self, entry: Entry) -> None:
         self._waiting.append(entry)
-        self._retrying.setdefault(entry.event.instance_uuid, set()).add(entry.entry_id)
+        self._retrying.setdefault(entry.event.subject, set()).add(entry.entry_id)
 
     def _forget_refusal(self, entry: Entry) -> None:
-        uuid = entry.event.instance_uuid
+        uuid = entry.event.subject
         ids = self._retrying.get(uuid)
         if ids is not None:
             ids.discard(entry.entry_id)

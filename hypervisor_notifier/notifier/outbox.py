@@ -34,7 +34,7 @@ import time
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.conf import outbox as outbox_conf
-from hypervisor_notifier.events import LifecycleEvent, PowerState
+from hypervisor_notifier.events import PowerState
 from hypervisor_notifier.signing import Signer
 
 LOG = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Entry:
     """
 
     entry_id: int
-    event: LifecycleEvent
+    event: wire.WireEvent
     body: bytes
     put_at: float = dataclasses.field(default_factory=time.monotonic, compare=False)
 
@@ -130,12 +130,12 @@ class Outbox(abc.ABC):
     def forget_states(self, uuids: list[str]) -> None:  # noqa: B027 - a hook: none kept here
         """Stop keeping the last state of these instances (they are gone)."""
 
-    def put(self, event: LifecycleEvent) -> None:
+    def put(self, event: wire.WireEvent) -> None:
         """Append one event: :meth:`put_many` of one."""
         self.put_many([event])
 
     @abc.abstractmethod
-    def put_many(self, events: list[LifecycleEvent]) -> None:
+    def put_many(self, events: list[wire.WireEvent]) -> None:
         """Append events in order, together; each stays until confirmed (or coalesced when full).
 
         A durable outbox commits the batch in one transaction before it
@@ -186,7 +186,7 @@ class MemoryOutbox(Outbox):
         self._waiting_per_instance: collections.Counter[str] = collections.Counter()
         self._next_id = 1
 
-    def put_many(self, events: list[LifecycleEvent]) -> None:
+    def put_many(self, events: list[wire.WireEvent]) -> None:
         """See :meth:`Outbox.put_many`."""
         if not events:
             return
@@ -198,7 +198,7 @@ class MemoryOutbox(Outbox):
             self._next_id += len(entries)
             self._store(entries)
             self._waiting.extend(entries)
-            self._waiting_per_instance.update(event.instance_uuid for event in events)
+            self._waiting_per_instance.update(event.subject for event in events)
             if len(self._waiting) + len(self._inflight) > self.max_events:
                 self._coalesce()
         self.wake()
@@ -225,7 +225,7 @@ class MemoryOutbox(Outbox):
             released = sorted(self._inflight.values(), key=lambda entry: entry.entry_id)
             self._inflight.clear()
             self._waiting.extendleft(reversed(released))
-            self._waiting_per_instance.update(entry.event.instance_uuid for entry in released)
+            self._waiting_per_instance.update(entry.event.subject for entry in released)
         if released:
             self.wake()
 
@@ -248,7 +248,7 @@ class MemoryOutbox(Outbox):
         for entry in self._waiting:
             if len(dropped) >= excess:
                 break
-            if self._waiting_per_instance[entry.event.instance_uuid] > 1:
+            if self._waiting_per_instance[entry.event.subject] > 1:
                 self._uncount(entry)
                 dropped.append(entry)
         if not dropped:
@@ -265,7 +265,7 @@ class MemoryOutbox(Outbox):
 
     def _uncount(self, entry: Entry) -> None:
         """An entry stopped waiting; forget instances with none left (UUIDs churn)."""
-        uuid = entry.event.instance_uuid
+        uuid = entry.event.subject
         self._waiting_per_instance[uuid] -= 1
         if not self._waiting_per_instance[uuid]:
             del self._waiting_per_instance[uuid]

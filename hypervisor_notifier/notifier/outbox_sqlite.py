@@ -14,7 +14,7 @@ import sqlite3
 from typing import Any
 
 from hypervisor_notifier import wire
-from hypervisor_notifier.events import MalformedEvent, PowerState
+from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, PowerState
 from hypervisor_notifier.notifier import outbox_schema
 from hypervisor_notifier.notifier.outbox import MAX_EVENTS, Entry, MemoryOutbox
 from hypervisor_notifier.notifier.outbox_checkpoint import Checkpointer
@@ -152,7 +152,7 @@ class SQLiteOutbox(MemoryOutbox):
                 unreadable.append(entry_id)
                 continue
             self._waiting.append(Entry(entry_id, event, body))
-            self._waiting_per_instance[event.instance_uuid] += 1
+            self._waiting_per_instance[event.subject] += 1
             self._last_seq = max(self._last_seq, event.seq)
         if unreadable:
             LOG.error("outbox %s: dropping %d unreadable entries", self.path, len(unreadable))
@@ -323,8 +323,10 @@ def _read_damaged(path: str) -> tuple[list[Any], list[Any], int, list[str]]:
 
 
 def _state_rows(entries: list[Entry]) -> list[tuple[str, str, int]]:
-    """(uuid, name, power state) of each entry's event, in entry order."""
+    """(uuid, name, power state) of each lifecycle entry's event, in entry order."""
     ordered = sorted(entries, key=lambda entry: entry.entry_id)
     return [
-        (e.event.instance_uuid, e.event.instance_name, int(e.event.power_state)) for e in ordered
+        (e.event.instance_uuid, e.event.instance_name, int(e.event.power_state))
+        for e in ordered
+        if isinstance(e.event, LifecycleEvent)
     ]

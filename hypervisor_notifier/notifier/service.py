@@ -19,14 +19,16 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from oslo_config import cfg
 
 from hypervisor_notifier import events
-from hypervisor_notifier.backends.base import Backend, BackendListener
+from hypervisor_notifier.backends.base import AnyObservation, Backend, BackendListener
 from hypervisor_notifier.notifier.outbox import Outbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.notifier.resync import PublishedStates
+from hypervisor_notifier.wire import WireEvent
 
 LOG = logging.getLogger(__name__)
 
@@ -134,34 +136,29 @@ class Service:
         """Note the loss; the backend reconnects and resyncs."""
         LOG.info("hypervisor connection lost (%s); events resume after the resync", reason)
 
-    def _emit(self, observation: events.Observation, *, resync: bool) -> None:
+    def _emit(self, observation: AnyObservation, *, resync: bool) -> None:
         self._emit_many([observation], resync=resync)
 
-    def _emit_many(self, observations: list[events.Observation], *, resync: bool) -> None:
-        batch = [
-            events.LifecycleEvent.from_observation(
-                observation,
-                host=self.host,
-                hypervisor=self.backend.name,
-                seq=self.sequence.next(),
-                resync=resync,
-            )
-            for observation in observations
-        ]
+    def _emit_many(self, observations: Sequence[AnyObservation], *, resync: bool) -> None:
+        batch: list[WireEvent] = [self._stamp(observation, resync) for observation in observations]
         # One transaction for the batch; once it returns, every event in it is accepted.
         self.outbox.put_many(batch)
         self.received["resync" if resync else "pushed"] += len(batch)
         for event in batch:
-            self.published_states.record(event)
-            LOG.debug(
-                "%s %s (%s) %s/%s seq=%d",
-                event.transition.value,
-                event.instance_name,
-                event.instance_uuid,
-                event.reason,
-                event.detail,
-                event.seq,
-            )
+            if isinstance(event, events.LifecycleEvent):
+                self.published_states.record(event)
+            LOG.debug("%s %s seq=%d %s", event.event_type, event.subject, event.seq, event.reason)
+
+    def _stamp(self, observation: AnyObservation, resync: bool) -> WireEvent:
+        """The event to publish for an observation of any kind (only lifecycle ones resync)."""
+        extra = {"resync": resync} if isinstance(observation, events.Observation) else {}
+        return observation.event_class.from_observation(  # type: ignore[return-value]
+            observation,
+            host=self.host,
+            hypervisor=self.backend.name,
+            seq=self.sequence.next(),
+            **extra,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 

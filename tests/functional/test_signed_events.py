@@ -7,7 +7,7 @@ import json
 import amqp
 import pytest
 
-from hypervisor_notifier import wire
+from hypervisor_notifier import events, wire
 from hypervisor_notifier.events import Transition
 from hypervisor_notifier.signing import Signer, Verifier
 from tests.factories import make_event
@@ -40,7 +40,7 @@ def forged(body: bytes, **changes: object) -> bytes:
     outer = json.loads(body)
     inner = json.loads(outer["oslo.message"])
     inner["payload"].update(changes)
-    inner["event_type"] = wire.EVENT_TYPE_PREFIX + inner["payload"]["transition"]
+    inner["event_type"] = events.INSTANCE_EVENT_PREFIX + inner["payload"]["transition"]
     outer["oslo.message"] = json.dumps(inner)
     return json.dumps(outer).encode()
 

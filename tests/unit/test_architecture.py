@@ -20,7 +20,17 @@ import pytest
 PACKAGE = "hypervisor_notifier"
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 400
-CONTRACT = ("events", "wire", "signing", "tls", "transport_url", "backoff", "logs")
+CONTRACT = (
+    "events",
+    "faults",
+    "host_events",
+    "wire",
+    "signing",
+    "tls",
+    "transport_url",
+    "backoff",
+    "logs",
+)
 
 
 def module_name(path: Path) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hypervisor_notifier import wire
+from hypervisor_notifier import events, wire
 from hypervisor_notifier.events import MalformedEvent
 from hypervisor_notifier.signing import Signer, Verifier
 from tests.factories import make_event
@@ -130,7 +130,7 @@ def edited(changes: list[tuple[str, str, Any]], *, sign: str) -> dict[str, Any]:
 
 def envelope(payload: dict[str, Any], event_type: str | None = None, version: Any = "2.0") -> str:
     inner = {
-        "event_type": event_type or f"{wire.EVENT_TYPE_PREFIX}{payload.get('transition')}",
+        "event_type": event_type or f"{events.INSTANCE_EVENT_PREFIX}{payload.get('transition')}",
         "payload": payload,
     }
     return json.dumps({"oslo.version": version, "oslo.message": json.dumps(inner)})

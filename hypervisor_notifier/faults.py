@@ -1,0 +1,114 @@
+"""Guest faults and device changes: ``hypervisor.instance.<fault>`` events.
+
+Part of the public wire contract (doc/source/wire.rst), schema 1.2. A fault
+says what went wrong in or around a running guest (its watchdog fired, a
+disk failed, a device was removed); it implies no power state change: when
+the guest's state does change (a watchdog that pauses or resets it), a
+lifecycle event follows on its own. Fault events share the per-host ``seq``,
+the filters, the outbox, signing and ordering of lifecycle events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from hypervisor_notifier.events import (
+    INSTANCE_EVENT_PREFIX,
+    Scalar,
+    Stamp,
+    nonempty_field,
+    payload_object,
+    typed_field,
+)
+
+
+class Fault(str, enum.Enum):
+    """What went wrong in or around a guest; ``details`` says more (doc/source/wire.rst)."""
+
+    #: The guest's watchdog device fired (``action``: what the hypervisor did).
+    WATCHDOG = "watchdog"
+    #: A disk I/O error (``device``, ``path``, ``action``, ``error``: e.g. ``enospc``).
+    IO_ERROR = "io_error"
+    #: The hypervisor lost control of the guest's process (libvirt CONTROL_ERROR).
+    CONTROL_ERROR = "control_error"
+    #: The guest agent connected or disconnected (``state``, ``reason``).
+    AGENT_CONNECTED = "agent_connected"
+    AGENT_DISCONNECTED = "agent_disconnected"
+    #: A memory failure in the guest or the host (``recipient``, ``action``).
+    MEMORY_FAILURE = "memory_failure"
+    #: A device left the guest (``device``), or failed to (``device``).
+    DEVICE_REMOVED = "device_removed"
+    DEVICE_REMOVAL_FAILED = "device_removal_failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultObservation:
+    """One guest fault, as a backend saw it.
+
+    Arguments:
+        instance_uuid: The guest's UUID (nova's instance UUID).
+        instance_name: The guest's name on the hypervisor.
+        fault: What went wrong.
+        reason: The backend's raw event name (libvirt ``WATCHDOG``, ...).
+        detail: The backend's raw detail name (libvirt's action, ...); may be empty.
+        occurred_at: When the backend received the event (aware, UTC).
+        details: The fault's own fields (doc/source/wire.rst lists them per
+            fault), libvirt's or vSphere's names kept; JSON scalars only.
+
+    """
+
+    #: The event type it is published as (set below).
+    event_class: ClassVar[type[Stamp]]
+
+    instance_uuid: str
+    instance_name: str
+    fault: Fault
+    reason: str
+    detail: str
+    occurred_at: datetime.datetime
+    details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FaultEvent(FaultObservation, Stamp):
+    """One guest fault as published: ``hypervisor.instance.<fault>``.
+
+    A :class:`FaultObservation` stamped by the service (see
+    :class:`~hypervisor_notifier.events.Stamp` for the stamp's fields);
+    every field is given by keyword.
+    """
+
+    @property
+    def event_type(self) -> str:
+        """``hypervisor.instance.<fault>``."""
+        return INSTANCE_EVENT_PREFIX + self.fault.value
+
+    def to_payload(self) -> dict[str, Any]:
+        """Return the payload dict of the wire contract (JSON-serializable)."""
+        kind = {
+            "instance_uuid": self.instance_uuid,
+            "instance_name": self.instance_name,
+            "fault": self.fault.value,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+        return self._stamp_payload(kind)
+
+    @classmethod
+    def from_payload(cls, payload: object, *, verified: bool = False) -> FaultEvent:
+        """Decode a payload dict; raise :class:`~hypervisor_notifier.events.MalformedEvent`."""
+        payload = payload_object(payload)
+        return cls(
+            **cls._stamp_fields(payload, verified),
+            instance_uuid=nonempty_field(payload, "instance_uuid"),
+            instance_name=typed_field(payload, "instance_name", str),
+            fault=typed_field(payload, "fault", str, Fault),
+            detail=typed_field(payload, "detail", str),
+        )
+
+
+FaultObservation.event_class = FaultEvent

@@ -1,0 +1,87 @@
+"""The hypervisor connection itself: ``hypervisor.host.<change>`` events.
+
+Part of the public wire contract (doc/source/wire.rst), schema 1.2. While a
+host's hypervisor connection is lost, what its guests do is unknown, not
+stopped: the service says so with ``hypervisor.host.disconnected`` and
+publishes nothing about a guest until it is back, resynced, and says
+``hypervisor.host.connected`` with what the resync found. Host events share
+the per-host ``seq``, the outbox, signing and routing of guest events; they
+name no instance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from hypervisor_notifier.events import (
+    HOST_EVENT_PREFIX,
+    Scalar,
+    Stamp,
+    payload_object,
+    typed_field,
+)
+
+
+class HostChange(str, enum.Enum):
+    """What happened to the hypervisor connection."""
+
+    #: Lost (``reason``: why); every guest's state is unknown until ``connected``.
+    DISCONNECTED = "disconnected"
+    #: Back and resynced (``details``: what the resync found and changed).
+    CONNECTED = "connected"
+
+
+@dataclasses.dataclass(frozen=True)
+class HostObservation:
+    """The hypervisor connection changed, as the service saw it.
+
+    Arguments:
+        change: What happened.
+        reason: Why, in a few words (``end of file``, ``connected``).
+        occurred_at: When the service noticed (aware, UTC).
+        details: More (doc/source/wire.rst lists them per change); JSON scalars only.
+
+    """
+
+    #: The event type it is published as (set below).
+    event_class: ClassVar[type[Stamp]]
+
+    change: HostChange
+    reason: str
+    occurred_at: datetime.datetime
+    details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HostEvent(HostObservation, Stamp):
+    """A host event as published: ``hypervisor.host.<change>``.
+
+    A :class:`HostObservation` stamped by the service (see
+    :class:`~hypervisor_notifier.events.Stamp` for the stamp's fields);
+    every field is given by keyword.
+    """
+
+    @property
+    def event_type(self) -> str:
+        """``hypervisor.host.<change>``."""
+        return HOST_EVENT_PREFIX + self.change.value
+
+    def to_payload(self) -> dict[str, Any]:
+        """Return the payload dict of the wire contract (JSON-serializable)."""
+        return self._stamp_payload({"change": self.change.value, "reason": self.reason})
+
+    @classmethod
+    def from_payload(cls, payload: object, *, verified: bool = False) -> HostEvent:
+        """Decode a payload dict; raise :class:`~hypervisor_notifier.events.MalformedEvent`."""
+        payload = payload_object(payload)
+        return cls(
+            **cls._stamp_fields(payload, verified),
+            change=typed_field(payload, "change", str, HostChange),
+        )
+
+
+HostObservation.event_class = HostEvent
