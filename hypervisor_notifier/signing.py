@@ -248,15 +248,7 @@ class Verifier:
 
     @classmethod
     def from_conf(cls, group: Any) -> Verifier | None:
-        """Build from a ``conf/signing.py`` option group's values; None when no key is set.
-
-        Arguments:
-            group: The group's values (``conf[GROUP]``), in any oslo.config group.
-
-        Raises:
-            ValueError: The options are inconsistent (the text names which).
-
-        """
+        """As :meth:`Signer.from_conf`, and with the previous key (rotation) if one is set."""
         key = read_secret(group.key, group.key_file, "key")
         previous = read_secret(group.previous_key, group.previous_key_file, "previous_key")
         if key is None:

@@ -11,6 +11,7 @@ on the new code.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from oslo_config import cfg
@@ -24,6 +25,23 @@ from hypervisor_notifier.notifier import outbox_schema
 from hypervisor_notifier.signing import Signer
 
 PROJECT = "hypervisor-notifier"
+
+
+#: A check that reads the configuration: given it once it loaded.
+ConfiguredCheck = Callable[["UpgradeChecks", cfg.ConfigOpts], Result]
+
+
+def _configured(check: ConfiguredCheck) -> Callable[[UpgradeChecks], Result]:
+    """The check, run on the loaded configuration; a failure if it does not load."""
+
+    @functools.wraps(check)
+    def run(self: UpgradeChecks) -> Result:
+        conf = self._config()
+        if conf is None:
+            return Result(Code.FAILURE, "needs a configuration that loads")
+        return check(self, conf)
+
+    return run
 
 
 def check_outbox_file(
@@ -78,20 +96,16 @@ class UpgradeChecks(upgradecheck.UpgradeCommands):
         files = ", ".join(conf.config_file) or "no config file: defaults"
         return Result(Code.SUCCESS, f"{files} loaded")
 
-    def _backend(self) -> Result:
-        conf = self._config()
-        if conf is None:
-            return Result(Code.FAILURE, "needs a configuration that loads")
+    @_configured
+    def _backend(self, conf: cfg.ConfigOpts) -> Result:
         try:
             backend_class(conf.backend)
         except (UnknownBackend, MissingBinding) as exc:
             return Result(Code.FAILURE, str(exc))
         return Result(Code.SUCCESS, f"backend {conf.backend!r} and its binding are installed")
 
-    def _signing(self) -> Result:
-        conf = self._config()
-        if conf is None:
-            return Result(Code.FAILURE, "needs a configuration that loads")
+    @_configured
+    def _signing(self, conf: cfg.ConfigOpts) -> Result:
         try:
             signer = Signer.from_conf(conf[signing_conf.GROUP])
         except ValueError as exc:
@@ -104,10 +118,8 @@ class UpgradeChecks(upgradecheck.UpgradeCommands):
             )
         return Result(Code.SUCCESS, f"events signed with key id {signer.key_id!r}")
 
-    def _outbox(self) -> Result:
-        conf = self._config()
-        if conf is None:
-            return Result(Code.FAILURE, "needs a configuration that loads")
+    @_configured
+    def _outbox(self, conf: cfg.ConfigOpts) -> Result:
         return check_outbox_file(conf.outbox.path)
 
     _upgrade_checks = (

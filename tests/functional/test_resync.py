@@ -28,7 +28,7 @@ def test_a_restarted_service_publishes_only_what_changed_while_it_was_stopped(
     dom.suspend()
     second = start_service()
     paused = collector.wait_for(lambda e: of(dom)(e) and e.transition is Transition.PAUSED)
-    resync = second.wait_for_log("resync (connected)")[0]
+    second.wait_for_log("resync (connected)")
 
     assert (paused.resync, paused.power_state, paused.detail) == (
         True,
@@ -40,7 +40,8 @@ def test_a_restarted_service_publishes_only_what_changed_while_it_was_stopped(
         Transition.PAUSED,  # the one change, from the second service
     ]
     # The outbox kept what the first service published: nothing else is repeated.
-    assert "1 changes published" in resync
+    # (Counted on this test's guests: the resync's log line counts every guest of
+    # the shared test driver, other tests' included.)
     assert len(collector.of(unchanged.UUIDString())) == 1
 
 
@@ -64,12 +65,11 @@ def test_a_guest_destroyed_while_libvirt_was_away_gets_one_resync_event_and_no_o
         proxy.start()
         stopped = collector.wait_for(lambda e: of(destroyed)(e) and e.power_state is
                                      PowerState.SHUTDOWN)  # fmt: skip
-        resyncs = service.wait_for_log("resync (connected)", count=2)
+        service.wait_for_log("resync (connected)", count=2)
     finally:
         proxy.stop()
 
     assert (stopped.resync, stopped.transition) == (True, Transition.STOPPED)
-    assert "1 changes published" in resyncs[1]
     assert len(collector.of(destroyed.UUIDString())) == 2
     assert len(collector.of(unchanged.UUIDString())) == 1  # its first snapshot only
 
@@ -81,11 +81,11 @@ def test_a_periodic_resync_with_nothing_changed_publishes_nothing(
     _, collector = subscribe()
     service = start_service(sync={"interval": "1"})
     collector.wait_for(of(dom))
-    periodic = service.wait_for_log("resync (periodic)", count=2)
+    service.wait_for_log("resync (periodic)", count=2)
     dom.create()  # a pushed event after the periodic resyncs: the stream still flows
     collector.wait_for(lambda e: of(dom)(e) and not e.resync)
 
-    assert all("0 changes published" in line for line in periodic), periodic
+    # Two periodic resyncs published nothing more of this test's guest.
     assert [(e.transition, e.resync) for e in collector.of(dom.UUIDString())] == [
         (Transition.STOPPED, True),
         (Transition.STARTED, False),

@@ -40,66 +40,42 @@ EVENTS: dict[int, tuple[str, tuple[str, ...]]] = {
     8: ("CRASHED", ("PANICKED", "CRASHLOADED")),
 }
 
-_RUNNING = (Transition.STARTED, PowerState.RUNNING)
-_PAUSED = (Transition.PAUSED, PowerState.PAUSED)
-_RESUMED = (Transition.RESUMED, PowerState.RUNNING)
-_STOPPED = (Transition.STOPPED, PowerState.SHUTDOWN)
-# A guest that is shutting down still runs until STOPPED follows.
-_SHUTTING_DOWN = (Transition.SHUTTING_DOWN, PowerState.RUNNING)
-_CRASHED = (Transition.CRASHED, PowerState.CRASHED)
-_PM_SUSPENDED = (Transition.SUSPENDED, PowerState.SUSPENDED)
+#: What each event means, whatever its detail, except those of :data:`_EXCEPTIONS`:
+#: (transition, power state), or None for events that change no power state (a
+#: definition changed).
+_EVENT_OUTCOME: dict[str, tuple[Transition, PowerState] | None] = {
+    "DEFINED": None,
+    "UNDEFINED": None,
+    "STARTED": (Transition.STARTED, PowerState.RUNNING),
+    # SUSPENDED/MIGRATED is also sent when a live migration fails: only
+    # STOPPED/MIGRATED proves success.
+    "SUSPENDED": (Transition.PAUSED, PowerState.PAUSED),
+    "RESUMED": (Transition.RESUMED, PowerState.RUNNING),
+    # STOPPED/CRASHED is on_crash=destroy: the guest is off (a preserved crash is CRASHED/*).
+    "STOPPED": (Transition.STOPPED, PowerState.SHUTDOWN),
+    # A guest that is shutting down still runs until STOPPED follows.
+    "SHUTDOWN": (Transition.SHUTTING_DOWN, PowerState.RUNNING),
+    "PMSUSPENDED": (Transition.SUSPENDED, PowerState.SUSPENDED),
+    "CRASHED": (Transition.CRASHED, PowerState.CRASHED),
+}
 
-#: The complete table: (event name, detail name) -> (transition, power state),
-#: or None for events that change no power state (a definition changed).
-TABLE: dict[tuple[str, str], tuple[Transition, PowerState] | None] = {
-    ("DEFINED", "ADDED"): None,
-    ("DEFINED", "UPDATED"): None,
-    ("DEFINED", "RENAMED"): None,
-    ("DEFINED", "FROM_SNAPSHOT"): None,
-    ("UNDEFINED", "REMOVED"): None,
-    ("UNDEFINED", "RENAMED"): None,
-    ("STARTED", "BOOTED"): _RUNNING,
-    ("STARTED", "MIGRATED"): _RUNNING,
-    ("STARTED", "RESTORED"): _RUNNING,
-    ("STARTED", "FROM_SNAPSHOT"): _RUNNING,
-    ("STARTED", "WAKEUP"): _RUNNING,
-    ("SUSPENDED", "PAUSED"): _PAUSED,
-    # Also sent when a live migration fails; only STOPPED/MIGRATED proves success.
-    ("SUSPENDED", "MIGRATED"): _PAUSED,
-    ("SUSPENDED", "IOERROR"): _PAUSED,
-    ("SUSPENDED", "WATCHDOG"): _PAUSED,
-    ("SUSPENDED", "RESTORED"): _PAUSED,
-    ("SUSPENDED", "FROM_SNAPSHOT"): _PAUSED,
-    ("SUSPENDED", "API_ERROR"): _PAUSED,
+#: The details that mean more than their event.
+_EXCEPTIONS: dict[tuple[str, str], tuple[Transition, PowerState]] = {
     ("SUSPENDED", "POSTCOPY"): (Transition.POSTCOPY_STARTED, PowerState.PAUSED),
-    ("SUSPENDED", "POSTCOPY_FAILED"): _PAUSED,
-    ("RESUMED", "UNPAUSED"): _RESUMED,
-    ("RESUMED", "MIGRATED"): _RESUMED,
-    ("RESUMED", "FROM_SNAPSHOT"): _RESUMED,
-    ("RESUMED", "POSTCOPY"): _RESUMED,
-    ("RESUMED", "POSTCOPY_FAILED"): _RESUMED,
-    ("STOPPED", "SHUTDOWN"): _STOPPED,
-    ("STOPPED", "DESTROYED"): _STOPPED,
-    # on_crash=destroy: the guest is off; a preserved crash is CRASHED/*.
-    ("STOPPED", "CRASHED"): _STOPPED,
     # The source side of a successful migration: the guest left this host.
     ("STOPPED", "MIGRATED"): (Transition.MIGRATION_COMPLETED, PowerState.SHUTDOWN),
-    ("STOPPED", "SAVED"): _STOPPED,
-    ("STOPPED", "FAILED"): _STOPPED,
-    ("STOPPED", "FROM_SNAPSHOT"): _STOPPED,
-    ("SHUTDOWN", "FINISHED"): _SHUTTING_DOWN,
-    ("SHUTDOWN", "GUEST"): _SHUTTING_DOWN,
-    ("SHUTDOWN", "HOST"): _SHUTTING_DOWN,
-    ("PMSUSPENDED", "MEMORY"): _PM_SUSPENDED,
-    ("PMSUSPENDED", "DISK"): _PM_SUSPENDED,
-    ("CRASHED", "PANICKED"): _CRASHED,
-    ("CRASHED", "CRASHLOADED"): _CRASHED,
+}
+
+#: The complete table: (event name, detail name) -> (transition, power state),
+#: or None for events that change no power state.
+TABLE: dict[tuple[str, str], tuple[Transition, PowerState] | None] = {
+    (name, detail): _EXCEPTIONS.get((name, detail), _EVENT_OUTCOME[name])
+    for name, details in EVENTS.values()
+    for detail in details
 }
 
 #: A detail code newer than this table keeps its event's usual meaning.
-_EVENT_DEFAULT: dict[str, tuple[Transition, PowerState] | None] = {
-    name: TABLE[(name, details[0])] for name, details in EVENTS.values()
-}
+_EVENT_DEFAULT = _EVENT_OUTCOME
 
 #: ``virDomainState`` code -> (name, power state). nova maps SHUTDOWN (a
 #: guest being shut down) to its SHUTDOWN power state; it still runs, and
