@@ -216,18 +216,18 @@ class Stamp:
     @staticmethod
     def _stamp_fields(payload: Mapping[str, Any], verified: bool) -> dict[str, Any]:
         """Read and check the keys of :meth:`_stamp_payload` (``details`` optional before 1.2)."""
-        version = _field(payload, "schema_version", str)
+        version = typed_field(payload, "schema_version", str)
         if version.split(".", 1)[0] != SCHEMA_MAJOR:
             raise MalformedEvent(f"schema_version {version!r} is not {SCHEMA_MAJOR}.x")
         return {
             "schema_version": version,
-            "event_id": _nonempty(payload, "event_id"),
-            "host": _nonempty(payload, "host"),
-            "hypervisor": _field(payload, "hypervisor", str),
-            "reason": _field(payload, "reason", str),
+            "event_id": nonempty_field(payload, "event_id"),
+            "host": nonempty_field(payload, "host"),
+            "hypervisor": typed_field(payload, "hypervisor", str),
+            "reason": typed_field(payload, "reason", str),
             "details": _details(payload),
-            "occurred_at": _convert(payload, "occurred_at", str, parse_time),
-            "seq": _field(payload, "seq", int),
+            "occurred_at": converted_field(payload, "occurred_at", str, parse_time),
+            "seq": typed_field(payload, "seq", int),
             "verified": verified,
         }
 
@@ -290,12 +290,12 @@ class LifecycleEvent(Observation, Stamp):
         payload = payload_object(payload)
         return cls(
             **cls._stamp_fields(payload, verified),
-            instance_uuid=_nonempty(payload, "instance_uuid"),
-            instance_name=_field(payload, "instance_name", str),
-            transition=_convert(payload, "transition", str, Transition),
-            power_state=_convert(payload, "power_state", int, PowerState),
-            detail=_field(payload, "detail", str),
-            resync=_field(payload, "resync", bool),
+            instance_uuid=nonempty_field(payload, "instance_uuid"),
+            instance_name=typed_field(payload, "instance_name", str),
+            transition=converted_field(payload, "transition", str, Transition),
+            power_state=converted_field(payload, "power_state", int, PowerState),
+            detail=typed_field(payload, "detail", str),
+            resync=typed_field(payload, "resync", bool),
         )
 
 
@@ -309,7 +309,7 @@ def payload_object(payload: object) -> Mapping[str, Any]:
     return payload
 
 
-def _field(payload: Mapping[str, Any], key: str, kind: type) -> Any:
+def typed_field(payload: Mapping[str, Any], key: str, kind: type) -> Any:
     """Return ``payload[key]`` if it is of ``kind``; bool never passes for int."""
     try:
         value = payload[key]
@@ -320,9 +320,9 @@ def _field(payload: Mapping[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _convert(payload: Mapping[str, Any], key: str, kind: type, convert: Any) -> Any:
+def converted_field(payload: Mapping[str, Any], key: str, kind: type, convert: Any) -> Any:
     """Return ``convert(payload[key])``; a value it refuses is malformed, named by its key."""
-    value = _field(payload, key, kind)
+    value = typed_field(payload, key, kind)
     try:
         return convert(value)
     # OverflowError: a time at the edge of datetime's range with an offset.
@@ -330,8 +330,9 @@ def _convert(payload: Mapping[str, Any], key: str, kind: type, convert: Any) -> 
         raise MalformedEvent(f"payload {key!r} is invalid: {exc}") from None
 
 
-def _nonempty(payload: Mapping[str, Any], key: str) -> str:
-    value: str = _field(payload, key, str)
+def nonempty_field(payload: Mapping[str, Any], key: str) -> str:
+    """``payload[key]``, a non-empty string; raise :class:`MalformedEvent` if not one."""
+    value: str = typed_field(payload, key, str)
     if not value:
         raise MalformedEvent(f"payload {key!r} is empty")
     return value
@@ -348,13 +349,3 @@ def _details(payload: Mapping[str, Any]) -> Mapping[str, Scalar]:
                 f"payload 'details' {key!r} is {type(value).__name__}, not scalar"
             )
     return dict(details)
-
-
-def nonempty_field(payload: Mapping[str, Any], key: str) -> str:
-    """``payload[key]``, a non-empty string; raise :class:`MalformedEvent` if not one."""
-    return _nonempty(payload, key)
-
-
-def typed_field(payload: Mapping[str, Any], key: str, kind: type, convert: Any = None) -> Any:
-    """``payload[key]`` of ``kind``, converted by ``convert`` if given, or MalformedEvent."""
-    return _field(payload, key, kind) if convert is None else _convert(payload, key, kind, convert)

@@ -20,6 +20,7 @@ from hypervisor_notifier.events import (
     INSTANCE_EVENT_PREFIX,
     Scalar,
     Stamp,
+    converted_field,
     nonempty_field,
     payload_object,
     typed_field,
@@ -106,7 +107,7 @@ class FaultEvent(FaultObservation, Stamp):
             **cls._stamp_fields(payload, verified),
             instance_uuid=nonempty_field(payload, "instance_uuid"),
             instance_name=typed_field(payload, "instance_name", str),
-            fault=typed_field(payload, "fault", str, Fault),
+            fault=converted_field(payload, "fault", str, Fault),
             detail=typed_field(payload, "detail", str),
         )
 

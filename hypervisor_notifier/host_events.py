@@ -21,8 +21,8 @@ from hypervisor_notifier.events import (
     HOST_EVENT_PREFIX,
     Scalar,
     Stamp,
+    converted_field,
     payload_object,
-    typed_field,
 )
 
 
@@ -80,7 +80,7 @@ class HostEvent(HostObservation, Stamp):
         payload = payload_object(payload)
         return cls(
             **cls._stamp_fields(payload, verified),
-            change=typed_field(payload, "change", str, HostChange),
+            change=converted_field(payload, "change", str, HostChange),
         )
 
 
