@@ -366,8 +366,7 @@ def reject_publish(
     def apply(limit: int) -> None:
         policy = unique("hn-reject")
         pattern = f"^{TOPIC}\\.{private_names['host']}$".replace("-", "\\-")
-        definition = f'{{"max-length": {limit}, "overflow": "reject-publish"}}'
-        private_broker.ctl("set_policy", "--apply-to", "queues", policy, pattern, definition)
+        private_broker.reject_publish(policy, pattern, limit)
         policies.append(policy)
 
     yield apply

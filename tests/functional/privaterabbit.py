@@ -13,6 +13,7 @@ this once per session)::
     node.start()
     node.url                                  # rabbit://guest:guest@127.0.0.1:<port>/
     node.ctl("set_policy", ...)               # rabbitmqctl against this node
+    node.reject_publish(policy, pattern, 5)   # a limit that never drops what a queue holds
     with node.channel() as channel: ...       # an amqp channel (plain TCP)
     node.stop()
 
@@ -160,6 +161,22 @@ class PrivateRabbit:
         if result.returncode:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}")
         return result.stdout
+
+    def reject_publish(self, policy: str, pattern: str, limit: int) -> None:
+        """Policy ``policy``: queues matching ``pattern`` nack publishes beyond ``limit`` messages.
+
+        Set in two steps, as doc/source/operations.rst tells operators: RabbitMQ
+        (3.10) applies a policy's ``max-length`` before its ``overflow``, so a
+        queue not yet told ``reject-publish`` that holds more than ``limit``
+        drops its oldest messages at once (``drop-head``, the default): messages
+        it had confirmed to their publisher. With the overflow set first, the
+        limit only refuses new ones.
+        """
+        for definition in (
+            '{"overflow": "reject-publish"}',
+            f'{{"max-length": {limit}, "overflow": "reject-publish"}}',
+        ):
+            self.ctl("set_policy", "--apply-to", "queues", policy, pattern, definition)
 
     def kill9(self) -> None:
         """SIGKILL the node's Erlang VM: no clean shutdown, no flush."""

@@ -237,6 +237,34 @@ def test_a_host_queue_deleted_mid_stream_is_declared_again_and_every_event_arriv
     conn.close()
 
 
+def test_a_reject_publish_limit_added_to_a_queue_holding_events_keeps_them_all(
+    private_broker, private_names, private_libvirtd, start_service, reject_publish
+):
+    """The limit as doc/source/operations.rst says to add it (and the chaos test does).
+
+    In one policy, RabbitMQ would drop what the queue holds beyond the limit:
+    events it had confirmed, gone from the outbox, lost.
+    """
+    conn, domains = own_guests(private_libvirtd, 5)
+    service = start_service(transport_url=private_broker.url, uri=private_libvirtd.uri)
+    service.wait_for_log("resync (connected)")
+    port = service.health_port
+    queue = wire.host_queue_name(TOPIC, private_names["host"])
+    burst = Burst(domains, 100)
+    burst.start()
+    burst.finish()
+    # No consumer: every event the broker confirmed waits in the host queue.
+    accepted = received_total(wait_drained(port, lambda s: received_total(s) >= 100))
+    reject_publish(5)
+    with private_broker.channel() as channel, pytest.raises(amqp.exceptions.MessageNacked):
+        # The limit is in force: the broker refuses what goes beyond it.
+        channel.basic_publish_confirm(amqp.Message("over the limit"), "", queue)
+    arrived = read_queue(private_broker.port, queue)
+    assert len({e.event_id for e in arrived}) == accepted, "the limit dropped confirmed events"
+    assert service.stop() == 0
+    conn.close()
+
+
 def test_without_a_host_queue_of_its_own_events_wait_in_the_outbox_until_a_queue_is_bound(
     start_publisher, broker, names
 ):

@@ -19,8 +19,11 @@ and it reports, with its counts:
   counts as received only for an event published more than once (a resend
   after a nack or a return, arriving behind later events); an event
   published once and dropped as stale was never delivered because its
-  ``seq`` went backwards: lost too. (The test deletes the host queue only
-  when it is empty: an event the broker could not route must be sent again.)
+  ``seq`` went backwards: lost too. The injector's faults never make the
+  broker discard what it confirmed (it deletes the host queue only drained,
+  with the service paused; it sets a limit's overflow before the limit), so
+  nothing accepted may be missing; an event the broker could not route must
+  be sent again.
 - **duplicates** delivered, and an instance's ``seq`` not increasing in
   delivery order.
 - **order**: each guest's delivered events must be explained by its history

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import sqlite3
 import tempfile
 import time
@@ -33,7 +34,7 @@ FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 POLICY = "hn-chaos-reject"
 #: Seconds a restarted service may take to connect and resync.
 RESTART_TIMEOUT = 60.0
-#: Seconds to wait for an empty host queue to delete.
+#: Seconds to wait for the host queue to drain before deleting it.
 EMPTY_QUEUE_TIMEOUT = 60.0
 
 
@@ -117,6 +118,14 @@ class ClockedService:
         self.current.stop()
         self._collect_left()
 
+    def pause(self) -> None:
+        """SIGSTOP: it writes nothing to the broker until :meth:`resume`."""
+        self.current.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        self.current.process.send_signal(signal.SIGCONT)
+
     def step_clock(self, offset: int) -> None:
         """Set the service's wall clock ``offset`` seconds away from the real one."""
         self.clock_file.write_text(f"{offset:+d}\n")
@@ -172,28 +181,74 @@ class Injector:
 
     def _reject_publish(self, fault: Fault) -> None:
         pattern = "^" + self.queue.replace(".", r"\.") + "$"
-        definition = f'{{"max-length": {fault.param}, "overflow": "reject-publish"}}'
-        self.node.ctl("set_policy", "--apply-to", "queues", POLICY, pattern, definition)
+        # Never a one-step policy: it would drop what the queue holds beyond the
+        # limit, events the broker had confirmed (see PrivateRabbit.reject_publish).
+        self.node.reject_publish(POLICY, pattern, int(fault.param))
         try:
             time.sleep(fault.hold)
         finally:
             self.node.ctl("clear_policy", POLICY)
 
     def _queue_delete(self, fault: Fault) -> None:
-        # Only an empty queue: the messages a deleted queue holds are gone for any
-        # publisher; what the fault tests is the publishes that follow. (What was
-        # delivered to the subscriber still reaches its callback.)
+        # A deleted queue takes with it what it holds, what it delivered and was not
+        # acked yet, and what was routed to it and not yet enqueued, which the broker
+        # confirms to the publisher all the same: lost for any publisher (what an
+        # operator deleting a queue loses; doc/source/operations.rst). So the queue is
+        # deleted only with the service paused (SIGSTOP), the queue drained and acked,
+        # and nothing unconfirmed: what the fault tests is the publishes that follow,
+        # into no queue (returned, the queue declared again, resent).
+        # The subscriber catches up first (it may be waiting out a reconnect backoff),
+        # so the service is paused for a moment only.
         deadline = time.monotonic() + EMPTY_QUEUE_TIMEOUT
-        while True:
-            try:
-                self.node.channel_call("queue_delete", self.queue, if_empty=True)
-                break
-            except amqp.exceptions.PreconditionFailed:
-                if time.monotonic() > deadline:
-                    self.log(f"queue_delete: {self.queue} never empty; not deleted")
-                    return
-                time.sleep(0.05)
+        while self._ready_messages() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.service.pause()
+        try:
+            deleted = self._delete_drained_queue(deadline)
+        finally:
+            self.service.resume()
+        if not deleted:
+            self.log(f"queue_delete: {self.queue} never drained; not deleted")
+            return
         time.sleep(fault.hold)
+
+    def _ready_messages(self) -> int:
+        """Messages ready in the host queue (0 if there is none)."""
+        try:
+            return self.node.channel_call("queue_declare", self.queue, passive=True).message_count
+        except amqp.exceptions.NotFound:
+            return 0
+
+    def _delete_drained_queue(self, deadline: float) -> bool:
+        """Delete the host queue once drained; False if it was not by ``deadline``."""
+        # Twice in a row: a publish the paused service wrote just before is read by then.
+        drained = 0
+        while drained < 2:
+            if time.monotonic() > deadline:
+                return False
+            drained = drained + 1 if self._drained() else 0
+            if not drained:
+                time.sleep(0.05)
+        try:
+            # if_empty still: a ready message left would make it refuse, not destroy.
+            self.node.channel_call("queue_delete", self.queue, if_empty=True)
+        except amqp.exceptions.PreconditionFailed:
+            return False
+        return True
+
+    def _drained(self) -> bool:
+        """No message in the host queue (ready or unacked), no publish unconfirmed."""
+        rows = self.node.ctl(
+            "list_queues", "--no-table-headers", "name", "messages_ready",
+            "messages_unacknowledged",
+        ).splitlines()  # fmt: skip
+        held = sum(
+            int(count) for row in rows if row.split("\t")[0] == self.queue
+            for count in row.split("\t")[1:]
+        )  # fmt: skip
+        channels = self.node.ctl("list_channels", "--no-table-headers", "messages_unconfirmed")
+        unconfirmed = sum(int(row) for row in channels.split() if row.isdigit())
+        return held == 0 and unconfirmed == 0
 
     def _alarm(self, fault: Fault) -> None:
         if fault.param == "memory":
