@@ -154,3 +154,21 @@ def test_a_guest_os_crash_is_a_crashed_lifecycle_event_of_a_vm_still_running(wat
     assert (crashed.transition, crashed.power_state) == (Transition.CRASHED, PowerState.RUNNING)
     assert (crashed.reason, crashed.detail) == ("VmGuestOSCrashedEvent", "guest")
     assert faults.events == []
+
+
+def test_vmware_tools_stopping_and_starting_is_the_guest_agent_leaving_and_connecting(
+    vcsim, watched
+):
+    _, vms, lifecycle, faults = watched
+    vm = vms[VM.format(0)]
+
+    vcsim.tools(vm.name, "guestToolsRunning")
+    faults_of(faults, vm, 1)  # seen running (a stop in the same update would hide the start)
+    vcsim.tools(vm.name, "guestToolsExecutingScripts")  # still running: no change of the agent
+    vcsim.tools(vm.name, "guestToolsNotRunning")
+    stop_and_wait(vm, lifecycle)
+
+    assert faults_of(faults, vm, 2) == [
+        (Fault.AGENT_CONNECTED, "guest.toolsRunningStatus", "guestToolsRunning", {}),
+        (Fault.AGENT_DISCONNECTED, "guest.toolsRunningStatus", "guestToolsNotRunning", {}),
+    ]

@@ -115,21 +115,26 @@ class Simulator:
     def ask(
         self, vm_name: str, question_id: str, message_id: str, text: str, argument: str = ""
     ) -> None:
-        """Give a VM a pending question, as ESX does on a full datastore (question.go)."""
+        """Give a VM a pending question, as ESX does on a full datastore (guest.go)."""
         form = {"name": vm_name, "id": question_id, "message": message_id, "text": text}
-        self._question("POST", urllib.parse.urlencode({**form, "argument": argument}))
+        self._guest("POST", "/hn/question", urllib.parse.urlencode({**form, "argument": argument}))
 
     def answer(self, vm_name: str) -> None:
         """Clear a VM's pending question, as an answer would."""
-        self._question("DELETE", urllib.parse.urlencode({"name": vm_name}))
+        self._guest("DELETE", "/hn/question", urllib.parse.urlencode({"name": vm_name}))
 
-    def _question(self, method: str, form: str) -> None:
+    def tools(self, vm_name: str, status: str) -> None:
+        """Set a VM's guest.toolsRunningStatus, as its VMware Tools starting or stopping would."""
+        self._guest(
+            "POST", "/hn/tools", urllib.parse.urlencode({"name": vm_name, "status": status})
+        )
+
+    def _guest(self, method: str, path: str, form: str) -> None:
+        """Call one of tools/vcsim/guest.go's endpoints (204 expected)."""
         context = ssl.create_default_context(cafile=self.ca_file)
         connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=context)
         try:
-            body, path = (
-                (form, "/hn/question") if method == "POST" else (None, f"/hn/question?{form}")
-            )
+            body, path = (form, path) if method == "POST" else (None, f"{path}?{form}")
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()

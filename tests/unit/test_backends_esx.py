@@ -208,6 +208,23 @@ def test_a_fault_of_a_stopped_vm_is_reported_and_changes_no_state(backend):
     assert backend._vms[VM_REF].power_state == "poweredOff"
 
 
+def test_tools_stopping_with_the_vm_is_reported_after_its_stop(backend):
+    baseline = [*BASELINE, vm_update(**{"guest.toolsRunningStatus": "guestToolsRunning"})]
+    off = [
+        vm_update(
+            **{
+                "runtime.powerState": "poweredOff",
+                "guest.toolsRunningStatus": "guestToolsNotRunning",
+            }
+        )
+    ]
+
+    reported = observe(backend, baseline, off)
+    assert [getattr(o, "transition", None) or o.fault for o in reported] == [
+        Transition.STOPPED, Fault.AGENT_DISCONNECTED,
+    ]  # fmt: skip
+
+
 def test_an_ha_reset_is_a_watchdog_fault_and_its_reset_a_reboot(backend):
     reset = [page_update(event("VmDasBeingResetEvent", 6), event("VmResettingEvent", 7))]
 

@@ -111,5 +111,6 @@ class OneVm(RuleBasedStateMachine):
         assert [(f.fault, f.detail) for f in self.faults] == self.expected
 
 
-OneVm.TestCase.settings = settings(max_examples=200, stateful_step_count=30)
+# No deadline: a loaded machine (shared CI) is no failure of the rule.
+OneVm.TestCase.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
 test_one_vm_against_the_model = OneVm.TestCase

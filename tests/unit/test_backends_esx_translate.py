@@ -303,3 +303,20 @@ def test_observations_name_the_vm_by_its_instance_uuid_and_name():
 
     assert isinstance(observation, Observation)
     assert (observation.instance_uuid, observation.instance_name) == ("uuid-7", "web-1")
+
+
+def test_vmware_tools_starting_and_stopping_is_the_guest_agent_connecting_and_leaving():
+    vm = running_vm()
+    statuses = ["guestToolsNotRunning", "guestToolsRunning", "guestToolsExecutingScripts",
+                "guestToolsNotRunning", None, "guestToolsRunning"]  # fmt: skip
+
+    reported = [translate.tools_observation(status, vm) for status in statuses]
+    # The first status is the state found, not a change; scripts run with Tools running.
+    assert [seen(o) if o else None for o in reported] == [
+        None,
+        (Fault.AGENT_CONNECTED, "guest.toolsRunningStatus", "guestToolsRunning", {}),
+        None,
+        (Fault.AGENT_DISCONNECTED, "guest.toolsRunningStatus", "guestToolsNotRunning", {}),
+        None,
+        (Fault.AGENT_CONNECTED, "guest.toolsRunningStatus", "guestToolsRunning", {}),
+    ]

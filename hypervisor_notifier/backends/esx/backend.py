@@ -7,8 +7,9 @@ vSphere session:
 1. log in (backoff; the server's certificate is verified unless told otherwise);
 2. one PropertyCollector filter over a container view of the VMs in scope
    (``name``, ``config.instanceUuid``, ``runtime.powerState``,
-   ``runtime.question``) and over an EventHistoryCollector of the same scope
-   (its ``latestPage``, the event types of :mod:`.translate`);
+   ``runtime.question``, ``guest.toolsRunningStatus``) and over an
+   EventHistoryCollector of the same scope (its ``latestPage``, the event
+   types of :mod:`.translate`);
 3. a resync (``listener.on_resync``), which lists every VM with its power
    state in one ``RetrievePropertiesEx`` over the view;
 4. ``WaitForUpdatesEx`` in a loop: each change of a VM's power state is an
@@ -44,8 +45,9 @@ LOG = logging.getLogger(__name__)
 
 PC = vmodl.query.PropertyCollector
 VM_PROPERTIES = ["name", "config.instanceUuid", "runtime.powerState"]
-#: Watched, beside what a listing reads: a question stops the guest until answered.
-WATCHED_PROPERTIES = [*VM_PROPERTIES, "runtime.question"]
+#: Watched, beside what a listing reads: a question stops the guest until answered;
+#: the guest agent (VMware Tools) comes and goes.
+WATCHED_PROPERTIES = [*VM_PROPERTIES, "runtime.question", translate.TOOLS]
 POWER_STATES = translate.POWER_STATES
 EVENT_TYPES = translate.EVENT_TYPES
 
@@ -274,10 +276,15 @@ class EsxBackend(dispatch.DispatchingBackend):
         raw = props.get("runtime.powerState")
         if raw is not None and str(raw) != vm.power_state:
             self._note_power_state(vm, str(raw), report)
-        if "runtime.question" in props and vm.uuid:
-            question = translate.question_observation(props["runtime.question"], vm)
-            if question is not None:
-                report(question)
+        if not vm.uuid:
+            return
+        for name, translated in (
+            ("runtime.question", translate.question_observation),
+            (translate.TOOLS, translate.tools_observation),
+        ):
+            found = translated(props[name], vm) if name in props else None
+            if found is not None:
+                report(found)
 
     @staticmethod
     def _note_power_state(vm: translate.Vm, raw: str, report: Any) -> None:

@@ -69,6 +69,14 @@ IO_MESSAGES = {
     # The host lost its lock on the VM's disk files (the storage went away).
     "msg.hbacommon.locklost": "locklost",
 }
+#: guest.toolsRunningStatus -> the agent fault of a change to it: VMware Tools is the guest agent.
+TOOLS_STATES = {
+    "guestToolsRunning": Fault.AGENT_CONNECTED,
+    "guestToolsExecutingScripts": Fault.AGENT_CONNECTED,  # running its start or stop scripts
+    "guestToolsNotRunning": Fault.AGENT_DISCONNECTED,
+}
+#: The ``reason`` of an agent fault: the VM property, not an event (vSphere posts none).
+TOOLS = "guest.toolsRunningStatus"
 #: The pseudo event type of a VM's pending question (``runtime.question``), not a vSphere event.
 QUESTION = "VirtualMachineQuestion"
 RECONFIGURED = "VmReconfiguredEvent"
@@ -96,6 +104,8 @@ class Vm:
     #: The message ids reported as faults since the VM last changed power state
     #: or answered a question (a message event and its question are one fault).
     told: set[str] = dataclasses.field(default_factory=set)
+    #: Whether its guest agent (VMware Tools) runs, as last seen (None: not seen yet).
+    agent: Fault | None = None
 
 
 def event_observations(event: Any, vm: Vm) -> list[GuestObservation]:
@@ -137,6 +147,16 @@ def question_observation(question: Any, vm: Vm) -> FaultObservation | None:
     vm.question = question.id
     # A question blocks the guest until someone answers it: an error, whatever it asks.
     return _message_fault(vm, QUESTION, "question", list(question.message or []), question.text)
+
+
+def tools_observation(status: Any, vm: Vm) -> FaultObservation | None:
+    """What to report for the VM's ``guest.toolsRunningStatus`` (None: no change of the agent)."""
+    agent = TOOLS_STATES.get(str(status)) if status else None
+    if agent is None or agent is vm.agent:
+        return None
+    previous, vm.agent = vm.agent, agent
+    # The first status seen (at login, or of a VM that entered the scope) is a state, not news.
+    return fault(vm, agent, TOOLS, str(status)) if previous is not None else None
 
 
 def lifecycle(

@@ -1,14 +1,17 @@
 package main
 
 // The simulator has no VM questions (a VM that stopped to ask its user, as
-// ESX does when a datastore is full): this endpoint gives a VM one, through
-// the same property update as any other change, so that a PropertyCollector
-// client sees runtime.question change as it would on ESX.
+// ESX does when a datastore is full) and no guest whose VMware Tools start
+// or stop: these endpoints change a VM so, through the same property update
+// as any other change, so that a PropertyCollector client sees
+// runtime.question or guest.toolsRunningStatus change as it would on ESX.
 //
 //	POST /hn/question  name=VM&id=ID&text=TEXT&message=MSGID&argument=ARG
 //	                   sets the VM's pending question (message: its
 //	                   message's id, argument: that message's argument)
 //	DELETE /hn/question?name=VM  clears it, as an answer would
+//	POST /hn/tools     name=VM&status=STATUS
+//	                   sets guest.toolsRunningStatus (guestToolsRunning, ...)
 //
 // Loopback only, like the simulator; a test's own, never a vSphere API.
 
@@ -19,15 +22,39 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-func handleQuestions(mux *http.ServeMux) {
-	mux.HandleFunc("/hn/question", func(w http.ResponseWriter, r *http.Request) {
-		if err := r.ParseForm(); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+func handleGuests(mux *http.ServeMux) {
+	mux.HandleFunc("/hn/tools", func(w http.ResponseWriter, r *http.Request) {
+		vm := formVM(w, r)
+		if vm == nil {
 			return
 		}
-		vm := findVM(r.Form.Get("name"))
+		simulator.Map.WithLock(vm, func() {
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "guest.toolsRunningStatus", Val: r.Form.Get("status")},
+			})
+		})
+		w.WriteHeader(http.StatusNoContent)
+	})
+	handleQuestions(mux)
+}
+
+// formVM parses the request's form and returns the VM it names, or answers an error and nil.
+func formVM(w http.ResponseWriter, r *http.Request) *simulator.VirtualMachine {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil
+	}
+	vm := findVM(r.Form.Get("name"))
+	if vm == nil {
+		http.Error(w, "no VM named "+r.Form.Get("name"), http.StatusNotFound)
+	}
+	return vm
+}
+
+func handleQuestions(mux *http.ServeMux) {
+	mux.HandleFunc("/hn/question", func(w http.ResponseWriter, r *http.Request) {
+		vm := formVM(w, r)
 		if vm == nil {
-			http.Error(w, "no VM named "+r.Form.Get("name"), http.StatusNotFound)
 			return
 		}
 		var question *types.VirtualMachineQuestionInfo
