@@ -134,7 +134,7 @@ def measure_resync(binary: str, workdir: Path, vms: int, repeats: int) -> Resync
                 raise RuntimeError("the naive way listed other VMs than list_instances()")
             pc_filter.Destroy()
         finally:
-            backend._logout()
+            backend._release()
     return Resync(vms, started_s, len(listed), watch_ms, backend_row, naive_row)
 
 

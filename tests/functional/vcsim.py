@@ -7,6 +7,7 @@ test, on a free port, and forgets every change when restarted.
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import subprocess
 import urllib.parse
@@ -110,3 +111,33 @@ class Simulator:
             return {vm.name: vm for vm in view.view}
         finally:
             view.Destroy()
+
+    def ask(
+        self, vm_name: str, question_id: str, message_id: str, text: str, argument: str = ""
+    ) -> None:
+        """Give a VM a pending question, as ESX does on a full datastore (guest.go)."""
+        form = {"name": vm_name, "id": question_id, "message": message_id, "text": text}
+        self._guest("POST", "/hn/question", urllib.parse.urlencode({**form, "argument": argument}))
+
+    def answer(self, vm_name: str) -> None:
+        """Clear a VM's pending question, as an answer would."""
+        self._guest("DELETE", "/hn/question", urllib.parse.urlencode({"name": vm_name}))
+
+    def tools(self, vm_name: str, status: str) -> None:
+        """Set a VM's guest.toolsRunningStatus, as its VMware Tools starting or stopping would."""
+        self._guest(
+            "POST", "/hn/tools", urllib.parse.urlencode({"name": vm_name, "status": status})
+        )
+
+    def _guest(self, method: str, path: str, form: str) -> None:
+        """Call one of tools/vcsim/guest.go's endpoints (204 expected)."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=context)
+        try:
+            body, path = (form, path) if method == "POST" else (None, f"{path}?{form}")
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            assert response.status == 204, (response.status, response.read())
+        finally:
+            connection.close()

@@ -11,6 +11,7 @@ from pyVmomi import vim, vmodl
 from hypervisor_notifier.backends.esx import EsxBackend
 from hypervisor_notifier.conf import register_opts
 from hypervisor_notifier.events import PowerState, Transition
+from hypervisor_notifier.faults import Fault
 
 PC = vmodl.query.PropertyCollector
 VM_REF = "vm-7"
@@ -57,13 +58,19 @@ def backend():
     return backend
 
 
-def run(backend, baseline, *batches):
-    """Apply the baseline as the backend's first wait does, then report the batches' changes."""
+def observe(backend, baseline, *batches):
+    """Apply the baseline as the backend's first wait does, then return what the batches report."""
     reported = []
     backend._collector.batches = [list(baseline), *(list(batch) for batch in batches)]
     backend._wait(lambda _observation: None)
     for _ in batches:
         backend._wait(reported.append)
+    return reported
+
+
+def run(backend, baseline, *batches):
+    """The lifecycle changes the batches report, as tuples."""
+    reported = observe(backend, baseline, *batches)
     return [(o.transition, o.power_state, o.reason, o.detail) for o in reported]
 
 
@@ -156,6 +163,76 @@ def test_a_vm_that_leaves_the_view_is_forgotten_not_reported(backend):
 
     assert run(backend, BASELINE, leave) == []
     assert backend._vms == {}
+
+
+def question(question_id, message_id="msg.hbacommon.outofspace"):
+    message = vim.vm.Message(id=message_id, text="There is no more space for 'web-1.vmdk'.")
+    return vim.vm.QuestionInfo(id=question_id, text="", message=[message])
+
+
+def test_a_question_pending_at_the_baseline_is_not_reported_a_new_one_is(backend):
+    baseline = [*BASELINE, vm_update(**{"runtime.question": question("1")})]
+    answered = [vm_update(**{"runtime.question": None})]
+    asked = [vm_update(**{"runtime.question": question("2")})]
+
+    reported = observe(backend, baseline, answered, asked)
+    assert [(o.fault, o.reason, o.details["error"]) for o in reported] == [
+        (Fault.IO_ERROR, "VirtualMachineQuestion", "enospc")
+    ]
+    assert reported[0].instance_uuid == "uuid-7"
+
+
+def test_a_message_told_before_a_power_change_is_news_after_it(backend):
+    info = [vim.vm.Message(id="msg.hbacommon.outofspace", text="full")]
+    error = event("VmMessageErrorEvent", 6)
+    error.messageInfo, error.message = info, "full"
+    again = event("VmMessageErrorEvent", 8)
+    again.messageInfo, again.message = info, "full"
+    reset = [
+        vm_update(**{"runtime.powerState": "poweredOff"}),
+        vm_update(**{"runtime.powerState": "poweredOn"}),
+    ]
+
+    reported = observe(backend, BASELINE, [page_update(error)], reset, [page_update(again)])
+    assert [type(o).__name__ for o in reported] == [
+        "FaultObservation", "Observation", "Observation", "FaultObservation",
+    ]  # fmt: skip
+
+
+def test_a_fault_of_a_stopped_vm_is_reported_and_changes_no_state(backend):
+    failed = event("VmFailedToPowerOnEvent", 7)
+    off = [vm_update(**{"runtime.powerState": "poweredOff"})]
+
+    reported = observe(backend, BASELINE, off, [page_update(failed)])
+    assert [getattr(o, "fault", None) for o in reported] == [None, Fault.CONTROL_ERROR]
+    assert backend._vms[VM_REF].power_state == "poweredOff"
+
+
+def test_tools_stopping_with_the_vm_is_reported_after_its_stop(backend):
+    baseline = [*BASELINE, vm_update(**{"guest.toolsRunningStatus": "guestToolsRunning"})]
+    off = [
+        vm_update(
+            **{
+                "runtime.powerState": "poweredOff",
+                "guest.toolsRunningStatus": "guestToolsNotRunning",
+            }
+        )
+    ]
+
+    reported = observe(backend, baseline, off)
+    assert [getattr(o, "transition", None) or o.fault for o in reported] == [
+        Transition.STOPPED, Fault.AGENT_DISCONNECTED,
+    ]  # fmt: skip
+
+
+def test_an_ha_reset_is_a_watchdog_fault_and_its_reset_a_reboot(backend):
+    reset = [page_update(event("VmDasBeingResetEvent", 6), event("VmResettingEvent", 7))]
+
+    reported = observe(backend, BASELINE, reset)
+    assert reported[0].fault is Fault.WATCHDOG
+    assert (reported[1].transition, reported[1].reason) == (
+        Transition.REBOOTED, "VmResettingEvent",
+    )  # fmt: skip
 
 
 class ScriptedEsx(EsxBackend):

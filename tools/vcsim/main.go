@@ -15,7 +15,8 @@
 // start with the same flags: with -esx the VMs are ha-host_VM0..N-1 on the
 // host "localhost.localdomain"; otherwise DC0_H<i>_VM<j> on standalone host
 // DC0_H<i> and DC0_C<k>_RP0_VM<j> in cluster DC0_C<k>. All VMs start
-// powered on.
+// powered on. /hn/question and /hn/tools (guest.go) give a VM a
+// pending question or change its VMware Tools status.
 package main
 
 import (
@@ -32,6 +33,7 @@ import (
 	"log"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -122,6 +124,9 @@ func main() {
 		}
 		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
+	// NewServer registers the SDK on this mux (it makes one only when none is set).
+	model.Service.ServeMux = http.NewServeMux()
+	handleGuests(model.Service.ServeMux)
 	server := model.Service.NewServer() // listening and serving on return
 
 	line := "URL=" + server.URL.String()

@@ -1,7 +1,4 @@
-"""The ESX backend: VM power-state changes from an ESXi host or vCenter, through pyVmomi.
-
-nova's VMware driver has no lifecycle events: it only polls. This backend
-gives VMware compute hosts what libvirt hosts have. Install the ``esx`` extra.
+"""The ESX backend's session: VM changes and events from an ESXi host or vCenter, via pyVmomi.
 
 One thread (``esx-dispatch``, the skeleton of
 :class:`~hypervisor_notifier.backends.dispatch.DispatchingBackend`) owns the
@@ -9,15 +6,19 @@ vSphere session:
 
 1. log in (backoff; the server's certificate is verified unless told otherwise);
 2. one PropertyCollector filter over a container view of the VMs in scope
-   (``name``, ``config.instanceUuid``, ``runtime.powerState``) and over an
-   EventHistoryCollector of the same scope (its ``latestPage``);
+   (``name``, ``config.instanceUuid``, ``runtime.powerState``,
+   ``runtime.question``, ``guest.toolsRunningStatus``) and over an
+   EventHistoryCollector of the same scope (its ``latestPage``, the event
+   types of :mod:`.translate`);
 3. a resync (``listener.on_resync``), which lists every VM with its power
    state in one ``RetrievePropertiesEx`` over the view;
 4. ``WaitForUpdatesEx`` in a loop: each change of a VM's power state is an
    observation, and the changes of one update set are reported together.
    The events tell why: a ``VmGuestShutdownEvent`` (the guest was asked to
    shut down) is reported as ``shutting_down`` and names the ``stopped``
-   that follows, where an API power-off is a ``VmPoweredOffEvent``.
+   that follows, where an API power-off is a ``VmPoweredOffEvent``. Guest
+   faults (an HA reset, a failed power-on, a question) are translated by
+   :mod:`.translate`.
 
 A lost session (``NotAuthenticated``, a restarted vCenter, a network error)
 is logged in again with backoff, the filter recreated, and a resync run.
@@ -27,7 +28,6 @@ name is ``instance_name``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl
 from typing import Any
@@ -38,42 +38,22 @@ from pyVmomi import vim, vmodl
 
 from hypervisor_notifier import events
 from hypervisor_notifier.backends import base, dispatch
+from hypervisor_notifier.backends.esx import translate
 from hypervisor_notifier.conf import esx as esx_conf
 
 LOG = logging.getLogger(__name__)
 
 PC = vmodl.query.PropertyCollector
 VM_PROPERTIES = ["name", "config.instanceUuid", "runtime.powerState"]
-
-#: runtime.powerState -> (transition, power state, the event that usually explains it)
-POWER_STATES: dict[str, tuple[events.Transition, events.PowerState, str]] = {
-    "poweredOn": (events.Transition.STARTED, events.PowerState.RUNNING, "VmPoweredOnEvent"),
-    "poweredOff": (events.Transition.STOPPED, events.PowerState.SHUTDOWN, "VmPoweredOffEvent"),
-    "suspended": (events.Transition.SUSPENDED, events.PowerState.SUSPENDED, "VmSuspendedEvent"),
-}
-#: Events reported on their own, while the VM runs: the guest was asked to shut
-#: down or reboot -> (transition, power state, the power state it announces).
-GUEST_EVENTS: dict[str, tuple[events.Transition, events.PowerState, str | None]] = {
-    "VmGuestShutdownEvent": (
-        events.Transition.SHUTTING_DOWN, events.PowerState.RUNNING, "poweredOff",
-    ),
-    "VmGuestRebootEvent": (events.Transition.REBOOTED, events.PowerState.RUNNING, None),
-}  # fmt: skip
-#: Event types collected: the guest events, and those that explain a power state.
-EVENT_TYPES = sorted({*GUEST_EVENTS, *(reason for _, _, reason in POWER_STATES.values())})
+#: Watched, beside what a listing reads: a question stops the guest until answered;
+#: the guest agent (VMware Tools) comes and goes.
+WATCHED_PROPERTIES = [*VM_PROPERTIES, "runtime.question", translate.TOOLS]
+POWER_STATES = translate.POWER_STATES
+EVENT_TYPES = translate.EVENT_TYPES
 
 
 class LoginFailed(Exception):
     """The vSphere API could not be reached or refused the login; the text says why."""
-
-
-@dataclasses.dataclass
-class _Vm:
-    uuid: str
-    name: str
-    power_state: str
-    #: A guest event, and the power state it announced but that did not come yet.
-    pending: tuple[str, str] | None = None
 
 
 class EsxBackend(dispatch.DispatchingBackend):
@@ -89,7 +69,7 @@ class EsxBackend(dispatch.DispatchingBackend):
         # Kept: every read of ``si.content`` is a round trip to the server.
         self._pc: Any = None
         self._view: Any = None
-        self._vms: dict[str, _Vm] = {}
+        self._vms: dict[str, translate.Vm] = {}
         self._last_event_key = -1
 
     @property
@@ -142,7 +122,7 @@ class EsxBackend(dispatch.DispatchingBackend):
         """Poll vSphere (one WaitForUpdatesEx) unless items wait already."""
         if not self._queue.empty():
             return []
-        found: list[events.Observation] = []
+        found: list[base.GuestObservation] = []
         # Returned once the update set is read whole: a session lost halfway
         # leaves nothing to report after the next session's resync.
         self._wait(found.append)
@@ -218,7 +198,7 @@ class EsxBackend(dispatch.DispatchingBackend):
             # are missing, and panics. vSphere itself ignores the order.
             propSet=[
                 PC.PropertySpec(type=vim.event.EventHistoryCollector, pathSet=["latestPage"]),
-                PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES),
+                PC.PropertySpec(type=vim.VirtualMachine, pathSet=WATCHED_PROPERTIES),
             ],
         )
         pc_filter = self._pc.CreateFilter(spec, partialUpdates=False)
@@ -275,13 +255,10 @@ class EsxBackend(dispatch.DispatchingBackend):
                 continue
             self._last_event_key = event.key
             vm = self._vms.get(event.vm.vm._moId) if event.vm and event.vm.vm else None
-            kind = type(event)._wsdlName
-            # A guest event after the VM stopped came too late to announce anything.
-            if vm is None or kind not in GUEST_EVENTS or vm.power_state != "poweredOn":
+            if vm is None or not vm.uuid:
                 continue
-            transition, power_state, announced = GUEST_EVENTS[kind]
-            vm.pending = (kind, announced) if announced else None
-            report(self._observation(vm, transition, power_state, kind, "guest"))
+            for observation in translate.event_observations(event, vm):
+                report(observation)
 
     def _note_vm(self, update: Any, report: Any) -> None:
         key = update.obj._moId
@@ -291,34 +268,35 @@ class EsxBackend(dispatch.DispatchingBackend):
         props = {change.name: change.val for change in update.changeSet or []}
         vm = self._vms.get(key)
         if vm is None:
-            vm = self._vms[key] = _Vm(
+            vm = self._vms[key] = translate.Vm(
                 props.get("config.instanceUuid") or "", props.get("name", ""), ""
             )
         vm.name = props.get("name", vm.name)
         vm.uuid = props.get("config.instanceUuid") or vm.uuid
         raw = props.get("runtime.powerState")
-        if raw is None or str(raw) == vm.power_state:
+        if raw is not None and str(raw) != vm.power_state:
+            self._note_power_state(vm, str(raw), report)
+        if not vm.uuid:
             return
-        vm.power_state = str(raw)
+        for name, translated in (
+            ("runtime.question", translate.question_observation),
+            (translate.TOOLS, translate.tools_observation),
+        ):
+            found = translated(props[name], vm) if name in props else None
+            if found is not None:
+                report(found)
+
+    @staticmethod
+    def _note_power_state(vm: translate.Vm, raw: str, report: Any) -> None:
+        vm.power_state = raw
+        vm.told.clear()  # a message of the guest's past run is news again
         if vm.power_state not in POWER_STATES or not vm.uuid:
             return
         transition, power_state, reason = POWER_STATES[vm.power_state]
         if vm.pending and vm.pending[1] == vm.power_state:
             reason = vm.pending[0]  # e.g. VmGuestShutdownEvent, not an API power-off
         vm.pending = None
-        report(self._observation(vm, transition, power_state, reason, vm.power_state))
-
-    @staticmethod
-    def _observation(
-        vm: _Vm,
-        transition: events.Transition,
-        power_state: events.PowerState,
-        reason: str,
-        detail: str,
-    ) -> events.Observation:
-        return events.Observation(
-            vm.uuid, vm.name, transition, power_state, reason, detail, events.utcnow()
-        )
+        report(translate.lifecycle(vm, transition, power_state, reason, vm.power_state))
 
     def _release(self) -> None:
         """Destroy the filter and log out, quietly."""
