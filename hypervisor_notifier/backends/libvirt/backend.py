@@ -1,10 +1,11 @@
-"""The libvirt backend: lifecycle events from libvirtd, over any libvirt URI.
+"""The libvirt backend: lifecycle and guest fault events from libvirtd, over any libvirt URI.
 
 Threads:
 
 - ``libvirt-event-loop`` (see :mod:`.eventloop`) runs libvirt's callbacks.
-  They only put a queue item (:class:`DomainEvent`, :class:`~.dispatch.Closed`)
-  on the backend's queue: no libvirt call, no logging, no lock.
+  They only put a queue item (:class:`DomainEvent`,
+  :class:`~.faultevents.DomainFault`, :class:`~.dispatch.Closed`) on the
+  backend's queue: no libvirt call, no logging, no lock.
 - ``libvirt-dispatch`` (the skeleton of :class:`~.dispatch.DispatchingBackend`)
   owns the connection: it connects with backoff and a timeout, registers
   the callbacks, asks the listener to resync, then translates the queued
@@ -13,7 +14,7 @@ Threads:
   queue, so the events before them are reported first.
 
 Which guests are reported follows ``[libvirt] report_*`` (a
-:class:`~.listing.ListFilter`), for listings and events alike.
+:class:`~.listing.ListFilter`), for listings and events of every kind alike.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from oslo_config import cfg
 
 from hypervisor_notifier import events
 from hypervisor_notifier.backends import base, dispatch
-from hypervisor_notifier.backends.libvirt import connection, eventloop, transitions
+from hypervisor_notifier.backends.libvirt import connection, eventloop, faultevents, transitions
 from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import libvirt as libvirt_conf
+from hypervisor_notifier.faults import FaultObservation
 from hypervisor_notifier.transport_url import describe_error, mask_secrets
 
 LOG = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class LibvirtBackend(dispatch.DispatchingBackend):
         self._conn: libvirt.virConnect | None = None
         self._lister: DomainLister | None = None
         self._callback_ids: list[int] = []
+        self._faults = faultevents.FaultCallbacks(self._queue.put)
 
     def connect(self, listener: base.BackendListener) -> None:
         """See :meth:`Backend.connect`."""
@@ -157,13 +160,16 @@ class LibvirtBackend(dispatch.DispatchingBackend):
                     None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None
                 ),
             ]
+            self._callback_ids += self._faults.register(conn)
         except libvirt.libvirtError as exc:
             raise dispatch.ConnectFailed(
                 f"registering libvirt callbacks on {mask_secrets(self.uri)} failed: {exc}"
             ) from None
         LOG.info("connected to libvirt %s (read-only: %s)", self.uri, self._opts.read_only)
 
-    def _translate(self, item: dispatch.HypervisorEvent) -> events.Observation | None:
+    def _translate(self, item: dispatch.HypervisorEvent) -> base.GuestObservation | None:
+        if isinstance(item, faultevents.DomainFault):
+            return self._fault(item)
         if not isinstance(item, DomainEvent):
             return super()._translate(item)
         translation = item.translation
@@ -175,6 +181,10 @@ class LibvirtBackend(dispatch.DispatchingBackend):
         if not self._reported(item.dom, item.name):
             return None
         transition, power_state = translation.outcome
+        details: dict[str, events.Scalar] = {}
+        if transition is events.Transition.CRASHED:
+            # What libvirt tells of the crash is read now, while the guest may still be there.
+            details = faultevents.crash_details(item.dom)
         return events.Observation(
             item.uuid,
             item.name,
@@ -183,6 +193,21 @@ class LibvirtBackend(dispatch.DispatchingBackend):
             translation.reason,
             translation.detail,
             item.occurred_at,
+            details,
+        )
+
+    def _fault(self, item: faultevents.DomainFault) -> FaultObservation | None:
+        if not self._reported(item.dom, item.name):
+            return None
+        fault = item.translation
+        return FaultObservation(
+            item.uuid,
+            item.name,
+            fault.fault,
+            fault.reason,
+            fault.detail,
+            item.occurred_at,
+            fault.details,
         )
 
     def _reported(self, dom: libvirt.virDomain, name: str) -> bool:
