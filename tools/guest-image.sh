@@ -59,7 +59,7 @@ for word in $($bb cat /proc/cmdline); do
         hn_poweroff_after=*) after=${word#hn_poweroff_after=} ;;
     esac
 done
-# load MODULE [PARAM...]: what it needs first (a module loaded already fails: ignored).
+# load MODULE [PARAM...]: what it needs first (a second insmod fails: ignored).
 load() {
     name=$1
     shift
@@ -75,7 +75,7 @@ echo "hn-guest: up ($mode)"
 case $mode in
     watchdog)
         load i6300esb heartbeat=2
-        # Opened, fed once, closed without the magic character: it keeps running.
+        # Opened, fed once, closed without the magic character: it runs on.
         echo 1 >/dev/watchdog
         idle ;;
     panic)
@@ -113,7 +113,7 @@ guest_module() {
 }
 
 guest_build() {
-    local package version sum dir work
+    local package version sum dir work root
     [[ -x $GUEST_BUSYBOX ]] ||
         guest_die "$GUEST_BUSYBOX missing (Debian busybox-static)"
     command -v cpio >/dev/null || guest_die "cpio missing (Debian cpio)"
@@ -142,11 +142,12 @@ guest_build() {
     trap "rm -rf '$work'" EXIT
     (cd "$work" && apt-get download -q "$package=$version" >&2)
     dpkg-deb -x "$work"/*.deb "$work/kernel"
-    mkdir -p "$work/initramfs/bin" "$work/initramfs/proc" "$work/initramfs/dev" \
-        "$work/initramfs/lib/modules" "$dir.tmp"
-    cp "$GUEST_BUSYBOX" "$work/initramfs/bin/busybox"
+    root=$work/initramfs
+    mkdir -p "$root/bin" "$root/proc" "$root/dev" "$root/lib/modules" \
+        "$dir.tmp"
+    cp "$GUEST_BUSYBOX" "$root/bin/busybox"
     for module in $GUEST_MODULES; do
-        guest_module "$work/kernel/lib/modules" "$work/initramfs/lib/modules" "$module"
+        guest_module "$work/kernel/lib/modules" "$root/lib/modules" "$module"
     done
     guest_init >"$work/initramfs/init"
     chmod 755 "$work/initramfs/init"

@@ -23,6 +23,7 @@ from hypervisor_notifier.backends.libvirt import eventloop
 from hypervisor_notifier.consumer import Subscriber
 from hypervisor_notifier.consumer.nova import NovaEventSource
 from tests.bus import BROKER_URL, delete_bus, unique
+from tests.collector import Collector
 from tests.service_process import TIMEOUT, ServiceProcess, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,54 +162,39 @@ def notifier_and_adapter(callback: Callable[[Any], None]) -> Iterator[NovaEventS
         callback: The adapter's callback (stands for nova's ``handle_events``).
 
     """
-    with notifier() as (host, exchange, topic), contextlib.ExitStack() as cleanup:
+    with notifier() as (host, exchange, topic):
         source = NovaEventSource(
             callback, host=host, transport_url=BROKER_URL, exchange=exchange, topic=topic
         )
-        source.start()
-        cleanup.callback(source.stop)
-        if not source.wait_ready(TIMEOUT):
-            raise TimeoutError(f"the adapter did not consume within {TIMEOUT} s")
-        yield source
+        with consuming(source):
+            yield source
 
 
 @contextlib.contextmanager
-def notifier_and_subscriber() -> Iterator[Received]:
+def notifier_and_subscriber() -> Iterator[Collector]:
     """The :func:`notifier` and a :class:`~hypervisor_notifier.consumer.Subscriber` of its host.
 
     Yields what the subscriber receives, lifecycle and fault events alike,
     once it consumes.
     """
-    received = Received()
-    with notifier() as (host, exchange, topic), contextlib.ExitStack() as cleanup:
-        subscriber = Subscriber(BROKER_URL, received.put, on_fault=received.put, host=host,
+    received = Collector()
+    with notifier() as (host, exchange, topic):
+        subscriber = Subscriber(BROKER_URL, received, on_fault=received, host=host,
                                 exchange=exchange, topic=topic)  # fmt: skip
-        subscriber.start()
-        cleanup.callback(subscriber.stop)
-        if not subscriber.wait_ready(TIMEOUT):
-            raise TimeoutError(f"the subscriber did not consume within {TIMEOUT} s")
-        yield received
+        with consuming(subscriber):
+            yield received
 
 
-class Received:
-    """The events a subscriber received, in order; a test waits for the one it expects."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._changed = threading.Condition()
-
-    def put(self, event: Any) -> None:
-        with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def wait_for(self, matches: Callable[[Any], bool], timeout: float) -> Any:
-        """The first event received that ``matches`` (waiting for it)."""
-        with self._changed:
-            found = self._changed.wait_for(lambda: [e for e in self.events if matches(e)], timeout)
-        if not found:
-            raise TimeoutError(f"no such event in {timeout} s; received: {self.events}")
-        return found[0]
+@contextlib.contextmanager
+def consuming(consumer: NovaEventSource | Subscriber) -> Iterator[None]:
+    """Start ``consumer`` and wait until it consumes; stop it after."""
+    consumer.start()
+    try:
+        if not consumer.wait_ready(TIMEOUT):
+            raise TimeoutError(f"{type(consumer).__name__} did not consume within {TIMEOUT} s")
+        yield
+    finally:
+        consumer.stop()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import pytest
 from oslo_config import cfg
 
 from hypervisor_notifier.backends.libvirt import faultcodes, faultevents
-from hypervisor_notifier.backends.libvirt.backend import LibvirtBackend
+from hypervisor_notifier.backends.libvirt.backend import DomainEvent, LibvirtBackend
 from hypervisor_notifier.backends.libvirt.listing import Origin
 from hypervisor_notifier.conf import register_opts
 from hypervisor_notifier.events import Observation, Transition
@@ -160,7 +160,7 @@ def test_each_fault_callback_becomes_its_fault_observation(
     item = backend._queue.get_nowait()
     (observation,) = [backend._translate(item)]
 
-    assert isinstance(item, faultevents.DomainFault)
+    assert isinstance(item, DomainEvent)
     assert isinstance(observation, FaultObservation)
     assert (observation.instance_uuid, observation.instance_name) == ("uuid-1", "vm-1")
     assert (observation.fault, observation.reason, observation.detail) == (fault, reason, detail)
@@ -291,7 +291,7 @@ ALL = [libvirt.VIR_DOMAIN_EVENT_ID_WATCHDOG, libvirt.VIR_DOMAIN_EVENT_ID_IO_ERRO
 def test_every_fault_event_is_registered_once():
     conn = Connection()
 
-    ids = CB(lambda item: None).register(conn)
+    ids = CB(lambda dom, translation: None).register(conn)
 
     assert conn.registered == ALL
     assert ids == [100 + event_id for event_id in ALL]
@@ -300,7 +300,7 @@ def test_every_fault_event_is_registered_once():
 def test_an_event_the_daemon_refuses_costs_that_fault_only(caplog):
     conn = Connection(refused={libvirt.VIR_DOMAIN_EVENT_ID_MEMORY_FAILURE})
 
-    CB(lambda item: None).register(conn)
+    CB(lambda dom, translation: None).register(conn)
 
     assert conn.registered == [e for e in ALL if e != libvirt.VIR_DOMAIN_EVENT_ID_MEMORY_FAILURE]
     assert "refuses the MEMORY_FAILURE event" in caplog.text
@@ -309,7 +309,7 @@ def test_an_event_the_daemon_refuses_costs_that_fault_only(caplog):
 def test_without_io_error_reason_the_older_io_error_is_registered():
     conn = Connection(refused={libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON})
 
-    CB(lambda item: None).register(conn)
+    CB(lambda dom, translation: None).register(conn)
 
     assert libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR in conn.registered
 
@@ -318,7 +318,7 @@ def test_a_binding_without_an_event_skips_it(monkeypatch, caplog):
     monkeypatch.delattr(libvirt, "VIR_DOMAIN_EVENT_ID_MEMORY_FAILURE")
     conn = Connection()
 
-    CB(lambda item: None).register(conn)
+    CB(lambda dom, translation: None).register(conn)
 
     assert len(conn.registered) == len(ALL) - 1
     assert "has no MEMORY_FAILURE event" in caplog.text
@@ -328,4 +328,4 @@ def test_a_broken_connection_while_registering_is_raised():
     conn = Connection(refused={libvirt.VIR_DOMAIN_EVENT_ID_WATCHDOG}, error=libvirt.VIR_ERR_RPC)
 
     with pytest.raises(libvirt.libvirtError):
-        CB(lambda item: None).register(conn)
+        CB(lambda dom, translation: None).register(conn)

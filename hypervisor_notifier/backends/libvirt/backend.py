@@ -3,9 +3,8 @@
 Threads:
 
 - ``libvirt-event-loop`` (see :mod:`.eventloop`) runs libvirt's callbacks.
-  They only put a queue item (:class:`DomainEvent`,
-  :class:`~.faultevents.DomainFault`, :class:`~.dispatch.Closed`) on the
-  backend's queue: no libvirt call, no logging, no lock.
+  They only put a queue item (:class:`DomainEvent`, :class:`~.dispatch.Closed`)
+  on the backend's queue: no libvirt call, no logging, no lock.
 - ``libvirt-dispatch`` (the skeleton of :class:`~.dispatch.DispatchingBackend`)
   owns the connection: it connects with backoff and a timeout, registers
   the callbacks, asks the listener to resync, then translates the queued
@@ -29,6 +28,7 @@ from oslo_config import cfg
 from hypervisor_notifier import events
 from hypervisor_notifier.backends import base, dispatch
 from hypervisor_notifier.backends.libvirt import connection, eventloop, faultevents, transitions
+from hypervisor_notifier.backends.libvirt.faultcodes import FaultTranslation
 from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import libvirt as libvirt_conf
@@ -42,13 +42,14 @@ _CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "clie
 
 @dataclasses.dataclass(frozen=True)
 class DomainEvent(dispatch.HypervisorEvent):
-    """Queue item: a lifecycle or reboot event, as its callback received it.
+    """Queue item: a lifecycle, reboot or fault event, as its callback received it.
 
     Arguments:
         dom: The domain (its local struct: reading its UUID and name is no RPC).
         uuid: Its UUID.
         name: Its name.
-        translation: What the event means (:data:`.transitions.REBOOT` for a reboot).
+        translation: What the event means (:data:`.transitions.REBOOT` for a
+            reboot, a :class:`~.faultcodes.FaultTranslation` for a fault).
         occurred_at: When the callback received it.
 
     """
@@ -56,7 +57,7 @@ class DomainEvent(dispatch.HypervisorEvent):
     dom: libvirt.virDomain
     uuid: str
     name: str
-    translation: transitions.Translation
+    translation: transitions.Translation | FaultTranslation
     occurred_at: datetime.datetime
 
 
@@ -82,7 +83,7 @@ class LibvirtBackend(dispatch.DispatchingBackend):
         self._conn: libvirt.virConnect | None = None
         self._lister: DomainLister | None = None
         self._callback_ids: list[int] = []
-        self._faults = faultevents.FaultCallbacks(self._queue.put)
+        self._faults = faultevents.FaultCallbacks(self._hand_off)
 
     def connect(self, listener: base.BackendListener) -> None:
         """See :meth:`Backend.connect`."""
@@ -111,15 +112,17 @@ class LibvirtBackend(dispatch.DispatchingBackend):
     def _on_lifecycle(
         self, _conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object
     ) -> None:
-        # UUIDString() and name() read the local virDomain struct: no RPC.
-        translation = transitions.translate(event, detail)
-        self._queue.put(
-            DomainEvent(dom, dom.UUIDString(), dom.name(), translation, events.utcnow())
-        )
+        self._hand_off(dom, transitions.translate(event, detail))
 
     def _on_reboot(self, _conn: object, dom: libvirt.virDomain, _opaque: object) -> None:
+        self._hand_off(dom, transitions.REBOOT)
+
+    def _hand_off(
+        self, dom: libvirt.virDomain, translation: transitions.Translation | FaultTranslation
+    ) -> None:
+        # UUIDString() and name() read the local virDomain struct: no RPC.
         self._queue.put(
-            DomainEvent(dom, dom.UUIDString(), dom.name(), transitions.REBOOT, events.utcnow())
+            DomainEvent(dom, dom.UUIDString(), dom.name(), translation, events.utcnow())
         )
 
     def _on_close(self, _conn: object, reason: int, generation: int) -> None:
@@ -168,11 +171,11 @@ class LibvirtBackend(dispatch.DispatchingBackend):
         LOG.info("connected to libvirt %s (read-only: %s)", self.uri, self._opts.read_only)
 
     def _translate(self, item: dispatch.HypervisorEvent) -> base.GuestObservation | None:
-        if isinstance(item, faultevents.DomainFault):
-            return self._fault(item)
         if not isinstance(item, DomainEvent):
             return super()._translate(item)
         translation = item.translation
+        if isinstance(translation, FaultTranslation):
+            return self._fault(item, translation)
         if translation.outcome is None:
             # A definition changed: who launched the domain may have too.
             if self._lister is not None:
@@ -196,10 +199,9 @@ class LibvirtBackend(dispatch.DispatchingBackend):
             details,
         )
 
-    def _fault(self, item: faultevents.DomainFault) -> FaultObservation | None:
+    def _fault(self, item: DomainEvent, fault: FaultTranslation) -> FaultObservation | None:
         if not self._reported(item.dom, item.name):
             return None
-        fault = item.translation
         return FaultObservation(
             item.uuid,
             item.name,

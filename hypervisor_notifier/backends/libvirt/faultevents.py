@@ -1,9 +1,9 @@
 """The libvirt backend's guest fault callbacks, and what it reads of a crash.
 
-Each callback runs in libvirt's event-loop thread and only puts a
-:class:`DomainFault` on the backend's queue, as the lifecycle callback puts
-a ``DomainEvent``: the translation (:mod:`.faultcodes`) is pure, and the
-filters and ``on_events`` run in the dispatch thread.
+Each callback runs in libvirt's event-loop thread and only hands its
+translation (:mod:`.faultcodes`, pure) to the backend, which queues it as a
+``DomainEvent`` like a lifecycle event's: the filters and ``on_events`` run
+in the dispatch thread.
 
 The event IDs are registered where the binding and the daemon have them: a
 binding without a constant, or a daemon that refuses the ID (older than the
@@ -13,17 +13,14 @@ and every other event go on.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import logging
 from collections.abc import Callable
 
 import libvirt
 
-from hypervisor_notifier.backends import dispatch
 from hypervisor_notifier.backends.libvirt import faultcodes, transitions
 from hypervisor_notifier.backends.libvirt.faultcodes import FaultTranslation
-from hypervisor_notifier.events import Scalar, utcnow
+from hypervisor_notifier.events import Scalar
 
 LOG = logging.getLogger(__name__)
 
@@ -31,41 +28,21 @@ LOG = logging.getLogger(__name__)
 _UNKNOWN_EVENT_ERRORS = (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG)
 
 
-@dataclasses.dataclass(frozen=True)
-class DomainFault(dispatch.HypervisorEvent):
-    """Queue item: a guest fault event, as its callback received it.
-
-    Arguments:
-        dom: The domain (its local struct: reading its UUID and name is no RPC).
-        uuid: Its UUID.
-        name: Its name.
-        translation: What the event means.
-        occurred_at: When the callback received it.
-
-    """
-
-    dom: libvirt.virDomain
-    uuid: str
-    name: str
-    translation: FaultTranslation
-    occurred_at: datetime.datetime
-
-
 class FaultCallbacks:
-    """libvirt's fault callbacks of one backend: each puts a :class:`DomainFault`.
+    """libvirt's fault callbacks of one backend: each hands its translation off.
 
     Arguments:
-        put: Puts an item on the backend's dispatch queue (thread-safe, never blocks).
+        hand_off: Puts the domain's event on the backend's dispatch queue
+            (thread-safe, never blocks, no RPC).
 
     """
 
-    def __init__(self, put: Callable[[dispatch.HypervisorEvent], None]) -> None:
-        self._put = put
+    def __init__(self, hand_off: Callable[[libvirt.virDomain, FaultTranslation], None]) -> None:
+        self._hand_off = hand_off
 
     def _queue(self, dom: libvirt.virDomain, translation: FaultTranslation | None) -> None:
         if translation is not None:
-            # UUIDString() and name() read the local virDomain struct: no RPC.
-            self._put(DomainFault(dom, dom.UUIDString(), dom.name(), translation, utcnow()))
+            self._hand_off(dom, translation)
 
     # libvirt's callbacks: (conn, dom, <the event's arguments>, opaque).
 
