@@ -1,4 +1,4 @@
-"""A real guest that shuts itself down, and a clock for its libvirt events.
+"""A real guest that shuts itself down or fails, and a clock for its libvirt events.
 
 Shared by the end-to-end tests and ``benchmarks/nova_detection.py``.
 """
@@ -20,8 +20,10 @@ import libvirt
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.backends.libvirt import eventloop
+from hypervisor_notifier.consumer import Subscriber
 from hypervisor_notifier.consumer.nova import NovaEventSource
 from tests.bus import BROKER_URL, delete_bus, unique
+from tests.collector import Collector
 from tests.service_process import TIMEOUT, ServiceProcess, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,8 +41,14 @@ def guest_image() -> Path:
     return Path(result.stdout.strip())
 
 
-def guest_xml(name: str, instance_uuid: str, image: Path, poweroff_after: float) -> str:
-    """A TCG guest launched "by nova" that powers itself off ``poweroff_after`` s after boot."""
+def guest_xml(name: str, instance_uuid: str, image: Path, poweroff_after: float, *,
+              mode: str = "poweroff", cmdline: str = "", devices: str = "",
+              on_crash: str = "destroy") -> str:  # fmt: skip
+    """A TCG guest launched "by nova" whose /init does ``mode`` (tools/guest-image.sh).
+
+    The default powers it off ``poweroff_after`` s after boot; ``cmdline`` and
+    ``devices`` add to its kernel command line and devices.
+    """
     return f"""<domain type='qemu'>
   <name>{name}</name><uuid>{instance_uuid}</uuid>
   <metadata><nova:instance xmlns:nova='{NOVA_NAMESPACE}'>
@@ -48,9 +56,13 @@ def guest_xml(name: str, instance_uuid: str, image: Path, poweroff_after: float)
   <memory unit='MiB'>128</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{image}/vmlinuz</kernel><initrd>{image}/initrd.img</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 hn_poweroff_after={poweroff_after}</cmdline></os>
+    <cmdline>console=ttyS0 quiet panic=-1 hn_poweroff_after={poweroff_after} hn_mode={mode}
+      {cmdline}</cmdline></os>
   <features><acpi/></features><on_poweroff>destroy</on_poweroff>
-  <devices><serial type='pty'/><memballoon model='none'/></devices>
+  <on_crash>{on_crash}</on_crash>
+  <devices><serial type='pty'/><memballoon model='none'/>
+    <!-- no USB controller: probing it costs a TCG guest seconds of boot -->
+    <controller type='usb' model='none'/>{devices}</devices>
 </domain>"""
 
 
@@ -94,11 +106,13 @@ class LifecycleClock:
             return [(e, d) for e, d, _ in self._seen.get(instance_uuid, [])]
 
     @contextlib.contextmanager
-    def guest(self, image: Path, poweroff_after: float = 1.0) -> Iterator[libvirt.virDomain]:
-        """Define and start a guest; destroy and undefine it after."""
+    def guest(
+        self, image: Path, poweroff_after: float = 1.0, **xml: str
+    ) -> Iterator[libvirt.virDomain]:
+        """Define and start a guest (``xml``: see :func:`guest_xml`); destroy, undefine after."""
         instance_uuid = str(uuid.uuid4())
         dom = self.conn.defineXML(
-            guest_xml(f"hn-e2e-{instance_uuid[:8]}", instance_uuid, image, poweroff_after)
+            guest_xml(f"hn-e2e-{instance_uuid[:8]}", instance_uuid, image, poweroff_after, **xml)
         )
         try:
             dom.create()
@@ -116,15 +130,11 @@ class LifecycleClock:
 
 
 @contextlib.contextmanager
-def notifier_and_adapter(callback: Callable[[Any], None]) -> Iterator[NovaEventSource]:
-    """A host's real ``hypervisor-notifier`` on the guests' libvirtd, and the nova adapter.
+def notifier() -> Iterator[tuple[str, str, str]]:
+    """A host's real ``hypervisor-notifier`` on the guests' libvirtd, once it resynced.
 
-    Yields the adapter once it consumes (the notifier has resynced by then);
-    stops both and deletes the host's queue and exchange after.
-
-    Arguments:
-        callback: The adapter's callback (stands for nova's ``handle_events``).
-
+    Yields its (host, exchange, topic); stops it and deletes the host's queue
+    and exchange after.
     """
     host, exchange, topic = unique("e2e-host"), unique("hn-e2e"), unique("hn_e2e")
     with contextlib.ExitStack() as cleanup:
@@ -141,11 +151,59 @@ def notifier_and_adapter(callback: Callable[[Any], None]) -> Iterator[NovaEventS
         service = ServiceProcess(config)
         cleanup.callback(service.stop)
         service.wait_for_log("resync (")
+        yield host, exchange, topic
+
+
+@contextlib.contextmanager
+def notifier_and_adapter(callback: Callable[[Any], None]) -> Iterator[NovaEventSource]:
+    """The :func:`notifier` and the nova adapter; yields the adapter once it consumes.
+
+    Arguments:
+        callback: The adapter's callback (stands for nova's ``handle_events``).
+
+    """
+    with notifier() as (host, exchange, topic):
         source = NovaEventSource(
             callback, host=host, transport_url=BROKER_URL, exchange=exchange, topic=topic
         )
-        source.start()
-        cleanup.callback(source.stop)
-        if not source.wait_ready(TIMEOUT):
-            raise TimeoutError(f"the adapter did not consume within {TIMEOUT} s")
-        yield source
+        with consuming(source):
+            yield source
+
+
+@contextlib.contextmanager
+def notifier_and_subscriber() -> Iterator[Collector]:
+    """The :func:`notifier` and a :class:`~hypervisor_notifier.consumer.Subscriber` of its host.
+
+    Yields what the subscriber receives, lifecycle and fault events alike,
+    once it consumes.
+    """
+    received = Collector()
+    with notifier() as (host, exchange, topic):
+        subscriber = Subscriber(BROKER_URL, received, on_fault=received, host=host,
+                                exchange=exchange, topic=topic)  # fmt: skip
+        with consuming(subscriber):
+            yield received
+
+
+@contextlib.contextmanager
+def consuming(consumer: NovaEventSource | Subscriber) -> Iterator[None]:
+    """Start ``consumer`` and wait until it consumes; stop it after."""
+    consumer.start()
+    try:
+        if not consumer.wait_ready(TIMEOUT):
+            raise TimeoutError(f"{type(consumer).__name__} did not consume within {TIMEOUT} s")
+        yield
+    finally:
+        consumer.stop()
+
+
+@contextlib.contextmanager
+def small_tmpfs(size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``1m``) on a new directory (root only); unmounted, removed after."""
+    with tempfile.TemporaryDirectory(prefix="hn-e2e-tmpfs-") as directory:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "hn-e2e",
+                        directory], check=True, capture_output=True)  # fmt: skip
+        try:
+            yield Path(directory)
+        finally:
+            subprocess.run(["umount", directory], check=True, capture_output=True)

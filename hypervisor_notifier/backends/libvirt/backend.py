@@ -1,4 +1,4 @@
-"""The libvirt backend: lifecycle events from libvirtd, over any libvirt URI.
+"""The libvirt backend: lifecycle and guest fault events from libvirtd, over any libvirt URI.
 
 Threads:
 
@@ -13,7 +13,7 @@ Threads:
   queue, so the events before them are reported first.
 
 Which guests are reported follows ``[libvirt] report_*`` (a
-:class:`~.listing.ListFilter`), for listings and events alike.
+:class:`~.listing.ListFilter`), for listings and events of every kind alike.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from oslo_config import cfg
 
 from hypervisor_notifier import events
 from hypervisor_notifier.backends import base, dispatch
-from hypervisor_notifier.backends.libvirt import connection, eventloop, transitions
+from hypervisor_notifier.backends.libvirt import connection, eventloop, faultevents, transitions
+from hypervisor_notifier.backends.libvirt.faultcodes import FaultTranslation
 from hypervisor_notifier.backends.libvirt.listing import DomainLister, ListFilter
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.conf import libvirt as libvirt_conf
+from hypervisor_notifier.faults import FaultObservation
 from hypervisor_notifier.transport_url import describe_error, mask_secrets
 
 LOG = logging.getLogger(__name__)
@@ -40,13 +42,14 @@ _CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "clie
 
 @dataclasses.dataclass(frozen=True)
 class DomainEvent(dispatch.HypervisorEvent):
-    """Queue item: a lifecycle or reboot event, as its callback received it.
+    """Queue item: a lifecycle, reboot or fault event, as its callback received it.
 
     Arguments:
         dom: The domain (its local struct: reading its UUID and name is no RPC).
         uuid: Its UUID.
         name: Its name.
-        translation: What the event means (:data:`.transitions.REBOOT` for a reboot).
+        translation: What the event means (:data:`.transitions.REBOOT` for a
+            reboot, a :class:`~.faultcodes.FaultTranslation` for a fault).
         occurred_at: When the callback received it.
 
     """
@@ -54,7 +57,7 @@ class DomainEvent(dispatch.HypervisorEvent):
     dom: libvirt.virDomain
     uuid: str
     name: str
-    translation: transitions.Translation
+    translation: transitions.Translation | FaultTranslation
     occurred_at: datetime.datetime
 
 
@@ -80,6 +83,7 @@ class LibvirtBackend(dispatch.DispatchingBackend):
         self._conn: libvirt.virConnect | None = None
         self._lister: DomainLister | None = None
         self._callback_ids: list[int] = []
+        self._faults = faultevents.FaultCallbacks(self._hand_off)
 
     def connect(self, listener: base.BackendListener) -> None:
         """See :meth:`Backend.connect`."""
@@ -108,15 +112,17 @@ class LibvirtBackend(dispatch.DispatchingBackend):
     def _on_lifecycle(
         self, _conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object
     ) -> None:
-        # UUIDString() and name() read the local virDomain struct: no RPC.
-        translation = transitions.translate(event, detail)
-        self._queue.put(
-            DomainEvent(dom, dom.UUIDString(), dom.name(), translation, events.utcnow())
-        )
+        self._hand_off(dom, transitions.translate(event, detail))
 
     def _on_reboot(self, _conn: object, dom: libvirt.virDomain, _opaque: object) -> None:
+        self._hand_off(dom, transitions.REBOOT)
+
+    def _hand_off(
+        self, dom: libvirt.virDomain, translation: transitions.Translation | FaultTranslation
+    ) -> None:
+        # UUIDString() and name() read the local virDomain struct: no RPC.
         self._queue.put(
-            DomainEvent(dom, dom.UUIDString(), dom.name(), transitions.REBOOT, events.utcnow())
+            DomainEvent(dom, dom.UUIDString(), dom.name(), translation, events.utcnow())
         )
 
     def _on_close(self, _conn: object, reason: int, generation: int) -> None:
@@ -157,16 +163,19 @@ class LibvirtBackend(dispatch.DispatchingBackend):
                     None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None
                 ),
             ]
+            self._callback_ids += self._faults.register(conn)
         except libvirt.libvirtError as exc:
             raise dispatch.ConnectFailed(
                 f"registering libvirt callbacks on {mask_secrets(self.uri)} failed: {exc}"
             ) from None
         LOG.info("connected to libvirt %s (read-only: %s)", self.uri, self._opts.read_only)
 
-    def _translate(self, item: dispatch.HypervisorEvent) -> events.Observation | None:
+    def _translate(self, item: dispatch.HypervisorEvent) -> base.GuestObservation | None:
         if not isinstance(item, DomainEvent):
             return super()._translate(item)
         translation = item.translation
+        if isinstance(translation, FaultTranslation):
+            return self._fault(item, translation)
         if translation.outcome is None:
             # A definition changed: who launched the domain may have too.
             if self._lister is not None:
@@ -175,6 +184,10 @@ class LibvirtBackend(dispatch.DispatchingBackend):
         if not self._reported(item.dom, item.name):
             return None
         transition, power_state = translation.outcome
+        details: dict[str, events.Scalar] = {}
+        if transition is events.Transition.CRASHED:
+            # What libvirt tells of the crash is read now, while the guest may still be there.
+            details = faultevents.crash_details(item.dom)
         return events.Observation(
             item.uuid,
             item.name,
@@ -183,6 +196,20 @@ class LibvirtBackend(dispatch.DispatchingBackend):
             translation.reason,
             translation.detail,
             item.occurred_at,
+            details,
+        )
+
+    def _fault(self, item: DomainEvent, fault: FaultTranslation) -> FaultObservation | None:
+        if not self._reported(item.dom, item.name):
+            return None
+        return FaultObservation(
+            item.uuid,
+            item.name,
+            fault.fault,
+            fault.reason,
+            fault.detail,
+            item.occurred_at,
+            fault.details,
         )
 
     def _reported(self, dom: libvirt.virDomain, name: str) -> bool:
