@@ -36,16 +36,19 @@ class GuestShutsItselfDownTest(unittest.TestCase):
             notifier_and_adapter(lambda event: self.calls.put((event, time.monotonic())))
         )
 
-    def _calls_until_stopped(self) -> list[tuple[Any, float]]:
-        calls = [self.calls.get(timeout=BOOT_TIMEOUT)]
-        while calls[-1][0].transition != virtevent.EVENT_LIFECYCLE_STOPPED:
-            calls.append(self.calls.get(timeout=BOOT_TIMEOUT))
+    def _calls_until_stopped(self, uuid: str) -> list[tuple[Any, float]]:
+        """nova's calls for this test's guest until its STOPPED (other guests' are skipped)."""
+        calls: list[tuple[Any, float]] = []
+        while not calls or calls[-1][0].transition != virtevent.EVENT_LIFECYCLE_STOPPED:
+            call = self.calls.get(timeout=BOOT_TIMEOUT)
+            if call[0].uuid == uuid:
+                calls.append(call)
         return calls
 
     def test_guest_poweroff_reaches_nova_without_the_hold(self) -> None:
         with self.clock.guest(self.image) as dom:
             uuid = dom.UUIDString()
-            calls = self._calls_until_stopped()
+            calls = self._calls_until_stopped(uuid)
             stopped_at = self.clock.wait_for(uuid, libvirt.VIR_DOMAIN_EVENT_STOPPED, TIMEOUT)
 
         # qemu starts paused and is resumed: nova hears RESUMED and STARTED, then STOPPED.
