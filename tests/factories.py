@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition, utcnow
+from hypervisor_notifier.faults import Fault, FaultEvent
+from hypervisor_notifier.host_events import HostChange, HostEvent
 
 
 def make_event(**overrides: Any) -> LifecycleEvent:
@@ -27,3 +29,37 @@ def make_event(**overrides: Any) -> LifecycleEvent:
     }
     fields.update(overrides)
     return LifecycleEvent(**fields)
+
+
+def make_fault(fault: Fault, action: str = "", **overrides: Any) -> FaultEvent:
+    """A valid FaultEvent of ``fault`` with fresh ids; ``action`` in its details and detail."""
+    fields: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "host": "compute1",
+        "hypervisor": "libvirt",
+        "instance_uuid": str(uuid.uuid4()),
+        "instance_name": "instance-00000001",
+        "fault": fault,
+        "reason": fault.name,
+        "detail": action.upper(),
+        "occurred_at": utcnow(),
+        "details": {"action": action} if action else {},
+        "seq": 1,
+    }
+    fields.update(overrides)
+    return FaultEvent(**fields)
+
+
+def make_host_event(change: HostChange, **overrides: Any) -> HostEvent:
+    """A valid HostEvent with a fresh id."""
+    fields: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "host": "compute1",
+        "hypervisor": "libvirt",
+        "change": change,
+        "reason": "end of file" if change is HostChange.DISCONNECTED else "connected",
+        "occurred_at": utcnow(),
+        "seq": 1,
+    }
+    fields.update(overrides)
+    return HostEvent(**fields)
