@@ -199,14 +199,18 @@ class MasakariClient:
 class MasakariStats:
     """What the consumer did with the events it received."""
 
+    #: Accepted by masakari (2xx).
     notified: int = 0
+    #: masakari already held an identical notification (409): a resend, or a panic's stop.
     duplicates: int = 0
+    #: No notification: lifecycle events and faults masakari does not act on, host events.
     ignored: int = 0
+    #: Refused for good (a 4xx other than 409), logged at ERROR.
     refused: int = 0
 
 
 class MasakariConsumer:
-    """Every host's events from one durable queue, guest failures to masakari.
+    """Every host's events from one durable queue, guest failures and faults to masakari.
 
     Arguments:
         client: Hands notifications to masakari.
