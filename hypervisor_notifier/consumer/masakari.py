@@ -2,9 +2,12 @@
 
 masakari's engine recovers a guest (``masakari.engine.instance_events``)
 when a VM notification's payload says ``event: LIFECYCLE`` with
-``vir_domain_event: STOPPED_FAILED`` (or ``IO_ERROR`` with
-``IO_ERROR_REPORT``). :func:`notification_for` turns this project's events
-into exactly those payloads, and nothing else into a notification.
+``vir_domain_event: STOPPED_FAILED``, or ``event: IO_ERROR`` with
+``IO_ERROR_REPORT``, and ignores every other payload.
+:func:`notification_for` turns this project's lifecycle events and guest
+faults into exactly those payloads, and nothing else into a notification;
+host events (``hypervisor.host.*``) never become one: a lost hypervisor
+connection says nothing about the guests (doc/source/masakari.rst).
 
 Delivery semantics (what masakari-monitors' instancemonitor does not give):
 
@@ -16,7 +19,8 @@ Delivery semantics (what masakari-monitors' instancemonitor does not give):
   for as long as it takes; the event stays unacknowledged on the durable
   queue, so a restart of this consumer loses nothing either.
 - **In order, once.** One notification at a time, in queue order (so per
-  guest); the Subscriber drops duplicates (``event_id``) and stale events.
+  guest, lifecycle events and faults alike); the Subscriber drops
+  duplicates (``event_id``) and stale events.
 - **Refused for good, said loudly.** A 4xx other than 409 (the host is in
   no failover segment, a bad payload) will not change by retrying: the event
   is counted ``refused`` and logged at ERROR, and the consumer goes on.
@@ -37,31 +41,82 @@ from hypervisor_notifier.backoff import Backoff
 from hypervisor_notifier.conf import masakari as masakari_conf
 from hypervisor_notifier.consumer.subscriber import Subscriber
 from hypervisor_notifier.events import LifecycleEvent, Transition
+from hypervisor_notifier.faults import Fault, FaultEvent
+from hypervisor_notifier.host_events import HostChange, HostEvent
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.transport_url import describe_error
 
 LOG = logging.getLogger(__name__)
 
-#: The libvirt (reason, detail) of a ``stopped`` that is a guest failure.
-#: A guest destroyed after a crash (``on_crash=destroy``) is a failure too.
-FAILURE_STOPS = {("STOPPED", "FAILED"), ("STOPPED", "CRASHED")}
+#: What masakari's engine acts on: (``event``, ``vir_domain_event``) of a payload.
+GUEST_FAILED = ("LIFECYCLE", "STOPPED_FAILED")
+IO_ERROR_REPORTED = ("IO_ERROR", "IO_ERROR_REPORT")
+
+#: The libvirt (reason, detail) of a lifecycle event that is a guest failure:
+#: its process died (``FAILED``), it crashed and was destroyed (``on_crash =
+#: destroy``, nova's setting) or kept crashed (``PANICKED``: not running either).
+#: ``CRASHED``/``CRASHLOADED`` is absent: a crash kernel took over, the guest
+#: recovers by itself.
+FAILURE_EVENTS = {
+    (Transition.STOPPED, "STOPPED", "FAILED"),
+    (Transition.STOPPED, "STOPPED", "CRASHED"),
+    (Transition.CRASHED, "CRASHED", "PANICKED"),
+}
+#: The watchdog actions that mean the hypervisor found the guest hung and reset
+#: or powered it off: the failure masakari recovers. The stop that follows a
+#: poweroff looks like any shutdown; this event is the only sign it was not one.
+WATCHDOG_FAILURE_ACTIONS = {"reset", "poweroff"}
+#: The I/O error action masakari's engine acts on: the error was reported to
+#: the guest (a paused guest, or an ignored error, is not recovered by a restart).
+IO_ERROR_ACTION = "report"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
+#: What the consumer receives from the Subscriber: a guest's lifecycle event or fault.
+GuestEvent = LifecycleEvent | FaultEvent
 
-def notification_for(event: LifecycleEvent) -> dict[str, Any] | None:
-    """The masakari VM notification for ``event``; None if masakari should not act on it."""
-    if event.transition is not Transition.STOPPED or event.resync:
-        return None
-    if (event.reason, event.detail) not in FAILURE_STOPS:
+
+def _action(event: FaultEvent) -> str:
+    """The fault's action (``details``; libvirt's detail name if absent), lower case."""
+    return str(event.details.get("action", event.detail)).lower()
+
+
+def masakari_event(event: GuestEvent) -> tuple[str, str] | None:
+    """The (``event``, ``vir_domain_event``) masakari's engine acts on for ``event``; None if none.
+
+    Arguments:
+        event: A lifecycle event or a guest fault from the bus.
+
+    """
+    if isinstance(event, LifecycleEvent):
+        if event.resync:  # a state found, not a failure seen
+            return None
+        seen = (event.transition, event.reason, event.detail)
+        return GUEST_FAILED if seen in FAILURE_EVENTS else None
+    if event.fault is Fault.IO_ERROR and _action(event) == IO_ERROR_ACTION:
+        return IO_ERROR_REPORTED
+    if event.fault is Fault.WATCHDOG and _action(event) in WATCHDOG_FAILURE_ACTIONS:
+        return GUEST_FAILED
+    return None
+
+
+def notification_for(event: GuestEvent) -> dict[str, Any] | None:
+    """The masakari VM notification for ``event``; None if masakari should not act on it.
+
+    The payload is the one masakari-monitors' instancemonitor sends for the
+    same failure (``event``, ``instance_uuid``, ``vir_domain_event``), so
+    masakari's engine, and its duplicate check, treat both alike.
+    """
+    kind = masakari_event(event)
+    if kind is None:
         return None
     return {
         "type": "VM",
         "hostname": event.host,
         "generated_time": event.occurred_at.strftime(TIME_FORMAT),
         "payload": {
-            "event": "LIFECYCLE",
+            "event": kind[0],
             "instance_uuid": event.instance_uuid,
-            "vir_domain_event": "STOPPED_FAILED",
+            "vir_domain_event": kind[1],
         },
     }
 
@@ -144,14 +199,18 @@ class MasakariClient:
 class MasakariStats:
     """What the consumer did with the events it received."""
 
+    #: Accepted by masakari (2xx).
     notified: int = 0
+    #: masakari already held an identical notification (409): a resend, or a panic's stop.
     duplicates: int = 0
+    #: No notification: lifecycle events and faults masakari does not act on, host events.
     ignored: int = 0
+    #: Refused for good (a 4xx other than 409), logged at ERROR.
     refused: int = 0
 
 
 class MasakariConsumer:
-    """Every host's events from one durable queue, guest failures to masakari.
+    """Every host's events from one durable queue, guest failures and faults to masakari.
 
     Arguments:
         client: Hands notifications to masakari.
@@ -168,8 +227,15 @@ class MasakariConsumer:
         self.client = client
         self.stats = MasakariStats()
         # Retrying is the client's: the callback raises only when stopping.
+        # Faults and host events are asked for: the Subscriber's default would ack
+        # them unseen, and a fault can be the only sign of a failure.
         self.subscriber = Subscriber(
-            transport_url, self._on_event, queue=queue, **subscriber_options
+            transport_url,
+            self._on_event,
+            on_fault=self._on_event,
+            on_host=self._on_host,
+            queue=queue,
+            **subscriber_options,
         )
 
     @classmethod
@@ -210,7 +276,14 @@ class MasakariConsumer:
         self.client.stopping.set()
         self.subscriber.stop(timeout)
 
-    def _on_event(self, event: LifecycleEvent) -> None:
+    def _on_host(self, event: HostEvent) -> None:
+        # Unknown is not failed: masakari must not restart guests that may be running.
+        self.stats.ignored += 1
+        if event.change is HostChange.DISCONNECTED:
+            LOG.info("%s lost its hypervisor connection (%s): its guests' state is unknown, "
+                     "not failed; masakari is not notified", event.host, event.reason)  # fmt: skip
+
+    def _on_event(self, event: GuestEvent) -> None:
         notification = notification_for(event)
         if notification is None:
             self.stats.ignored += 1
@@ -226,5 +299,5 @@ class MasakariConsumer:
             self.stats.duplicates += 1
         else:
             self.stats.notified += 1
-        LOG.info("masakari notified: %s on %s stopped by a failure (%s/%s), %s",
-                 event.instance_uuid, event.host, event.reason, event.detail, outcome)  # fmt: skip
+        LOG.info("masakari notified: %s on %s, %s (%s/%s): %s", event.instance_uuid, event.host,
+                 event.event_type, event.reason, event.detail, outcome)  # fmt: skip

@@ -130,6 +130,33 @@ class LifecycleClock:
 
 
 @contextlib.contextmanager
+def guest_service(workdir: Path, host: str, exchange: str, topic: str) -> Iterator[ServiceProcess]:
+    """``host``'s real ``hypervisor-notifier`` on the guests' libvirtd, resynced; stopped after.
+
+    Arguments:
+        workdir: Its config file and outbox.
+        host: Its ``[DEFAULT] host``.
+        exchange: Its ``[publisher] exchange``.
+        topic: Its ``[publisher] topic``.
+
+    """
+    config = workdir / "notifier.conf"
+    write_config(config, {
+        "DEFAULT": {"host": host},
+        "libvirt": {"connection_uri": GUEST_URI},
+        "publisher": {"transport_url": BROKER_URL, "exchange": exchange, "topic": topic},
+        "outbox": {"path": str(workdir / "outbox.sqlite")},
+        "health": {"port": "0"},
+    })  # fmt: skip
+    service = ServiceProcess(config)
+    try:
+        service.wait_for_log("resync (")
+        yield service
+    finally:
+        service.stop()
+
+
+@contextlib.contextmanager
 def notifier() -> Iterator[tuple[str, str, str]]:
     """A host's real ``hypervisor-notifier`` on the guests' libvirtd, once it resynced.
 
@@ -140,17 +167,7 @@ def notifier() -> Iterator[tuple[str, str, str]]:
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(delete_bus, exchange, [wire.host_queue_name(topic, host)])
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
-        config = workdir / "notifier.conf"
-        write_config(config, {
-            "DEFAULT": {"host": host},
-            "libvirt": {"connection_uri": GUEST_URI},
-            "publisher": {"transport_url": BROKER_URL, "exchange": exchange, "topic": topic},
-            "outbox": {"path": str(workdir / "outbox.sqlite")},
-            "health": {"port": "0"},
-        })  # fmt: skip
-        service = ServiceProcess(config)
-        cleanup.callback(service.stop)
-        service.wait_for_log("resync (")
+        cleanup.enter_context(guest_service(workdir, host, exchange, topic))
         yield host, exchange, topic
 
 

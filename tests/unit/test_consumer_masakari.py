@@ -16,7 +16,11 @@ from keystoneauth1 import adapter, noauth, session
 
 from hypervisor_notifier.consumer import masakari
 from hypervisor_notifier.events import PowerState, Transition
-from tests.factories import make_event
+from hypervisor_notifier.faults import Fault
+from tests.factories import make_event, make_fault
+
+FAILED = {"event": "LIFECYCLE", "vir_domain_event": "STOPPED_FAILED"}
+IO_ERROR_REPORT = {"event": "IO_ERROR", "vir_domain_event": "IO_ERROR_REPORT"}
 
 
 @pytest.mark.parametrize("detail", ["FAILED", "CRASHED"])
@@ -44,13 +48,70 @@ def test_a_guest_stopped_by_a_failure_is_the_notification_masakaris_engine_acts_
         (Transition.STOPPED, "STOPPED", "DESTROYED", False),  # an operator destroyed it
         (Transition.RESUMED, "RESUMED", "UNPAUSED", False),
         (Transition.STOPPED, "RESYNC", "SHUTOFF", True),  # found off: not a failure seen
-        (Transition.CRASHED, "CRASHED", "PANICKED", False),  # still there, preserved
+        (Transition.CRASHED, "RESYNC", "CRASHED", True),  # found crashed: reported before
+        (Transition.CRASHED, "CRASHED", "CRASHLOADED", False),  # its crash kernel took over
     ],
 )
 def test_anything_else_becomes_no_notification(transition, reason, detail, resync):
     event = make_event(transition=transition, power_state=PowerState.SHUTDOWN, reason=reason,
                        detail=detail, resync=resync)  # fmt: skip
 
+    assert masakari.notification_for(event) is None
+
+
+@pytest.mark.parametrize(
+    ("event", "payload"),
+    [
+        # A panicked guest, kept crashed or destroyed next (nova's on_crash=destroy).
+        (
+            make_event(
+                transition=Transition.CRASHED,
+                power_state=PowerState.CRASHED,
+                reason="CRASHED",
+                detail="PANICKED",
+            ),
+            FAILED,
+        ),
+        (make_fault(Fault.WATCHDOG, "reset"), FAILED),
+        (make_fault(Fault.WATCHDOG, "poweroff"), FAILED),
+        (
+            make_fault(
+                Fault.IO_ERROR,
+                "report",
+                details={"action": "report", "device": "vda", "error": "enospc"},
+            ),
+            IO_ERROR_REPORT,
+        ),
+        # A backend that gave libvirt's action name only.
+        (make_fault(Fault.IO_ERROR, details={}, detail="REPORT"), IO_ERROR_REPORT),
+    ],
+    ids=["crashed", "watchdog-reset", "watchdog-poweroff", "io-error-report", "io-error-detail"],
+)
+def test_a_guest_failure_or_fault_is_the_payload_masakaris_engine_acts_on(event, payload):
+    notification = masakari.notification_for(event)
+
+    assert notification is not None
+    assert notification["payload"] == {**payload, "instance_uuid": event.instance_uuid}
+    assert notification["type"] == "VM" and notification["hostname"] == event.host
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        make_fault(Fault.IO_ERROR, "pause"),  # paused, not failed: a restart does not help
+        make_fault(Fault.IO_ERROR, "none"),
+        make_fault(Fault.WATCHDOG, "pause"),
+        make_fault(Fault.WATCHDOG, "none"),
+        make_fault(Fault.AGENT_CONNECTED, detail="CHANNEL"),
+        make_fault(Fault.AGENT_DISCONNECTED, detail="CHANNEL"),
+        make_fault(Fault.CONTROL_ERROR),
+        make_fault(Fault.MEMORY_FAILURE, "inject"),
+        make_fault(Fault.DEVICE_REMOVED),
+        make_fault(Fault.DEVICE_REMOVAL_FAILED),
+    ],
+    ids=lambda event: f"{event.fault.value}-{event.details.get('action', '')}",
+)
+def test_an_unrelated_fault_becomes_no_notification(event):
     assert masakari.notification_for(event) is None
 
 
