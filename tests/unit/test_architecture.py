@@ -2,7 +2,7 @@
 
 - ``conf/`` is a leaf: it imports nothing of the package but itself.
 - The shared contract (events, wire, signing, tls, transport URLs, backoff,
-  logs) imports nothing of backends, the notifier, the consumer, cmd or conf.
+  logs, fdwait) imports nothing of backends, the notifier, the consumer, cmd or conf.
 - ``consumer/`` (the nova adapter included) reaches neither ``backends/`` nor
   ``notifier/``, not even through another module.
 - ``backends/`` reaches nothing of ``notifier/``.
@@ -20,7 +20,7 @@ import pytest
 PACKAGE = "hypervisor_notifier"
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 400
-CONTRACT = ("events", "wire", "signing", "tls", "transport_url", "backoff", "logs")
+CONTRACT = ("events", "wire", "signing", "tls", "transport_url", "backoff", "logs", "fdwait")
 
 
 def module_name(path: Path) -> str:
