@@ -2,28 +2,55 @@
 
 Not run by hand: ``fleet.py`` starts a few of these. Arguments (JSON on
 stdin): the transport URL, exchange, queue type, host names, the event rate
-per host, the burst size and period, the duration. Prints ``ready`` once
-every host's subscriber consumes, waits for ``go`` on stdin, publishes for
-the duration, waits for the stragglers, and prints one JSON object: per
-host, what it sent, what its subscriber received (and whether any event was
-another host's), and the publish-to-callback latencies in milliseconds.
+per host, the burst size, period and phase, the duration, and whether the
+hosts' subscribers share a connection. Prints ``ready`` once every host's
+subscriber consumes, waits for ``go`` on stdin, publishes for the duration,
+waits for the stragglers, and prints one JSON object: per host, what it
+sent, what its subscriber received (and whether any event was another
+host's), the publish-to-callback latencies in milliseconds, and how late the
+event generator ran (not counted as latency: an event's clock starts when
+it is put).
+
+Each host's Publisher has a connection of its own, as on a real compute
+host. Its Subscriber (the host's nova-compute adapter, on a real fleet) is
+consumed either over a connection of its own too, or, with ``shared``,
+through one :class:`SubscriberGroup` per process: a channel each on one
+connection and one thread, so that the simulator's own threads do not
+take the CPU the broker is measured with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
 import time
 import uuid
 
-from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
+from hypervisor_notifier.consumer import LifecycleEvent, Subscriber, SubscriberGroup
 from hypervisor_notifier.events import Observation, PowerState, Transition, utcnow
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.transport_url import TransportURL
 
 SETTLE_TIMEOUT = 60.0
+#: Seconds a subscriber's loop waits on an idle socket before it checks for a stop request.
+POLL_INTERVAL = 1.0
+#: Most subscribers of one SubscriberGroup (one connection).
+GROUP_SIZE = 500
+
+
+def starting_at(url: str, index: int) -> str:
+    """``url`` with its hosts rotated to start at the ``index``-th (modulo their number).
+
+    Publishers and subscribers connect to the URL's first host first: a fleet
+    whose hosts all list the nodes in the same order puts every connection on
+    one node. Real hosts' URLs list them in different orders (doc/source/scale.rst).
+    """
+    parsed = TransportURL.parse(url)
+    start = index % len(parsed.hosts)
+    return dataclasses.replace(parsed, hosts=parsed.hosts[start:] + parsed.hosts[:start]).unparse()
 
 
 class SimulatedHost:
@@ -32,10 +59,11 @@ class SimulatedHost:
     Arguments:
         host: The host name (routing key and queue).
         settings: The run's settings (URL, exchange, queue type).
+        index: The host's number: its URL starts at the node of that number.
 
     """
 
-    def __init__(self, host: str, settings: dict) -> None:
+    def __init__(self, host: str, settings: dict, index: int) -> None:
         self.host = host
         self.guest = str(uuid.uuid4())
         self.sent = 0
@@ -43,12 +71,13 @@ class SimulatedHost:
         self.latencies: list[float] = []
         self.foreign = 0
         self.received = 0
-        url = settings["transport_url"]
+        url = starting_at(settings["transport_url"], index)
         common = {"exchange": settings["exchange"], "topic": settings["topic"],
                   "queue_type": settings["queue_type"]}  # fmt: skip
         self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
                                    reconnect_interval_max=5.0, **common)  # fmt: skip
-        self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50, **common)
+        self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50,
+                                     poll_interval=POLL_INTERVAL, **common)  # fmt: skip
 
     def on_event(self, event: LifecycleEvent) -> None:
         received = time.time()
@@ -83,10 +112,18 @@ class SimulatedHost:
                 "resent": self.publisher.resent}  # fmt: skip
 
 
-def drive(hosts: list[SimulatedHost], settings: dict) -> None:
-    """Each host one event per 1/rate s, spread over the period, plus a burst now and then."""
+def drive(hosts: list[SimulatedHost], settings: dict) -> list[float]:
+    """Each host one event per 1/rate s, spread over the period, plus a burst now and then.
+
+    Bursts come every ``burst_every`` periods: for every host at once
+    (``together``), or each host's in a period of its own (``spread``), as
+    independent hosts would. Returns how late (ms) each host's turn came:
+    the generator falling behind, reported apart from the latency.
+    """
     period = 1.0 / settings["rate"]
     burst, every = settings["burst"], settings["burst_every"]
+    spread = settings["burst_phase"] == "spread"
+    late: list[float] = []
     started = time.monotonic()
     tick = 0
     while time.monotonic() - started < settings["duration"]:
@@ -96,34 +133,54 @@ def drive(hosts: list[SimulatedHost], settings: dict) -> None:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            count = burst if every and tick and tick % every == 0 else 1
-            for _ in range(count):
+            else:
+                late.append(-delay * 1000)
+            phase = index * every // len(hosts) if spread and every else 0
+            bursting = every and tick > 0 and (tick + phase) % every == 0
+            for _ in range(burst if bursting else 1):
                 host.publish()
         tick += 1
+    return late
+
+
+def start_subscribers(hosts: list[SimulatedHost], settings: dict) -> list[Subscriber]:
+    """Start the hosts' subscribers: each alone, or in groups sharing a connection."""
+    if not settings["shared"]:
+        for host in hosts:
+            host.subscriber.start()
+        return [host.subscriber for host in hosts]
+    groups = []
+    for first in range(0, len(hosts), GROUP_SIZE):
+        members = [host.subscriber for host in hosts[first : first + GROUP_SIZE]]
+        url = starting_at(settings["transport_url"], settings["process"] + first // GROUP_SIZE)
+        group = SubscriberGroup(url, members, poll_interval=POLL_INTERVAL)
+        group.start()
+        groups.append(group)
+    return groups
 
 
 def main() -> int:
     settings = json.loads(sys.stdin.readline())
-    hosts = [SimulatedHost(name, settings) for name in settings["hosts"]]
+    hosts = [SimulatedHost(name, settings, index) for index, name in enumerate(settings["hosts"])]
     for host in hosts:
-        host.subscriber.start()
         host.publisher.start()
-    for host in hosts:
-        if not host.subscriber.wait_ready(120):
-            raise RuntimeError(f"{host.host}: subscriber not ready")
+    loops = start_subscribers(hosts, settings)
+    for loop in loops:
+        if not loop.wait_ready(180):
+            raise RuntimeError("a subscriber did not get ready")
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1
-    drive(hosts, settings)
+    late = drive(hosts, settings)
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline and any(h.received < h.sent for h in hosts):
         time.sleep(0.1)  # the callbacks run in the subscribers' threads: poll their counts
-    stop = threading.Thread(target=lambda: [h.subscriber.stop() for h in hosts])
+    stop = threading.Thread(target=lambda: [loop.stop() for loop in loops])
     stop.start()
     for host in hosts:
         host.publisher.stop(timeout=5)
     stop.join()
-    print(json.dumps([host.report() for host in hosts]), flush=True)
+    print(json.dumps({"hosts": [host.report() for host in hosts], "late_ms": late}), flush=True)
     return 0
 
 
