@@ -39,6 +39,7 @@ publish-to-callback under 50 ms, nothing lost.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -120,11 +121,11 @@ SETTINGS_APPLIED = (
 )
 
 #: One rabbitmqctl call (each boots an Erlang VM: costly on a busy machine):
-#: per node, its client connections and 5 samples, 1 s apart, of its run queue.
-NODE_FACTS = (
-    "[{N, length(rpc:call(N, rabbit_networking, local_connections, [])),"
-    " [begin timer:sleep(1000), rpc:call(N, erlang, statistics, [total_run_queue_lengths_all])"
-    " end || _ <- lists:seq(1, 5)]} || N <- rabbit_nodes:all_running()]."
+#: 5 samples, 1 s apart, of each node's Erlang run queue (processes ready to run).
+RUN_QUEUES = (
+    "[{N, [begin timer:sleep(1000), rpc:call(N, erlang, statistics,"
+    " [total_run_queue_lengths_all]) end || _ <- lists:seq(1, 5)]}"
+    " || N <- rabbit_nodes:all_running()]."
 )
 
 
@@ -199,7 +200,8 @@ def run_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
     listed = cluster_ctl(cluster, "list_queues", "name", "type", "memory").splitlines()
     queues = [line.split("\t") for line in listed]
     memory = [int(m) for name, kind, m in queues if name.startswith(f"{TOPIC}.fleet-{run_id}")]
-    facts = cluster_ctl(cluster, "eval", NODE_FACTS).strip()
+    nodes = collections.Counter(cluster_ctl(cluster, "list_connections", "node").split())
+    run_queues = " ".join(cluster_ctl(cluster, "eval", RUN_QUEUES).split())
     reports, late = [], []
     for worker in workers:
         out, _ = worker.communicate(timeout=args.duration + 180)
@@ -220,7 +222,8 @@ def run_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
     lines = report(args, hosts, queue_type, setup, reports, late, memory)
     return [
         *lines[:-1],
-        f"  broker nodes (connections, Erlang run queue x5 mid-run): {facts}",
+        f"  broker connections per node (mid-run): {dict(sorted(nodes.items()))}",
+        f"  Erlang run queue per node (5 samples mid-run): {run_queues}",
         f"  {run_queue.line()}",
         f"  CPU over {wall:.0f} s: cluster nodes "
         + " + ".join(f"{cpu:.0f}" for cpu in cpu_nodes)

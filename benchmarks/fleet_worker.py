@@ -39,6 +39,12 @@ SETTLE_TIMEOUT = 60.0
 POLL_INTERVAL = 1.0
 #: Most subscribers of one SubscriberGroup (one connection).
 GROUP_SIZE = 500
+#: Publishers started together; the next ones once these are connected (their queue
+#: declared). A fleet's hosts do not all create their queue in the same second, and a
+#: quorum queue's creation is a Raft group forming on three nodes: a thousand at once on
+#: a busy cluster time out (``cluster_not_formed``) and are retried with backoff.
+RAMP = 25
+SETUP_TIMEOUT = 300.0
 
 
 def starting_at(url: str, index: int) -> str:
@@ -143,6 +149,20 @@ def drive(hosts: list[SimulatedHost], settings: dict) -> list[float]:
     return late
 
 
+def start_publishers(hosts: list[SimulatedHost]) -> None:
+    """Start the hosts' publishers RAMP at a time, each batch once the one before connected."""
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    for first in range(0, len(hosts), RAMP):
+        batch = hosts[first : first + RAMP]
+        for host in batch:
+            host.publisher.start()
+        # A publisher signals nothing when it connects: its problem clears.
+        while any(host.publisher.problem for host in batch):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"publishers not connected: {batch[0].publisher.problem}")
+            time.sleep(0.05)
+
+
 def start_subscribers(hosts: list[SimulatedHost], settings: dict) -> list[Subscriber]:
     """Start the hosts' subscribers: each alone, or in groups sharing a connection."""
     if not settings["shared"]:
@@ -162,11 +182,10 @@ def start_subscribers(hosts: list[SimulatedHost], settings: dict) -> list[Subscr
 def main() -> int:
     settings = json.loads(sys.stdin.readline())
     hosts = [SimulatedHost(name, settings, index) for index, name in enumerate(settings["hosts"])]
-    for host in hosts:
-        host.publisher.start()
+    start_publishers(hosts)
     loops = start_subscribers(hosts, settings)
     for loop in loops:
-        if not loop.wait_ready(180):
+        if not loop.wait_ready(SETUP_TIMEOUT):
             raise RuntimeError("a subscriber did not get ready")
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
