@@ -129,6 +129,19 @@ RUN_QUEUES = (
 )
 
 
+def broker_load(cluster: RabbitCluster | None) -> tuple[dict[str, int], str]:
+    """Client connections per node (by the port they reached), and the nodes' run queues."""
+    if cluster is None:
+        return {}, "(not our cluster)"
+    try:
+        ports = cluster_ctl(cluster, "list_connections", "port").split()
+        run_queues = " ".join(cluster_ctl(cluster, "eval", RUN_QUEUES).split())
+    except RuntimeError as exc:  # a busy node's CLI timed out: the run's figures still count
+        return {}, f"(not read: {str(exc).splitlines()[0]})"
+    nodes = collections.Counter(cluster.node_on_port(int(port)).node for port in ports)
+    return dict(sorted(nodes.items())), run_queues
+
+
 class RunQueue(threading.Thread):
     """Samples the machine's runnable threads (``procs_running``) twice a second."""
 
@@ -163,6 +176,20 @@ def delete_fleet(url: str, exchange: str, queues: list[str]) -> None:
 
 def run_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
               hosts: int, queue_type: str) -> list[str]:  # fmt: skip
+    """One run's figures; its workers killed if it fails (they would retry forever)."""
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        return measure_fleet(args, url, cluster, hosts, queue_type, workers)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+def measure_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
+                  hosts: int, queue_type: str,
+                  workers: list[subprocess.Popen[str]]) -> list[str]:  # fmt: skip
     run_id = uuid.uuid4().hex[:6]
     names = [f"fleet-{run_id}-{index:05d}" for index in range(hosts)]
     exchange = f"fleet_{run_id}"
@@ -172,8 +199,6 @@ def run_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
                 "shared": args.subscriber_connections == "shared",
                 "duration": args.duration}  # fmt: skip
     started = time.monotonic()
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    workers = []
     for index in range(args.processes):
         share = names[index :: args.processes]
         worker = subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE,
@@ -200,8 +225,7 @@ def run_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
     listed = cluster_ctl(cluster, "list_queues", "name", "type", "memory").splitlines()
     queues = [line.split("\t") for line in listed]
     memory = [int(m) for name, kind, m in queues if name.startswith(f"{TOPIC}.fleet-{run_id}")]
-    nodes = collections.Counter(cluster_ctl(cluster, "list_connections", "node").split())
-    run_queues = " ".join(cluster_ctl(cluster, "eval", RUN_QUEUES).split())
+    nodes, run_queues = broker_load(cluster)
     reports, late = [], []
     for worker in workers:
         out, _ = worker.communicate(timeout=args.duration + 180)
@@ -222,7 +246,7 @@ def run_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
     lines = report(args, hosts, queue_type, setup, reports, late, memory)
     return [
         *lines[:-1],
-        f"  broker connections per node (mid-run): {dict(sorted(nodes.items()))}",
+        f"  broker connections per node (mid-run): {nodes}",
         f"  Erlang run queue per node (5 samples mid-run): {run_queues}",
         f"  {run_queue.line()}",
         f"  CPU over {wall:.0f} s: cluster nodes "
