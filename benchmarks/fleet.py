@@ -264,6 +264,7 @@ def report(args: argparse.Namespace, hosts: int, queue_type: str, setup: float,
     lossy = [r["host"] for r in reports if r["received"] != r["sent"]]
     foreign = sum(r["foreign"] for r in reports)
     every = Stats.of([ms for r in reports for ms in r["latencies_ms"]] or [0.0])
+    confirms = Stats.of([ms for r in reports for ms in r["confirms_ms"]] or [0.0])
     worst = max((Stats.of(r["latencies_ms"]).p99 for r in reports if r["latencies_ms"]),
                 default=0.0)  # fmt: skip
     per_queue = sum(memory) / len(memory) / 1024 if memory else 0.0
@@ -276,6 +277,8 @@ def report(args: argparse.Namespace, hosts: int, queue_type: str, setup: float,
         f"received {received:,} ({received / args.duration:,.0f}/s aggregate)",
         f"  publish -> callback ms: p50 {every.p50:.1f}, p99 {every.p99:.1f}, max "
         f"{every.max:.1f}; worst host's p99 {worst:.1f}",
+        f"  put -> broker confirm (publisher, replication) ms: p50 {confirms.p50:.1f}, "
+        f"p99 {confirms.p99:.1f}, max {confirms.max:.1f}",
         f"  hosts that lost events: {len(lossy)}; events of another host received: {foreign}; "
         f"resent: {sum(r['resent'] for r in reports)}",
         f"  event generator late (not counted as latency): {len(late):,} of the hosts' turns, "

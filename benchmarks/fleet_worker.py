@@ -82,6 +82,9 @@ class SimulatedHost:
                   "queue_type": settings["queue_type"]}  # fmt: skip
         self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
                                    reconnect_interval_max=5.0, **common)  # fmt: skip
+        #: Seconds from the put to the broker's confirm (the publishing half of the latency).
+        self.confirms: list[float] = []
+        self.publisher.observe_latency = self.confirms.append
         self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50,
                                      poll_interval=POLL_INTERVAL, **common)  # fmt: skip
 
@@ -115,6 +118,7 @@ class SimulatedHost:
     def report(self) -> dict:
         return {"host": self.host, "sent": self.sent, "received": self.received,
                 "foreign": self.foreign, "latencies_ms": self.latencies,
+                "confirms_ms": [seconds * 1000 for seconds in self.confirms],
                 "resent": self.publisher.resent}  # fmt: skip
 
 
