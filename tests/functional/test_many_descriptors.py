@@ -1,4 +1,4 @@
-"""A process holding over 1,024 descriptors (many connections): publishing and consuming still work.
+"""A process holding over 1,024 descriptors (many connections): publishing and consuming work.
 
 ``select.select`` refuses descriptors numbered 1024 or above; a process
 simulating or consuming many hosts has them. The publisher, its outbox and
