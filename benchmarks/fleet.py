@@ -7,12 +7,14 @@ Usage: ``python benchmarks/fleet.py [--runs 100:classic,100:quorum,1000:quorum]
 A benchmark, not a test. It starts a 3-node cluster of its own
 (``tests/functional/cluster.py``: own node names, ports, data directories and
 cookie; ``pause_minority``), unless ``--transport-url`` names one. For each
-run (N hosts, a queue type) it starts ``--processes`` processes
-(``fleet_worker.py``), each with its share of the N hosts: per host, the
-project's real :class:`Publisher` (memory outbox; its own durable host queue
-of that type; a connection of its own, as on a real host) and a real
-:class:`Subscriber` of that queue, both with the transport URL naming all
-three nodes. The subscribers of a process share one connection and thread
+run (N hosts, a queue type) it starts ``--processes`` publishing and as many
+consuming processes (``fleet_worker.py``), each with its share of the N
+hosts: per host, the project's real :class:`Publisher` (memory outbox; its
+own durable host queue of that type; a connection of its own, as on a real
+host) in a publishing process, and a real :class:`Subscriber` of that queue
+in a consuming one (a host's notifier and its nova-compute adapter are
+separate processes too), both with the transport URL naming all three
+nodes. The subscribers of a process share one connection and thread per 500
 (:class:`SubscriberGroup`, a channel each) unless ``--subscriber-connections
 per-host``. Once every subscriber consumes, each host publishes one event
 per second (``--rate``) with a burst of ``--burst`` events every
@@ -92,7 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="each host's burst in its own second, or all at once")  # fmt: skip
     parser.add_argument("--subscriber-connections", choices=("shared", "per-host"),
                         default="shared", help="one per process (a channel each)")  # fmt: skip
-    parser.add_argument("--processes", type=int, default=2, help="worker processes")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="worker processes of each role (publish, consume)")  # fmt: skip
     parser.add_argument("--transport-url", help="an existing cluster (default: start one)")
     args = parser.parse_args(argv)
     args.runs = [(int(n), kind) for n, kind in (run.split(":") for run in args.runs.split(","))]
@@ -174,6 +177,35 @@ def delete_fleet(url: str, exchange: str, queues: list[str]) -> None:
         channel.exchange_delete(exchange)
 
 
+def start_workers(
+    args: argparse.Namespace, settings: dict, names: list[str], role: str,
+    workers: list[subprocess.Popen[str]],
+) -> list[subprocess.Popen[str]]:  # fmt: skip
+    """Start ``args.processes`` workers of ``role``, each with a share of the hosts; once ready."""
+    started = []
+    for index in range(args.processes):
+        share = names[index :: args.processes]
+        worker = subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert worker.stdin is not None
+        arguments = {**settings, "role": role, "hosts": share, "process": index}
+        worker.stdin.write(json.dumps(arguments) + "\n")
+        worker.stdin.flush()
+        workers.append(worker)
+        started.append(worker)
+    for worker in started:
+        assert worker.stdout is not None
+        if worker.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a fleet worker ({role}) did not get ready")
+    return started
+
+
+def finish(worker: subprocess.Popen[str], args: argparse.Namespace, line: str) -> dict:
+    """Write ``line`` to a worker, wait for its end, return the JSON report it printed."""
+    out, _ = worker.communicate(line or None, timeout=args.duration + 180)
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | None,
               hosts: int, queue_type: str) -> list[str]:  # fmt: skip
     """One run's figures; its workers killed if it fails (they would retry forever)."""
@@ -199,25 +231,16 @@ def measure_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | N
                 "shared": args.subscriber_connections == "shared",
                 "duration": args.duration}  # fmt: skip
     started = time.monotonic()
-    for index in range(args.processes):
-        share = names[index :: args.processes]
-        worker = subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
-        assert worker.stdin is not None
-        worker.stdin.write(json.dumps({**settings, "hosts": share, "process": index}) + "\n")
-        worker.stdin.flush()
-        workers.append(worker)
-    for worker in workers:
-        assert worker.stdout is not None
-        if worker.stdout.readline().strip() != "ready":
-            raise RuntimeError("a fleet worker did not get ready")
+    # Publishers first: they declare the host queues, 25 at a time.
+    publishers = start_workers(args, settings, names, "publish", workers)
+    subscribers = start_workers(args, settings, names, "consume", workers)
     setup = time.monotonic() - started
     progress(f"{hosts} hosts ({queue_type}) ready in {setup:.1f} s; publishing")
     cpu_before, machine_before = node_cpu(cluster), Cpu.now([])
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run_queue = RunQueue()
     run_queue.start()
-    for worker in workers:
+    for worker in publishers:
         assert worker.stdin is not None
         worker.stdin.write("go\n")
         worker.stdin.flush()
@@ -226,12 +249,16 @@ def measure_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | N
     queues = [line.split("\t") for line in listed]
     memory = [int(m) for name, kind, m in queues if name.startswith(f"{TOPIC}.fleet-{run_id}")]
     nodes, run_queues = broker_load(cluster)
-    reports, late = [], []
-    for worker in workers:
-        out, _ = worker.communicate(timeout=args.duration + 180)
-        result = json.loads(out.strip().splitlines()[-1])
-        reports += result["hosts"]
+    sent, late = {}, []
+    for worker in publishers:
+        result = finish(worker, args, "")
+        sent.update((host["host"], host) for host in result["hosts"])
         late += result["late_ms"]
+    expected = json.dumps({host: report["sent"] for host, report in sent.items()}) + "\n"
+    reports = []
+    for worker in subscribers:
+        for host in finish(worker, args, expected)["hosts"]:
+            reports.append({**sent[host["host"]], **host})
     machine = Cpu.now([])
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_workers = (children.ru_utime + children.ru_stime) - (
@@ -270,7 +297,8 @@ def report(args: argparse.Namespace, hosts: int, queue_type: str, setup: float,
     per_queue = sum(memory) / len(memory) / 1024 if memory else 0.0
     behind = Stats.of(late or [0.0])
     return [
-        f"{hosts:,} hosts, {queue_type} host queues, {args.processes} processes, subscribers' "
+        f"{hosts:,} hosts, {queue_type} host queues, {args.processes} + {args.processes} "
+        f"processes (publishers, subscribers), subscribers' "
         f"connections {args.subscriber_connections}, {args.rate:g} event/s per host + a burst "
         f"of {args.burst} every {args.burst_every} s ({args.burst_phase}), {args.duration:g} s:",
         f"  setup (connections, declarations, consumers) {setup:.1f} s; events sent {sent:,}, "

@@ -1,22 +1,28 @@
-"""One process of the fleet benchmark: simulated hosts, each a real Publisher and Subscriber.
+"""One process of the fleet benchmark: simulated hosts' Publishers, or their Subscribers.
 
-Not run by hand: ``fleet.py`` starts a few of these. Arguments (JSON on
-stdin): the transport URL, exchange, queue type, host names, the event rate
-per host, the burst size, period and phase, the duration, and whether the
-hosts' subscribers share a connection. Prints ``ready`` once every host's
-subscriber consumes, waits for ``go`` on stdin, publishes for the duration,
-waits for the stragglers, and prints one JSON object: per host, what it
-sent, what its subscriber received (and whether any event was another
-host's), the publish-to-callback latencies in milliseconds, and how late the
-event generator ran (not counted as latency: an event's clock starts when
-it is put).
+Not run by hand: ``fleet.py`` starts a few of each role. Arguments (JSON on
+stdin): the role (``publish`` or ``consume``), the transport URL, exchange,
+queue type, host names, the event rate per host, the burst size, period and
+phase, the duration, and whether the hosts' subscribers share a connection.
 
-Each host's Publisher has a connection of its own, as on a real compute
-host. Its Subscriber (the host's nova-compute adapter, on a real fleet) is
-consumed either over a connection of its own too, or, with ``shared``,
-through one :class:`SubscriberGroup` per process: a channel each on one
-connection and one thread, so that the simulator's own threads do not
-take the CPU the broker is measured with.
+- ``publish``: starts each host's Publisher (25 at a time), prints
+  ``ready``, waits for ``go``, publishes for the duration, waits for the
+  confirms, and prints per host what it sent and each event's put-to-confirm
+  time, and how late the event generator ran (not latency: an event's clock
+  starts when it is put).
+- ``consume``: starts each host's Subscriber, prints ``ready``, reads the
+  counts each host sent (a JSON line), waits until its subscribers received
+  them, and prints per host what it received, whether any event was
+  another host's, and each event's put-to-callback latency.
+
+Publishers and subscribers run in processes of their own, as a host's
+notifier and its nova-compute adapter do: a thread reading a socket in a
+process whose other threads keep the GIL busy gets it back only every
+switch interval (5 ms), and a subscriber group's one thread then falls
+behind. Each host's Publisher has a connection of its own, as on a real
+compute host. Its Subscriber is consumed over a connection of its own too,
+or, with ``shared``, through one :class:`SubscriberGroup` per 500 hosts: a
+channel each on one connection and one thread.
 """
 
 from __future__ import annotations
@@ -77,16 +83,18 @@ class SimulatedHost:
         self.latencies: list[float] = []
         self.foreign = 0
         self.received = 0
+        #: Seconds from the put to the broker's confirm (the publishing side of the latency).
+        self.confirms: list[float] = []
         url = starting_at(settings["transport_url"], index)
         common = {"exchange": settings["exchange"], "topic": settings["topic"],
                   "queue_type": settings["queue_type"]}  # fmt: skip
-        self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
-                                   reconnect_interval_max=5.0, **common)  # fmt: skip
-        #: Seconds from the put to the broker's confirm (the publishing half of the latency).
-        self.confirms: list[float] = []
-        self.publisher.observe_latency = self.confirms.append
-        self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50,
-                                     poll_interval=POLL_INTERVAL, **common)  # fmt: skip
+        if settings["role"] == "publish":
+            self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
+                                       reconnect_interval_max=5.0, **common)  # fmt: skip
+            self.publisher.observe_latency = self.confirms.append
+        else:
+            self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50,
+                                         poll_interval=POLL_INTERVAL, **common)  # fmt: skip
 
     def on_event(self, event: LifecycleEvent) -> None:
         received = time.time()
@@ -115,11 +123,12 @@ class SimulatedHost:
         self.publisher.outbox.put(event)
         self.sent += 1
 
-    def report(self) -> dict:
-        return {"host": self.host, "sent": self.sent, "received": self.received,
-                "foreign": self.foreign, "latencies_ms": self.latencies,
-                "confirms_ms": [seconds * 1000 for seconds in self.confirms],
-                "resent": self.publisher.resent}  # fmt: skip
+    def report(self, role: str) -> dict:
+        if role == "publish":
+            return {"host": self.host, "sent": self.sent, "resent": self.publisher.resent,
+                    "confirms_ms": [seconds * 1000 for seconds in self.confirms]}  # fmt: skip
+        return {"host": self.host, "received": self.received, "foreign": self.foreign,
+                "latencies_ms": self.latencies}  # fmt: skip
 
 
 def drive(hosts: list[SimulatedHost], settings: dict) -> list[float]:
@@ -183,27 +192,40 @@ def start_subscribers(hosts: list[SimulatedHost], settings: dict) -> list[Subscr
     return groups
 
 
-def main() -> int:
-    settings = json.loads(sys.stdin.readline())
-    hosts = [SimulatedHost(name, settings, index) for index, name in enumerate(settings["hosts"])]
+def publish(hosts: list[SimulatedHost], settings: dict) -> dict:
     start_publishers(hosts)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise RuntimeError("no go")
+    late = drive(hosts, settings)
+    for host in hosts:
+        host.publisher.stop(timeout=SETTLE_TIMEOUT)  # what is still unconfirmed
+    return {"hosts": [host.report("publish") for host in hosts], "late_ms": late}
+
+
+def consume(hosts: list[SimulatedHost], settings: dict) -> dict:
     loops = start_subscribers(hosts, settings)
     for loop in loops:
         if not loop.wait_ready(SETUP_TIMEOUT):
             raise RuntimeError("a subscriber did not get ready")
     print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return 1
-    late = drive(hosts, settings)
+    expected = json.loads(sys.stdin.readline())
     deadline = time.monotonic() + SETTLE_TIMEOUT
-    while time.monotonic() < deadline and any(h.received < h.sent for h in hosts):
+    while time.monotonic() < deadline and any(h.received < expected[h.host] for h in hosts):
         time.sleep(0.1)  # the callbacks run in the subscribers' threads: poll their counts
-    stop = threading.Thread(target=lambda: [loop.stop() for loop in loops])
-    stop.start()
-    for host in hosts:
-        host.publisher.stop(timeout=5)
-    stop.join()
-    print(json.dumps({"hosts": [host.report() for host in hosts], "late_ms": late}), flush=True)
+    stops = [threading.Thread(target=loop.stop) for loop in loops]
+    for stop in stops:
+        stop.start()
+    for stop in stops:
+        stop.join()
+    return {"hosts": [host.report("consume") for host in hosts]}
+
+
+def main() -> int:
+    settings = json.loads(sys.stdin.readline())
+    hosts = [SimulatedHost(name, settings, index) for index, name in enumerate(settings["hosts"])]
+    run = publish if settings["role"] == "publish" else consume
+    print(json.dumps(run(hosts, settings)), flush=True)
     return 0
 
 
