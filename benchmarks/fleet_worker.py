@@ -1,29 +1,68 @@
-"""One process of the fleet benchmark: simulated hosts, each a real Publisher and Subscriber.
+"""One process of the fleet benchmark: simulated hosts' Publishers, or their Subscribers.
 
-Not run by hand: ``fleet.py`` starts a few of these. Arguments (JSON on
-stdin): the transport URL, exchange, queue type, host names, the event rate
-per host, the burst size and period, the duration. Prints ``ready`` once
-every host's subscriber consumes, waits for ``go`` on stdin, publishes for
-the duration, waits for the stragglers, and prints one JSON object: per
-host, what it sent, what its subscriber received (and whether any event was
-another host's), and the publish-to-callback latencies in milliseconds.
+Not run by hand: ``fleet.py`` starts a few of each role. Arguments (JSON on
+stdin): the role (``publish`` or ``consume``), the transport URL, exchange,
+queue type, host names, the event rate per host, the burst size, period and
+phase, the duration, and whether the hosts' subscribers share a connection.
+
+- ``publish``: starts each host's Publisher (25 at a time), prints
+  ``ready``, waits for ``go``, publishes for the duration, waits for the
+  confirms, and prints per host what it sent and each event's put-to-confirm
+  time, and how late the event generator ran (not latency: an event's clock
+  starts when it is put).
+- ``consume``: starts each host's Subscriber, prints ``ready``, reads the
+  counts each host sent (a JSON line), waits until its subscribers received
+  them, and prints per host what it received, whether any event was
+  another host's, and each event's put-to-callback latency.
+
+Publishers and subscribers run in processes of their own, as a host's
+notifier and its nova-compute adapter do: a thread reading a socket in a
+process whose other threads keep the GIL busy gets it back only every
+switch interval (5 ms), and a subscriber group's one thread then falls
+behind. Each host's Publisher has a connection of its own, as on a real
+compute host. Its Subscriber is consumed over a connection of its own too,
+or, with ``shared``, through one :class:`SubscriberGroup` per 500 hosts: a
+channel each on one connection and one thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
 import time
 import uuid
 
-from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
+from hypervisor_notifier.consumer import LifecycleEvent, Subscriber, SubscriberGroup
 from hypervisor_notifier.events import Observation, PowerState, Transition, utcnow
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.transport_url import TransportURL
 
 SETTLE_TIMEOUT = 60.0
+#: Seconds a subscriber's loop waits on an idle socket before it checks for a stop request.
+POLL_INTERVAL = 1.0
+#: Most subscribers of one SubscriberGroup (one connection).
+GROUP_SIZE = 500
+#: Publishers started together; the next ones once these are connected (their queue
+#: declared). A fleet's hosts do not all create their queue in the same second, and a
+#: quorum queue's creation is a Raft group forming on three nodes: a thousand at once on
+#: a busy cluster time out (``cluster_not_formed``) and are retried with backoff.
+RAMP = 25
+SETUP_TIMEOUT = 300.0
+
+
+def starting_at(url: str, index: int) -> str:
+    """``url`` with its hosts rotated to start at the ``index``-th (modulo their number).
+
+    Publishers and subscribers connect to the URL's first host first: a fleet
+    whose hosts all list the nodes in the same order puts every connection on
+    one node. Real hosts' URLs list them in different orders (doc/source/scale.rst).
+    """
+    parsed = TransportURL.parse(url)
+    start = index % len(parsed.hosts)
+    return dataclasses.replace(parsed, hosts=parsed.hosts[start:] + parsed.hosts[:start]).unparse()
 
 
 class SimulatedHost:
@@ -32,10 +71,11 @@ class SimulatedHost:
     Arguments:
         host: The host name (routing key and queue).
         settings: The run's settings (URL, exchange, queue type).
+        index: The host's number: its URL starts at the node of that number.
 
     """
 
-    def __init__(self, host: str, settings: dict) -> None:
+    def __init__(self, host: str, settings: dict, index: int) -> None:
         self.host = host
         self.guest = str(uuid.uuid4())
         self.sent = 0
@@ -43,12 +83,18 @@ class SimulatedHost:
         self.latencies: list[float] = []
         self.foreign = 0
         self.received = 0
-        url = settings["transport_url"]
+        #: Seconds from the put to the broker's confirm (the publishing side of the latency).
+        self.confirms: list[float] = []
+        url = starting_at(settings["transport_url"], index)
         common = {"exchange": settings["exchange"], "topic": settings["topic"],
                   "queue_type": settings["queue_type"]}  # fmt: skip
-        self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
-                                   reconnect_interval_max=5.0, **common)  # fmt: skip
-        self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50, **common)
+        if settings["role"] == "publish":
+            self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
+                                       reconnect_interval_max=5.0, **common)  # fmt: skip
+            self.publisher.observe_latency = self.confirms.append
+        else:
+            self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50,
+                                         poll_interval=POLL_INTERVAL, **common)  # fmt: skip
 
     def on_event(self, event: LifecycleEvent) -> None:
         received = time.time()
@@ -77,16 +123,26 @@ class SimulatedHost:
         self.publisher.outbox.put(event)
         self.sent += 1
 
-    def report(self) -> dict:
-        return {"host": self.host, "sent": self.sent, "received": self.received,
-                "foreign": self.foreign, "latencies_ms": self.latencies,
-                "resent": self.publisher.resent}  # fmt: skip
+    def report(self, role: str) -> dict:
+        if role == "publish":
+            return {"host": self.host, "sent": self.sent, "resent": self.publisher.resent,
+                    "confirms_ms": [seconds * 1000 for seconds in self.confirms]}  # fmt: skip
+        return {"host": self.host, "received": self.received, "foreign": self.foreign,
+                "latencies_ms": self.latencies}  # fmt: skip
 
 
-def drive(hosts: list[SimulatedHost], settings: dict) -> None:
-    """Each host one event per 1/rate s, spread over the period, plus a burst now and then."""
+def drive(hosts: list[SimulatedHost], settings: dict) -> list[float]:
+    """Each host one event per 1/rate s, spread over the period, plus a burst now and then.
+
+    Bursts come every ``burst_every`` periods: for every host at once
+    (``together``), or each host's in a period of its own (``spread``), as
+    independent hosts would. Returns how late (ms) each host's turn came:
+    the generator falling behind, reported apart from the latency.
+    """
     period = 1.0 / settings["rate"]
     burst, every = settings["burst"], settings["burst_every"]
+    spread = settings["burst_phase"] == "spread"
+    late: list[float] = []
     started = time.monotonic()
     tick = 0
     while time.monotonic() - started < settings["duration"]:
@@ -96,34 +152,80 @@ def drive(hosts: list[SimulatedHost], settings: dict) -> None:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            count = burst if every and tick and tick % every == 0 else 1
-            for _ in range(count):
+            else:
+                late.append(-delay * 1000)
+            phase = index * every // len(hosts) if spread and every else 0
+            bursting = every and tick > 0 and (tick + phase) % every == 0
+            for _ in range(burst if bursting else 1):
                 host.publish()
         tick += 1
+    return late
+
+
+def start_publishers(hosts: list[SimulatedHost]) -> None:
+    """Start the hosts' publishers RAMP at a time, each batch once the one before connected."""
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    for first in range(0, len(hosts), RAMP):
+        batch = hosts[first : first + RAMP]
+        for host in batch:
+            host.publisher.start()
+        # A publisher signals nothing when it connects: its problem clears.
+        while any(host.publisher.problem for host in batch):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"publishers not connected: {batch[0].publisher.problem}")
+            time.sleep(0.05)
+
+
+def start_subscribers(hosts: list[SimulatedHost], settings: dict) -> list[Subscriber]:
+    """Start the hosts' subscribers: each alone, or in groups sharing a connection."""
+    if not settings["shared"]:
+        for host in hosts:
+            host.subscriber.start()
+        return [host.subscriber for host in hosts]
+    groups = []
+    for first in range(0, len(hosts), GROUP_SIZE):
+        members = [host.subscriber for host in hosts[first : first + GROUP_SIZE]]
+        url = starting_at(settings["transport_url"], settings["process"] + first // GROUP_SIZE)
+        group = SubscriberGroup(url, members, poll_interval=POLL_INTERVAL)
+        group.start()
+        groups.append(group)
+    return groups
+
+
+def publish(hosts: list[SimulatedHost], settings: dict) -> dict:
+    start_publishers(hosts)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise RuntimeError("no go")
+    late = drive(hosts, settings)
+    for host in hosts:
+        host.publisher.stop(timeout=SETTLE_TIMEOUT)  # what is still unconfirmed
+    return {"hosts": [host.report("publish") for host in hosts], "late_ms": late}
+
+
+def consume(hosts: list[SimulatedHost], settings: dict) -> dict:
+    loops = start_subscribers(hosts, settings)
+    for loop in loops:
+        if not loop.wait_ready(SETUP_TIMEOUT):
+            raise RuntimeError("a subscriber did not get ready")
+    print("ready", flush=True)
+    expected = json.loads(sys.stdin.readline())
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < deadline and any(h.received < expected[h.host] for h in hosts):
+        time.sleep(0.1)  # the callbacks run in the subscribers' threads: poll their counts
+    stops = [threading.Thread(target=loop.stop) for loop in loops]
+    for stop in stops:
+        stop.start()
+    for stop in stops:
+        stop.join()
+    return {"hosts": [host.report("consume") for host in hosts]}
 
 
 def main() -> int:
     settings = json.loads(sys.stdin.readline())
-    hosts = [SimulatedHost(name, settings) for name in settings["hosts"]]
-    for host in hosts:
-        host.subscriber.start()
-        host.publisher.start()
-    for host in hosts:
-        if not host.subscriber.wait_ready(120):
-            raise RuntimeError(f"{host.host}: subscriber not ready")
-    print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return 1
-    drive(hosts, settings)
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while time.monotonic() < deadline and any(h.received < h.sent for h in hosts):
-        time.sleep(0.1)  # the callbacks run in the subscribers' threads: poll their counts
-    stop = threading.Thread(target=lambda: [h.subscriber.stop() for h in hosts])
-    stop.start()
-    for host in hosts:
-        host.publisher.stop(timeout=5)
-    stop.join()
-    print(json.dumps([host.report() for host in hosts]), flush=True)
+    hosts = [SimulatedHost(name, settings, index) for index, name in enumerate(settings["hosts"])]
+    run = publish if settings["role"] == "publish" else consume
+    print(json.dumps(run(hosts, settings)), flush=True)
     return 0
 
 

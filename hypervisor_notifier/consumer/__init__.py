@@ -16,10 +16,20 @@ events signed with the deployment's key (``event.verified``); with
 ``rabbits://`` and ``ssl_ca_file=...`` it connects with TLS; with
 ``state_file=...`` it still refuses a replayed or stale event after a restart
 (see doc/source/security.rst). A host's subscriber refuses events naming
-another host.
+another host. A process consuming many queues (a fleet of simulated hosts)
+shares one connection and one thread among its Subscribers with
+:class:`SubscriberGroup` (a channel each).
 """
 
+from hypervisor_notifier.consumer.group import SubscriberGroup
 from hypervisor_notifier.consumer.subscriber import Subscriber, SubscriberStats
 from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
 
-__all__ = ["LifecycleEvent", "PowerState", "Subscriber", "SubscriberStats", "Transition"]
+__all__ = [
+    "LifecycleEvent",
+    "PowerState",
+    "Subscriber",
+    "SubscriberGroup",
+    "SubscriberStats",
+    "Transition",
+]

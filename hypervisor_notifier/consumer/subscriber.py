@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import select
 import threading
 import uuid
 from typing import Any
@@ -37,6 +36,7 @@ from hypervisor_notifier.consumer.dispatcher import (
     SubscriberStats,
 )
 from hypervisor_notifier.consumer.state import ConsumerState
+from hypervisor_notifier.fdwait import readable
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
@@ -345,7 +345,7 @@ class Subscriber(kombu.mixins.ConsumerMixin):
             return False
         if getattr(sock, "pending", lambda: 0)():
             return True
-        return bool(select.select([sock], [], [], 0)[0])
+        return bool(readable([sock], 0))
 
     def on_connection_error(self, exc: BaseException, interval: float, wait: bool = False) -> None:
         """One line per failed attempt (masked); with ``wait``, wait ``interval`` (or a stop).

@@ -28,13 +28,13 @@ import contextlib
 import dataclasses
 import logging
 import os
-import select
 import threading
 import time
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.conf import outbox as outbox_conf
 from hypervisor_notifier.events import PowerState
+from hypervisor_notifier.fdwait import readable
 from hypervisor_notifier.signing import Signer
 
 LOG = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Outbox(abc.ABC):
     """Ordered events awaiting confirmation, with a file descriptor to wait on.
 
     ``wake_fd`` becomes readable when an entry is put; the publisher waits on
-    it (together with its broker socket) in ``select`` instead of polling.
+    it (together with its broker socket) instead of polling.
     """
 
     #: Events dropped by coalescing since start.
@@ -96,7 +96,7 @@ class Outbox(abc.ABC):
         """Consume the wake signal; call before ``take`` so no put is missed."""
         # Read only when readable: eventlet's green os.read (a publisher in a
         # monkey-patched process) waits on an empty non-blocking pipe.
-        if select.select([self._wake_r], [], [], 0)[0]:
+        if readable([self._wake_r], 0):
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 64)
         # Cleared after the read: a put that saw the flag still set has

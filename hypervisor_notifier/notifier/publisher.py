@@ -31,7 +31,7 @@ Delivery semantics:
   connection, and the events wait in the outbox.
 
 One thread (``publisher``) owns the connection: py-amqp is not thread-safe.
-It waits in ``select`` on the broker socket and the outbox's wake
+It waits (``poll``) on the broker socket and the outbox's wake
 descriptor, so a new event is published as soon as it is put. With TLS,
 bytes OpenSSL already decrypted are not on the socket any more: the pump
 handles them before it waits (``SSLSocket.pending``).
@@ -40,7 +40,6 @@ handles them before it waits (``SSLSocket.pending``).
 from __future__ import annotations
 
 import logging
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from oslo_config import cfg
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.backoff import Backoff
+from hypervisor_notifier.fdwait import readable
 from hypervisor_notifier.notifier import broker
 from hypervisor_notifier.notifier.amqpio import (
     CONNECTION_ERRORS,
@@ -319,10 +319,10 @@ class Publisher:
             if self._finished():
                 return  # all confirmed: nothing to wait for (the stop's wake-up was read above)
             timeout = min(timeout, self._time_left())
-        # Frames OpenSSL has decrypted already would not wake select.
+        # Frames OpenSSL has decrypted already would not wake the wait.
         buffered = tls_pending(self._connection.sock)
-        readable, _, _ = select.select(wait_for, [], [], 0 if buffered else timeout)
-        if buffered or self._connection.sock in readable:
+        ready = readable(wait_for, 0 if buffered else timeout)
+        if buffered or self._connection.sock.fileno() in ready:
             drain(self._connection)
         if self.heartbeat:
             self._connection.heartbeat_tick()

@@ -29,14 +29,21 @@ class ClusterNode(PrivateRabbit):
         name: Its Erlang node name (``name@localhost``).
         directory: Its own data, logs and config.
         home: The HOME (Erlang cookie) every node of the cluster shares.
+        settings: More lines of its ``rabbitmq.conf``.
+        advanced: Its ``advanced.config`` (Erlang terms, for what ``rabbitmq.conf``
+            cannot set); empty: none.
 
     """
 
     extra_config = "loopback_users = none\ncluster_partition_handling = pause_minority\n"
 
-    def __init__(self, name: str, directory: Path, home: Path) -> None:
+    def __init__(
+        self, name: str, directory: Path, home: Path, settings: str = "", advanced: str = ""
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(directory, tls=False)
+        self.extra_config = ClusterNode.extra_config + settings
+        self.advanced = advanced
         self.node = name
         self.home = home
         #: Cut off from the others by :meth:`RabbitCluster.partition`.
@@ -44,7 +51,13 @@ class ClusterNode(PrivateRabbit):
 
     @property
     def env(self) -> dict[str, str]:
-        return {**super().env, "HOME": str(self.home)}
+        advanced = {"RABBITMQ_ADVANCED_CONFIG_FILE": self.path("advanced.config")}
+        return {**super().env, "HOME": str(self.home), **(advanced if self.advanced else {})}
+
+    def start(self) -> None:
+        if self.advanced:
+            (self.directory / "advanced.config").write_text(self.advanced)
+        super().start()
 
     @property
     def address(self) -> str:
@@ -61,10 +74,12 @@ class RabbitCluster:
 
     Arguments:
         directory: Where the nodes' directories and their shared HOME go.
+        settings: More lines of every node's ``rabbitmq.conf`` (a benchmark's tuning).
+        advanced: Every node's ``advanced.config`` (empty: none).
 
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, settings: str = "", advanced: str = "") -> None:
         run = uuid.uuid4().hex[:6]
         home = directory / "home"
         home.mkdir(parents=True)
@@ -73,7 +88,13 @@ class RabbitCluster:
         cookie.write_text(uuid.uuid4().hex.upper())
         cookie.chmod(0o400)
         self.nodes = [
-            ClusterNode(f"hn-c{index}-{run}@localhost", directory / f"node{index}", home)
+            ClusterNode(
+                f"hn-c{index}-{run}@localhost",
+                directory / f"node{index}",
+                home,
+                settings,
+                advanced,
+            )
             for index in range(1, SIZE + 1)
         ]
 

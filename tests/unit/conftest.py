@@ -10,6 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: a 2-core machine running the suite (or anything else)
+# can stall any example past 200 ms; what the properties check is not speed.
+settings.register_profile("hypervisor-notifier", deadline=None)
+settings.load_profile("hypervisor-notifier")
 
 
 @pytest.fixture
