@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import time
 
-import libvirt
 import pytest
 
 from hypervisor_notifier.events import PowerState, Transition
 from hypervisor_notifier.host_events import HostChange
 
-from .conftest import Collector, domain_xml, unique
+from .conftest import Collector
 from .faults import metrics
-from .test_libvirtd_faults import HUNG_DAEMON_DETECTION
+from .test_libvirtd_faults import HUNG_DAEMON_DETECTION, define_running
 
 # The test driver's own guest ("test", running): a restarted daemon has it again.
 TEST_DRIVER_GUEST = "test"
@@ -50,9 +49,7 @@ def daemon(private_libvirtd):
 def test_a_killed_libvirtd_is_disconnected_at_once_and_its_guests_never_reported_stopped(
     daemon, start_service, subscribe
 ):
-    conn = libvirt.open(daemon.uri)
-    nova_guest = conn.defineXML(domain_xml(unique("hn-dom")))
-    nova_guest.create()
+    conn, nova_guest = define_running(daemon)
     lost_uuid = nova_guest.UUIDString()
     kept_uuid = conn.lookupByName(TEST_DRIVER_GUEST).UUIDString()
     guests, host = subscribe_all(subscribe)
@@ -106,9 +103,7 @@ def test_a_killed_libvirtd_is_disconnected_at_once_and_its_guests_never_reported
 def test_a_frozen_libvirtd_is_disconnected_by_keepalive_and_connected_after_it_thaws(
     daemon, start_service, subscribe
 ):
-    conn = libvirt.open(daemon.uri)
-    guest = conn.defineXML(domain_xml(unique("hn-dom")))
-    guest.create()
+    conn, guest = define_running(daemon)
     uuid = guest.UUIDString()
     guests, host = subscribe_all(subscribe)
     service = start_service(uri=daemon.uri, libvirt=HUNG_DAEMON_DETECTION)

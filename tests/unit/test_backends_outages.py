@@ -9,11 +9,6 @@ whose first resync fails is not served.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-
 from hypervisor_notifier.backends import base, dispatch
 from tests.unit.test_backends_dispatch import FakeBackend, FakeEvent, Recorder
 
@@ -30,20 +25,6 @@ class FailingResyncs(Recorder):
         if self.failures:
             self.failures -= 1
             raise base.BackendUnavailable("listing domains failed: end of file")
-
-
-@pytest.fixture
-def started() -> Iterator[Any]:
-    backends: list[FakeBackend] = []
-
-    def start(backend: FakeBackend, listener: Recorder) -> FakeBackend:
-        backends.append(backend)
-        backend.connect(listener)
-        return backend
-
-    yield start
-    for backend in backends:
-        backend.close()
 
 
 def test_a_hypervisor_unreachable_at_start_is_announced_once_not_per_attempt(started):
