@@ -196,9 +196,14 @@ class DispatchingBackend(Backend):
                 self._generation += 1
                 self._open()
             except ConnectFailed as exc:
+                failed: str | None = str(exc)
+            else:
+                failed = None
+            if failed is not None:
+                # Out of the except block: the listener's log lines carry no traceback.
                 self._release()
-                self._announce(listener, str(exc))
-                self._retry_later(str(exc))
+                self._announce(listener, failed)
+                self._retry_later(failed)
                 continue
             self._backoff.reset()
             self.problem = None

@@ -158,13 +158,12 @@ class Service:
         """Publish ``hypervisor.host.disconnected``, once per outage; the backend reconnects."""
         disconnected = self.host_connection.lost(reason, events.utcnow())
         if disconnected is None:
-            LOG.info("hypervisor still unreachable (%s); events resume after the resync", reason)
-            return
+            return  # the same outage: said already
         self._emit_host(disconnected)
+        # The reason is the backend's own warning line, with its retry.
         LOG.warning(
-            "hypervisor connection lost (%s): published hypervisor.host.disconnected; "
-            "guest states are unknown until the resync after reconnecting",
-            reason,
+            "published hypervisor.host.disconnected: guest states are unknown until the "
+            "resync after reconnecting"
         )
 
     def _emit_host(self, observation: HostObservation) -> None:
