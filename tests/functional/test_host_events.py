@@ -18,6 +18,7 @@ from hypervisor_notifier.host_events import HostChange
 
 from .conftest import Collector
 from .faults import metrics
+from .privatelibvirtd import PrivateLibvirtd
 from .test_libvirtd_faults import HUNG_DAEMON_DETECTION, define_running
 
 # The test driver's own guest ("test", running): a restarted daemon has it again.
@@ -100,6 +101,31 @@ def test_a_killed_libvirtd_is_disconnected_at_once_and_its_guests_never_reported
     )
 
 
+def test_a_libvirtd_unreachable_at_start_is_one_disconnected_then_connected_started(
+    tmp_path, start_service, subscribe
+):
+    directory = tmp_path / "late-libvirtd"
+    directory.mkdir()
+    late = PrivateLibvirtd(directory)  # not started yet: its socket is missing
+    guests, host = subscribe_all(subscribe)
+    service = start_service(uri=late.uri, libvirt={"report_foreign": "true"})
+    try:
+        disconnected = wait_for_change(host, HostChange.DISCONNECTED)
+        service.wait_for_log("cannot connect to libvirt", count=3)  # retried, with backoff
+        late.start()
+        started = wait_for_change(host, HostChange.CONNECTED)
+        seen = [e.change for e in host.events]  # before the daemon goes again
+    finally:
+        late.stop()
+
+    assert seen == [HostChange.DISCONNECTED, HostChange.CONNECTED]
+    assert disconnected.reason.startswith("cannot connect to libvirt")
+    assert started.reason == "started" and started.details["down_seconds"] > 0
+    # The test driver's own guest, found by the start-up resync before connected.
+    (snapshot,) = guests.events
+    assert snapshot.resync and snapshot.seq < started.seq
+
+
 def test_a_frozen_libvirtd_is_disconnected_by_keepalive_and_connected_after_it_thaws(
     daemon, start_service, subscribe
 ):
@@ -144,8 +170,10 @@ def test_a_restarted_vsphere_is_disconnected_then_connected_and_no_vm_reported_s
     vms = started.details["listed"]
     assert vms == vcsim.vms and len({e.instance_uuid for e in guests.events}) == vms
 
+    restarted_at = time.monotonic()
     vcsim.restart()  # every VM powered on again, as they were
     disconnected = wait_for_change(host, HostChange.DISCONNECTED)
+    noticed = time.monotonic() - restarted_at
     reconnected = wait_for_change(host, HostChange.CONNECTED, count=2)
 
     assert [e.change for e in host.events] == [
@@ -158,3 +186,7 @@ def test_a_restarted_vsphere_is_disconnected_then_connected_and_no_vm_reported_s
     }  # fmt: skip
     assert [e for e in guests.events if e.seq > disconnected.seq] == []
     assert all(e.transition is not Transition.STOPPED for e in guests.events)
+    print(
+        f"\nvcsim restart: disconnected ({disconnected.reason!r}) {noticed:.2f} s after the "
+        f"restart began; connected after {reconnected.details['down_seconds']:.2f} s down"
+    )
