@@ -185,7 +185,7 @@ def test_a_burst_into_a_full_queue_arrives_whole_and_nacks_are_counted_and_repor
     for dom in domains:
         uuid = dom.UUIDString()
         assert last[uuid].power_state == real_power_state(dom)
-        assert last[uuid].seq == max(e.seq for e in reader.events if e.instance_uuid == uuid)
+        assert last[uuid].seq == max(e.seq for e in reader.events if e.subject == uuid)
     assert any("nacked" in problem for problem in health.problems), health.problems
     print(
         f"\nreject-publish (max-length {QUEUE_LIMIT}): {BURST} events, "
