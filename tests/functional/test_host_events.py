@@ -9,6 +9,7 @@ attempts fail while it is down), then the resync's events and
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -190,3 +191,25 @@ def test_a_restarted_vsphere_is_disconnected_then_connected_and_no_vm_reported_s
         f"\nvcsim restart: disconnected ({disconnected.reason!r}) {noticed:.2f} s after the "
         f"restart began; connected after {reconnected.details['down_seconds']:.2f} s down"
     )
+
+
+def test_a_frozen_vsphere_is_disconnected_by_its_timeout_and_connected_after_it_resumes(
+    vcsim, start_service, subscribe
+):
+    guests, host = subscribe_all(subscribe)
+    start_service(DEFAULT={"backend": "esx"}, esx=vcsim.config(connect_timeout="1"))
+    wait_for_change(host, HostChange.CONNECTED)
+
+    vcsim.process.send_signal(signal.SIGSTOP)  # answers nothing, keeps its socket
+    try:
+        disconnected = wait_for_change(host, HostChange.DISCONNECTED)
+    finally:
+        vcsim.process.send_signal(signal.SIGCONT)
+    reconnected = wait_for_change(host, HostChange.CONNECTED, count=2)
+
+    assert [e.change for e in host.events] == [
+        HostChange.CONNECTED, HostChange.DISCONNECTED, HostChange.CONNECTED,
+    ]  # fmt: skip
+    assert "timed out" in disconnected.reason.lower(), disconnected.reason
+    assert reconnected.details["changed"] == 0
+    assert all(e.seq < disconnected.seq for e in guests.events)  # nothing while unknown
