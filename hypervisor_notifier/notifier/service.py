@@ -188,7 +188,9 @@ class Service:
         for event in batch:
             if isinstance(event, events.LifecycleEvent):
                 self.published_states.record(event)
-            LOG.debug("%s %s seq=%d %s", event.event_type, event.subject, event.seq, event.reason)
+            # "(<uuid>) REASON/DETAIL": the form operators (and the outbox tests) grep for.
+            LOG.debug("%s (%s) %s/%s seq=%d", event.event_type, event.subject, event.reason,
+                      getattr(event, "detail", ""), event.seq)  # fmt: skip
 
     def _stamp(self, observation: AnyObservation, resync: bool) -> WireEvent:
         """The event to publish for an observation of any kind (only lifecycle ones resync)."""
