@@ -63,7 +63,8 @@ class Transition(str, enum.Enum):
 
     The names of nova's ``nova.virt.event`` transitions, lower case, plus the
     hypervisor facts nova has no name for (``crashed``, ``shutting_down``,
-    ``rebooted``): a consumer that only knows nova's names can ignore those.
+    ``rebooted``, ``vanished``): a consumer that only knows nova's names can
+    ignore those.
     """
 
     STARTED = "started"
@@ -79,6 +80,10 @@ class Transition(str, enum.Enum):
     REBOOTED = "rebooted"
     MIGRATION_COMPLETED = "migration_completed"
     POSTCOPY_STARTED = "postcopy_started"
+    #: A resync no longer lists a guest it last published not stopped (undefined,
+    #: migrated away, gone with a restarted hypervisor's state): where it is and
+    #: whether it runs is unknown here; nothing stopped it that the hypervisor said.
+    VANISHED = "vanished"
 
 
 #: The transition a resync reports for a guest found in a given power state.

@@ -41,7 +41,7 @@ class HostObservation:
 
     Arguments:
         change: What happened.
-        reason: Why, in a few words (``end of file``, ``connected``).
+        reason: Why, in a few words (``end of file``; ``started``, ``reconnected``).
         occurred_at: When the service noticed (aware, UTC).
         details: More (doc/source/wire.rst lists them per change); JSON scalars only.
 

@@ -19,11 +19,18 @@ Delivery semantics a backend must honour:
   call is logged with its traceback and the backend goes on with the next
   events, on the same connection.
 - **Gaps are announced, not hidden.** A hypervisor does not replay events
-  missed while disconnected. After every (re)connection, once its event
-  callbacks are registered, the backend calls ``on_resync``: the listener
-  then lists instances and reports what changed meanwhile. It does the same
-  when asked through :meth:`Backend.request_resync` (a periodic resync).
-  Events that arrive while the listener resyncs are queued, not dropped.
+  missed while disconnected. An outage is announced with ``on_disconnected``
+  once: when a connection is lost, or when connecting fails and no outage
+  was announced since the last connection (the hypervisor is unreachable
+  at start), not for every attempt that fails. After every (re)connection,
+  once its event callbacks are registered, the backend calls
+  ``on_resync``: the listener then lists instances and reports what changed
+  meanwhile. No event is reported between the loss and the new
+  connection's resync (those still queued from a lost connection are
+  dropped), and a connection whose first resync fails is lost too. The
+  backend calls ``on_resync`` again when asked through
+  :meth:`Backend.request_resync` (a periodic resync). Events that arrive
+  while the listener resyncs are queued, not dropped.
 - **Never give up.** An unreachable hypervisor is retried with backoff and
   logged; ``connect`` does not raise for it.
 
@@ -81,13 +88,19 @@ class BackendListener(Protocol):
         """Time to list instances and report what changed: events may have been missed.
 
         Called after every (re)connection, once the event callbacks are
-        registered (``reason`` ``connected``), and after
+        registered (``reason`` ``connected``; if it raises, the connection is
+        taken as lost), and after
         :meth:`Backend.request_resync` (its ``reason``). Called from the thread
         that calls ``on_events``, so no event is reported while it runs.
         """
 
     def on_disconnected(self, reason: str) -> None:
-        """The backend lost its hypervisor; it is reconnecting with backoff."""
+        """The hypervisor is lost, or unreachable at start; the backend retries with backoff.
+
+        Once per outage: not again for each failed attempt, until a new
+        connection was resynced. ``reason`` says why, in a few words (the
+        close reason, or the failed attempt's problem).
+        """
 
 
 class Backend(abc.ABC):

@@ -95,8 +95,12 @@ class DispatchingBackend(Backend):
     waiting at once, the events among them translated (:meth:`_translate`)
     and reported in one ``on_events`` call, a resync request or a close after
     the events queued before it. A lost connection (a :class:`Closed` item of
-    the current connection, or an exception while serving) is announced with
-    ``on_disconnected``, released (:meth:`_release`) and connected again.
+    the current connection, an exception while serving, or a failure of its
+    first resync) is released (:meth:`_release`) and connected again; the
+    events still queued from it are dropped (the next resync tells their
+    guests' state). ``on_disconnected`` announces an outage once: the loss
+    of a resynced connection, or a failed attempt since the last one (at
+    start: the hypervisor is unreachable), not each attempt that fails.
     Listener calls are guarded: an exception is logged and skipped.
 
     Arguments:
@@ -117,6 +121,8 @@ class DispatchingBackend(Backend):
         #: Number of the current connection (a close names the one it closes).
         self._generation = 0
         self._connected = False
+        # Whether on_disconnected was called since the last connection was resynced.
+        self._outage_announced = False
 
     # -- what a backend provides -----------------------------------------------
 
@@ -185,12 +191,19 @@ class DispatchingBackend(Backend):
     def _dispatch(self, listener: BackendListener) -> None:
         connections = 0
         while not self._stopping.is_set():
+            self._discard_lost_events()
             try:
                 self._generation += 1
                 self._open()
             except ConnectFailed as exc:
+                failed: str | None = str(exc)
+            else:
+                failed = None
+            if failed is not None:
+                # Out of the except block: the listener's log lines carry no traceback.
                 self._release()
-                self._retry_later(str(exc))
+                self._announce(listener, failed)
+                self._retry_later(failed)
                 continue
             self._backoff.reset()
             self.problem = None
@@ -206,8 +219,33 @@ class DispatchingBackend(Backend):
                 self._release()
             if reason is None:
                 return
-            self._guarded(listener.on_disconnected, reason)
+            self._announce(listener, reason)
             self._retry_later(self._lost(reason))
+
+    def _announce(self, listener: BackendListener, reason: str) -> None:
+        """``on_disconnected``, once per outage: not again for each failed attempt."""
+        if not self._outage_announced:
+            self._outage_announced = True
+            self._guarded(listener.on_disconnected, reason)
+
+    def _discard_lost_events(self) -> None:
+        """Drop the events still queued from a lost connection, before opening the next one.
+
+        A hypervisor may hand over events of a connection after its close
+        (libvirt flushes its event queue after the close callback). Reported
+        after the next connection's resync, they would contradict it; the
+        resync tells their guests' state instead. A stop request is kept.
+        """
+        self._drain()
+        dropped = sum(isinstance(item, HypervisorEvent) for item in self._backlog)
+        self._backlog = collections.deque(item for item in self._backlog if isinstance(item, Stop))
+        if dropped:
+            LOG.info(
+                "dropped %d events queued from the lost connection of %s: the resync "
+                "after reconnecting tells their guests' state",
+                dropped,
+                self.name,
+            )
 
     def _retry_later(self, problem: str) -> None:
         self.problem = problem
@@ -217,8 +255,15 @@ class DispatchingBackend(Backend):
             self._stopping.wait(delay)
 
     def _serve(self, listener: BackendListener) -> str | None:
-        """Report until the connection is lost (its reason) or the backend stops (None)."""
-        self._resync(listener, "connected")
+        """Report until the connection is lost (its reason) or the backend stops (None).
+
+        A connection whose first resync fails is lost: until a resync ran,
+        the guests' state is unknown and none of its events is reported.
+        """
+        failure = self._resync(listener, "connected")
+        if failure is not None:
+            return failure
+        self._outage_announced = False
         while True:
             self._take()
             batch: list[GuestObservation] = []
@@ -244,6 +289,10 @@ class DispatchingBackend(Backend):
         """Move the first items (waiting for them) and every item queued then to the backlog."""
         if not self._backlog:
             self._backlog.extend(self._wait_for_items())
+        self._drain()
+
+    def _drain(self) -> None:
+        """Move every item queued now to the backlog."""
         while True:
             try:
                 self._backlog.append(self._queue.get_nowait())
@@ -262,14 +311,18 @@ class DispatchingBackend(Backend):
         if batch:
             self._guarded(listener.on_events, batch)
 
-    def _resync(self, listener: BackendListener, reason: str) -> None:
+    def _resync(self, listener: BackendListener, reason: str) -> str | None:
+        """Ask the listener to resync; return why it failed (None when it ran)."""
         try:
             listener.on_resync(reason)
         except BackendUnavailable as exc:
-            # The connection died during the resync: serving it finds out.
+            # The connection died during the resync.
             LOG.warning("resync (%s) of %s failed: %s", reason, self.name, exc)
-        except Exception:
+            return f"resync failed: {exc}"
+        except Exception as exc:
             LOG.exception("resync (%s) of %s failed", reason, self.name)
+            return f"resync failed: {self._describe(exc)}"
+        return None
 
     @staticmethod
     def _guarded(call: Callable[..., None], *args: object) -> None:

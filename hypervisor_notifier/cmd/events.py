@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -21,53 +20,27 @@ from typing import TextIO
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, logs, version
 from hypervisor_notifier.cmd import history, print_error
+from hypervisor_notifier.cmd.event_lines import format_json, format_line
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.conf import signing as signing_conf
 from hypervisor_notifier.consumer import Subscriber
 from hypervisor_notifier.consumer.history import parse_since
 from hypervisor_notifier.events import utcnow
+from hypervisor_notifier.faults import FaultEvent
+from hypervisor_notifier.host_events import HostEvent
 from hypervisor_notifier.notifier import broker, retired_hosts
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.transport_url import mask_secrets
+from hypervisor_notifier.wire import WireEvent
+
+__all__ = ["Watch", "format_json", "format_line", "main", "use_colour"]
 
 PROG = "hypervisor-events"
+#: What ``--kind`` chooses from: guest state changes, guest faults, the hypervisor connection.
+KINDS = {"lifecycle": events.LifecycleEvent, "fault": FaultEvent, "host": HostEvent}
 #: The environment variable holding the broker URL (kept off the command line).
 URL_ENVIRONMENT = "HYPERVISOR_EVENTS_TRANSPORT_URL"
-
-# ANSI colours of the transition column: what stops a guest red, what runs it green.
-_RED, _GREEN, _YELLOW, _RESET = "\033[31m", "\033[32m", "\033[33m", "\033[0m"
-_COLOURS = {
-    events.Transition.STOPPED: _RED,
-    events.Transition.CRASHED: _RED,
-    events.Transition.SHUTTING_DOWN: _RED,
-    events.Transition.STARTED: _GREEN,
-    events.Transition.RESUMED: _GREEN,
-    events.Transition.REBOOTED: _GREEN,
-    events.Transition.PAUSED: _YELLOW,
-    events.Transition.SUSPENDED: _YELLOW,
-}
-
-
-def format_line(event: events.LifecycleEvent, latency_ms: float, colour: bool = False) -> str:
-    """One human-readable line for ``event``; ``colour``: the transition in ANSI colour."""
-    flags = (" resync" if event.resync else "") + (" verified" if event.verified else "")
-    transition = f"{event.transition.value:<19}"
-    if colour and event.transition in _COLOURS:
-        transition = f"{_COLOURS[event.transition]}{transition}{_RESET}"
-    return (
-        f"{events.format_time(event.occurred_at)} {event.host} {transition} "
-        f"{event.instance_name} ({event.instance_uuid}) "
-        f"power_state={event.power_state.name} reason={event.reason}/{event.detail} "
-        f"seq={event.seq} latency={latency_ms:.1f}ms{flags}"
-    )
-
-
-def format_json(event: events.LifecycleEvent, latency_ms: float, colour: bool = False) -> str:
-    """The event's wire payload as one JSON line, plus ``latency_ms`` and ``verified``."""
-    return json.dumps(
-        {**event.to_payload(), "latency_ms": round(latency_ms, 3), "verified": event.verified}
-    )
 
 
 def use_colour(choice: str, stream: TextIO, environ: Mapping[str, str]) -> bool:
@@ -109,14 +82,15 @@ def transport_url_from(
 
 
 class Watch:
-    """Print each matching event as it arrives; stop after ``count`` if given.
+    """Print each matching event as it arrives, of any kind; stop after ``count`` if given.
 
     Arguments:
-        instance: Print only this instance's events (UUID or name).
+        instance: Print only this instance's events (UUID or name): no host events.
         as_json: Print JSON lines instead of text.
         count: Stop after printing this many events.
-        transitions: Print only events of these transitions (None: all).
+        transitions: Print only lifecycle events of these transitions (None: every event).
         colour: Colour the text lines (never JSON).
+        kinds: Print only these kinds of events (``KINDS``' names; None: all).
 
     """
 
@@ -128,19 +102,19 @@ class Watch:
         count: int | None,
         transitions: Collection[events.Transition] | None = None,
         colour: bool = False,
+        kinds: Collection[str] | None = None,
     ) -> None:
         self.instance = instance
         self.formatter = format_json if as_json else format_line
         self.remaining = count
         self.transitions = frozenset(transitions) if transitions else None
         self.colour = colour and not as_json
+        self.kinds = tuple(KINDS[kind] for kind in kinds) if kinds else tuple(KINDS.values())
         self.done = threading.Event()
 
-    def __call__(self, event: events.LifecycleEvent) -> None:
-        """Subscriber callback: print one event."""
-        if self.instance and self.instance not in (event.instance_uuid, event.instance_name):
-            return
-        if self.transitions is not None and event.transition not in self.transitions:
+    def __call__(self, event: WireEvent) -> None:
+        """Subscriber callback (for every kind): print one event."""
+        if not self.wanted(event):
             return
         latency = (events.utcnow() - event.occurred_at).total_seconds() * 1000
         print(self.formatter(event, latency, self.colour), flush=True)
@@ -148,6 +122,17 @@ class Watch:
             self.remaining -= 1
             if self.remaining <= 0:
                 self.done.set()
+
+    def wanted(self, event: WireEvent) -> bool:
+        """Whether the options choose ``event``."""
+        if not isinstance(event, self.kinds):
+            return False
+        if self.instance and self.instance not in (
+            getattr(event, "instance_uuid", None),
+            getattr(event, "instance_name", None),
+        ):
+            return False
+        return self.transitions is None or getattr(event, "transition", None) in self.transitions
 
 
 def add_bus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +143,14 @@ def add_bus_arguments(parser: argparse.ArgumentParser) -> None:
         "--transition",
         action="append",
         choices=[t.value for t in events.Transition],
-        help="only events of this transition (repeat for several)",
+        help="only lifecycle events of this transition (repeat for several)",
+    )
+    parser.add_argument(
+        "--kind",
+        action="append",
+        choices=list(KINDS),
+        help="only events of this kind: lifecycle (a guest's state), fault (a guest's "
+        "fault), host (the hypervisor connection); repeat for several (default: all)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     parser.add_argument(
@@ -200,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
-    watch = commands.add_parser("watch", help="print lifecycle events as they arrive")
+    watch = commands.add_parser("watch", help="print events as they arrive, of every kind")
     add_bus_arguments(watch)
     watch.add_argument("--count", type=int, help="exit after printing this many events")
     history.add_history_arguments(watch, required_since=False)
@@ -267,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         count=getattr(args, "count", None),
         transitions=[events.Transition(t) for t in args.transition or ()],
         colour=use_colour(args.color, sys.stdout, os.environ),
+        kinds=args.kind,
     )
     try:
         verifier = Verifier.from_conf(conf[signing_conf.GROUP])
@@ -294,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         subscriber = Subscriber(
             url,
             watch,
+            on_fault=watch,
+            on_host=watch,
             host=args.host,
             exchange=args.exchange or opts.exchange,
             topic=args.topic or opts.topic,

@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 from oslo_config import cfg
 
-from hypervisor_notifier import events
 from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.consumer.history import HistoryReader, parse_since
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import describe_error
+from hypervisor_notifier.wire import WireEvent
 
 
 def add_history_arguments(parser: argparse.ArgumentParser, *, required_since: bool) -> None:
@@ -37,7 +37,7 @@ def replay(
     url: str,
     tls: TLSSettings,
     verifier: Verifier | None,
-    show: Callable[[events.LifecycleEvent], None],
+    show: Callable[[WireEvent], None],
     *,
     follow: bool,
     done: threading.Event,
@@ -58,10 +58,9 @@ def replay(
         return print_error(prog, exc)
     reader = HistoryReader(url, stream, verifier=verifier, tls=tls)
 
-    def matches(event: events.LifecycleEvent) -> bool:
-        if args.host and event.host != args.host:
-            return False
-        return not args.instance or args.instance in (event.instance_uuid, event.instance_name)
+    def matches(event: WireEvent) -> bool:
+        # Which instance, transition and kind: ``show`` chooses (it is the watch's printer).
+        return not args.host or event.host == args.host
 
     try:
         stats = reader.replay(since, show, matches=matches, follow=follow, stop=done.is_set)

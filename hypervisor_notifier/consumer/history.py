@@ -25,10 +25,11 @@ from collections.abc import Callable
 import amqp
 
 from hypervisor_notifier import wire
-from hypervisor_notifier.events import LifecycleEvent, MalformedEvent, utcnow
+from hypervisor_notifier.events import MalformedEvent, utcnow
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL
+from hypervisor_notifier.wire import WireEvent
 
 LOG = logging.getLogger(__name__)
 
@@ -74,14 +75,17 @@ class HistoryReader:
     def replay(
         self,
         since: datetime.datetime,
-        callback: Callable[[LifecycleEvent], None],
+        callback: Callable[[WireEvent], None],
         *,
-        matches: Callable[[LifecycleEvent], bool] = lambda _event: True,
+        matches: Callable[[WireEvent], bool] = lambda _event: True,
         follow: bool = False,
         idle: float = 1.0,
         stop: Callable[[], bool] = lambda: False,
     ) -> HistoryStats:
         """Hand every matching event since ``since`` to ``callback``, oldest first.
+
+        Events of every kind: a guest's state changes and faults, and the host
+        events that say when its state was unknown (``matches`` chooses).
 
         Arguments:
             since: The earliest ``occurred_at`` shown (aware).
@@ -139,8 +143,8 @@ class HistoryReader:
         self,
         body: bytes | str,
         since: datetime.datetime,
-        callback: Callable[[LifecycleEvent], None],
-        matches: Callable[[LifecycleEvent], bool],
+        callback: Callable[[WireEvent], None],
+        matches: Callable[[WireEvent], bool],
     ) -> None:
         self.stats.read += 1
         try:
@@ -148,10 +152,6 @@ class HistoryReader:
         except MalformedEvent as exc:
             self.stats.refused += 1
             LOG.warning("skipped a message of stream %r: %s", self.stream, exc)
-            return
-        # Replaying a guest's history: its state changes (faults and host events
-        # are for the callbacks made for them).
-        if not isinstance(event, LifecycleEvent):
             return
         if event.occurred_at < since or not matches(event):
             return

@@ -73,6 +73,15 @@ class ServiceCollector:
         for reason, count in sorted(service.resyncs.items()):
             resyncs.add_metric([reason], count)
         yield resyncs
+        host = service.host_connection
+        host_events = CounterMetricFamily(
+            PREFIX + "host_events",
+            "Host events published: hypervisor connection lost (disconnected) or back",
+            labels=["change"],
+        )
+        for change in ("disconnected", "connected"):
+            host_events.add_metric([change], host.published[change])
+        yield host_events
         counters = {
             "events_published": ("Messages sent, resends included", publisher.published),
             "events_confirmed": ("Events the broker confirmed", publisher.confirmed),
@@ -106,6 +115,10 @@ class ServiceCollector:
             "hypervisor_connected": (
                 "1 if watching the hypervisor",
                 service.backend.problem is None,
+            ),
+            "hypervisor_disconnected_seconds": (
+                "Seconds since hypervisor.host.disconnected was published; 0 while connected",
+                host.down_seconds(),
             ),
         }
         for name, (text, value) in gauges.items():

@@ -15,8 +15,13 @@ from hypervisor_notifier.events import (
 )
 
 RESYNC_REASON = "RESYNC"
-#: The detail of a ``stopped`` for a reported guest that no listing shows any more.
+#: The detail of a ``vanished`` guest: the listing no longer shows it.
 MISSING_DETAIL = "MISSING"
+#: The ``details`` key of a ``vanished`` guest: its last published power state.
+LAST_POWER_STATE = "last_power_state"
+#: Power states after which a guest missing from a listing is forgotten silently:
+#: it was stopped (then undefined: a deletion), or already reported vanished.
+_GONE_QUIETLY = (PowerState.SHUTDOWN, PowerState.NOSTATE)
 
 
 #: instance UUID -> (instance name, last published power state)
@@ -54,9 +59,11 @@ class PublishedStates:
     def missed(self, listing: list[InstanceState], now: datetime.datetime) -> list[Observation]:
         """Return an observation for each instance whose listed state was not published.
 
-        An instance the listing no longer shows (destroyed while it was not
-        listed as running, undefined, migrated away) is reported stopped once,
-        unless it was last published stopped; then it is forgotten.
+        An instance the listing no longer shows (undefined while running,
+        migrated away, gone with a restarted hypervisor's state) is reported
+        ``vanished`` once (power state NOSTATE: not on this hypervisor), never
+        ``stopped``: nothing says it stopped. One last published stopped, or
+        already reported vanished, is forgotten silently.
         """
         missed = []
         listed = set()
@@ -81,7 +88,7 @@ class PublishedStates:
         for uuid, (name, power_state) in list(self._states.items()):
             if uuid in listed:
                 continue
-            if power_state is PowerState.SHUTDOWN:
+            if power_state in _GONE_QUIETLY:
                 del self._states[uuid]
                 forgotten.append(uuid)
                 continue
@@ -89,11 +96,12 @@ class PublishedStates:
                 Observation(
                     uuid,
                     name,
-                    Transition.STOPPED,
-                    PowerState.SHUTDOWN,
+                    Transition.VANISHED,
+                    PowerState.NOSTATE,
                     RESYNC_REASON,
                     MISSING_DETAIL,
                     now,
+                    {LAST_POWER_STATE: int(power_state)},
                 )
             )
         if forgotten:

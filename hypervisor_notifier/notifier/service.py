@@ -11,6 +11,10 @@ only the states that differ from what was last published: at start (against
 what the previous run published, kept by a durable outbox), after every
 reconnection to the hypervisor, and every ``[sync] interval`` seconds. In
 steady state a resync publishes nothing.
+
+The hypervisor connection itself is told with host events
+(:mod:`~hypervisor_notifier.notifier.host_state`): ``disconnected`` once per
+outage, ``connected`` after the resync of a new connection, its events first.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from oslo_config import cfg
 
 from hypervisor_notifier import events
 from hypervisor_notifier.backends.base import AnyObservation, Backend, BackendListener
+from hypervisor_notifier.host_events import HostObservation
+from hypervisor_notifier.notifier.host_state import HostConnection
 from hypervisor_notifier.notifier.outbox import Outbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.notifier.resync import PublishedStates
@@ -92,6 +98,8 @@ class Service:
         self.published_states = PublishedStates(outbox.known_states(), outbox.forget_states)
         #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
         self.received = {"pushed": 0, "resync": 0}
+        #: What the bus was told of the hypervisor connection (host events).
+        self.host_connection = HostConnection()
         #: Resyncs done, by reason.
         self.resyncs: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
@@ -117,37 +125,72 @@ class Service:
         self._emit_many(observations, resync=False)
 
     def on_resync(self, reason: str) -> None:
-        """Publish what changed since the last published state of each instance."""
+        """Publish what changed since the last published state of each instance.
+
+        After a new connection's resync, ``hypervisor.host.connected`` follows
+        its events. A listing that fails raises: nothing is published.
+        """
         started = time.monotonic()
         self.resyncs[reason] += 1
         listing = self.backend.list_instances()
-        missed = self.published_states.missed(listing, events.utcnow())
+        now = events.utcnow()
+        missed = self.published_states.missed(listing, now)
         for observation in missed:
             self._emit(observation, resync=True)
+        vanished = sum(1 for o in missed if o.transition is events.Transition.VANISHED)
         LOG.info(
-            "resync (%s): %d instances listed, %d changes published, in %.1f ms",
+            "resync (%s): %d instances listed, %d changes published (%d vanished), in %.1f ms",
             reason,
             len(listing),
             len(missed),
+            vanished,
             (time.monotonic() - started) * 1000,
         )
+        connected = self.host_connection.resynced(
+            listed=len(listing), changed=len(missed) - vanished, vanished=vanished, now=now
+        )
+        if connected is not None:
+            self._emit_host(connected)
+            LOG.info("watching %s (%s): published hypervisor.host.connected",
+                     self.backend.name, connected.reason)  # fmt: skip
 
     def on_disconnected(self, reason: str) -> None:
-        """Note the loss; the backend reconnects and resyncs."""
-        LOG.info("hypervisor connection lost (%s); events resume after the resync", reason)
+        """Publish ``hypervisor.host.disconnected``, once per outage; the backend reconnects."""
+        disconnected = self.host_connection.lost(reason, events.utcnow())
+        if disconnected is None:
+            return  # the same outage: said already
+        self._emit_host(disconnected)
+        # The reason is the backend's own warning line, with its retry.
+        LOG.warning(
+            "published hypervisor.host.disconnected: guest states are unknown until the "
+            "resync after reconnecting"
+        )
+
+    def _emit_host(self, observation: HostObservation) -> None:
+        # Counted by the host connection's own counter, not as an event received.
+        self._emit_many([observation], resync=False, counted=False)
 
     def _emit(self, observation: AnyObservation, *, resync: bool) -> None:
         self._emit_many([observation], resync=resync)
 
-    def _emit_many(self, observations: Sequence[AnyObservation], *, resync: bool) -> None:
+    def _emit_many(
+        self,
+        observations: Sequence[AnyObservation],
+        *,
+        resync: bool,
+        counted: bool = True,
+    ) -> None:
         batch: list[WireEvent] = [self._stamp(observation, resync) for observation in observations]
         # One transaction for the batch; once it returns, every event in it is accepted.
         self.outbox.put_many(batch)
-        self.received["resync" if resync else "pushed"] += len(batch)
+        if counted:
+            self.received["resync" if resync else "pushed"] += len(batch)
         for event in batch:
             if isinstance(event, events.LifecycleEvent):
                 self.published_states.record(event)
-            LOG.debug("%s %s seq=%d %s", event.event_type, event.subject, event.seq, event.reason)
+            # "(<uuid>) REASON/DETAIL": the form operators (and the outbox tests) grep for.
+            LOG.debug("%s (%s) %s/%s seq=%d", event.event_type, event.subject, event.reason,
+                      getattr(event, "detail", ""), event.seq)  # fmt: skip
 
     def _stamp(self, observation: AnyObservation, resync: bool) -> WireEvent:
         """The event to publish for an observation of any kind (only lifecycle ones resync)."""

@@ -74,6 +74,13 @@ class PrivateLibvirtd:
             process.kill()
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no goodbye to its clients."""
+        process, self.process = self.process, None
+        assert process is not None
+        process.kill()  # unshare and sh exec: the process is libvirtd itself
+        process.wait()
+
     def restart(self) -> None:
         """Stop and start: the test driver starts again from its default state."""
         self.stop()

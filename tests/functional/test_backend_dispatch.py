@@ -21,7 +21,7 @@ from oslo_config import cfg
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import wire
 from hypervisor_notifier.backends.libvirt.backend import LibvirtBackend
-from hypervisor_notifier.events import Observation, Transition
+from hypervisor_notifier.events import LifecycleEvent, Observation, Transition
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from hypervisor_notifier.notifier.service import Service
 
@@ -158,7 +158,7 @@ def test_events_that_waited_come_in_one_batch_committed_at_once(
         pushed = [
             (e.instance_uuid, e.transition)
             for e in events
-            if not e.resync and e.instance_uuid in uuids
+            if isinstance(e, LifecycleEvent) and not e.resync and e.instance_uuid in uuids
         ]
         assert pushed == [(o.instance_uuid, o.transition) for o in listener.batches[0]]
     finally:

@@ -16,6 +16,8 @@ import pytest
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import utcnow
+from hypervisor_notifier.faults import Fault, FaultEvent, FaultObservation
+from hypervisor_notifier.host_events import HostChange, HostEvent, HostObservation
 from tests.factories import make_event
 
 from .conftest import BROKER_URL, TIMEOUT, unique
@@ -93,3 +95,44 @@ def test_history_without_a_stream_is_one_line_of_error(names):
     assert result.stderr.strip().splitlines() == [
         "hypervisor-events: error: no history stream: set [publisher] history_stream or --stream"
     ]
+
+
+def test_history_shows_when_a_hosts_guests_were_unknown_and_its_faults(
+    names, stream, start_publisher
+):
+    def stamped(kind, observation, seq):
+        return kind.from_observation(observation, host=names["host"], hypervisor="libvirt",
+                                     seq=seq)  # fmt: skip
+
+    publisher = start_publisher(history=(stream, wire.stream_arguments("1h", 10**8)))
+    guest = make_event(host=names["host"], seq=1)
+    sent = [
+        guest,
+        stamped(HostEvent, HostObservation(HostChange.DISCONNECTED, "end of file", utcnow()), 2),
+        stamped(HostEvent, HostObservation(HostChange.CONNECTED, "reconnected", utcnow(),
+                                           {"listed": 1, "changed": 0, "vanished": 0}), 3),
+        stamped(FaultEvent, FaultObservation(guest.instance_uuid, guest.instance_name,
+                                             Fault.WATCHDOG, "WATCHDOG", "RESET", utcnow(),
+                                             {"action": "reset"}), 4),
+    ]  # fmt: skip
+    publisher.send(*sent)
+    command = [sys.executable, "-m", "hypervisor_notifier.cmd.events", "history", "--since",
+               "10m", "--exchange", names["exchange"], "--stream", stream]  # fmt: skip
+
+    every = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
+    hosts = subprocess.run([*command, "--kind", "host"], capture_output=True, text=True,
+                           timeout=TIMEOUT, env=ENV)  # fmt: skip
+
+    assert every.returncode == 0, every.stderr
+    lines = every.stdout.splitlines()
+    assert [line.split()[2:4] for line in lines] == [
+        ["stopped", guest.instance_name],
+        ["host", "disconnected"],
+        ["host", "connected"],
+        ["watchdog", guest.instance_name],
+    ]
+    assert 'reason="end of file"' in lines[1] and "listed=1" in lines[2]
+    assert "action=reset" in lines[3]
+    assert [line.split()[2:4] for line in hosts.stdout.splitlines()] == [
+        ["host", "disconnected"], ["host", "connected"],
+    ]  # fmt: skip

@@ -21,7 +21,13 @@ KEY = f"service-key-{uuid.uuid4().hex}"
 #: Payload fields of the wire contract (doc/source/wire.rst), plus the signature.
 PAYLOAD_FIELDS = {
     "schema_version", "event_id", "host", "hypervisor", "instance_uuid", "instance_name",
-    "transition", "power_state", "reason", "detail", "occurred_at", "seq", "resync", "signature",
+    "transition", "power_state", "reason", "detail", "details", "occurred_at", "seq", "resync",
+    "signature",
+}  # fmt: skip
+#: Those of a host event (``hypervisor.host.connected`` at start).
+HOST_PAYLOAD_FIELDS = {
+    "schema_version", "event_id", "host", "hypervisor", "change", "reason", "details",
+    "occurred_at", "seq", "signature",
 }  # fmt: skip
 
 
@@ -94,7 +100,7 @@ def test_payloads_carry_no_domain_xml_metadata_or_credentials(
         for forbidden in (secret, password, KEY, "<", "nova/1.1", "xmlns", "metadata"):
             assert forbidden not in text, forbidden
         payload = json.loads(json.loads(text)["oslo.message"])["payload"]
-        assert set(payload) == PAYLOAD_FIELDS
+        assert set(payload) == (HOST_PAYLOAD_FIELDS if "change" in payload else PAYLOAD_FIELDS)
         assert set(payload["signature"]) == {"key_id", "alg", "value"}
 
 

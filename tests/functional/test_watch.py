@@ -12,7 +12,8 @@ import amqp
 
 from hypervisor_notifier import wire
 from hypervisor_notifier.cmd.events import URL_ENVIRONMENT
-from hypervisor_notifier.events import Transition
+from hypervisor_notifier.events import Transition, utcnow
+from hypervisor_notifier.host_events import HostChange, HostEvent, HostObservation
 from hypervisor_notifier.signing import Signer
 from tests.factories import make_event
 
@@ -132,3 +133,20 @@ def read_all(terminal: int) -> str:
         chunks.append(chunk)
     os.close(terminal)
     return b"".join(chunks).decode()
+
+
+def test_watch_prints_host_events_with_their_own_line(broker, names):
+    lost = HostEvent.from_observation(
+        HostObservation(HostChange.DISCONNECTED, "keepalive timeout", utcnow()),
+        host=names["host"], hypervisor="libvirt", seq=2,
+    )  # fmt: skip
+    watch = start_watch(names, "--host", names["host"], "--kind", "host", "--count", "1")
+    declare_host_queue(broker, names["exchange"], names["host"])
+    publish(broker, names["exchange"], make_event(host=names["host"], seq=1), lost)
+
+    out, _ = watch.communicate(timeout=TIMEOUT)
+    assert watch.returncode == 0
+    (line,) = out.splitlines()  # the guest's event is not of the kind asked for
+    for part in (names["host"], "host disconnected", "hypervisor=libvirt",
+                 'reason="keepalive timeout"', "seq=2"):  # fmt: skip
+        assert part in line

@@ -16,7 +16,8 @@ from nova.virt import fake
 from oslo_utils import uuidutils
 
 from hypervisor_notifier.consumer import nova as adapter
-from hypervisor_notifier.events import PowerState, Transition
+from hypervisor_notifier.events import PowerState, Transition, utcnow
+from hypervisor_notifier.host_events import HostChange, HostEvent, HostObservation
 from hypervisor_notifier.signing import Signer
 from tests import bus
 
@@ -217,6 +218,37 @@ class AdapterInComputeManagerTest(test.TestCase):
             [virtevent.EVENT_LIFECYCLE_STOPPED], [event.transition for event in self.handled]
         )
         self.assertEqual(2, source.stats.no_nova_transition)
+
+    def test_host_events_and_a_vanished_guest_never_reach_nova(self) -> None:
+        vanished = self._instance(power_state.RUNNING)
+        marker = self._instance(power_state.SHUTDOWN)
+        source = self._listen()
+
+        # The notifier lost libvirtd, reconnected, and its resync no longer lists a guest:
+        # nova must not take the silence, the loss or the vanishing for a stop.
+        self._publish_host_event(HostChange.DISCONNECTED, "end of file")
+        self.bus.publish(
+            self.bus.event(instance_uuid=vanished.uuid, transition=Transition.VANISHED,
+                           power_state=PowerState.NOSTATE, reason="RESYNC", detail="MISSING",
+                           resync=True)
+        )  # fmt: skip
+        self._publish_host_event(HostChange.CONNECTED, "reconnected")
+        self.bus.publish_guest_shutdown(marker.uuid)
+        synced = self._next_sync()
+
+        self.assertEqual((marker.uuid, power_state.SHUTDOWN), synced[:2])
+        self.assertEqual([marker.uuid], [event.uuid for event in self.handled])
+        self.assertEqual(2, source.stats.subscriber.skipped)
+        self.assertTrue(self.synced.empty())
+
+    def _publish_host_event(self, change: HostChange, reason: str) -> None:
+        seq = self.bus.event().seq  # the host's next seq
+        self.bus.publish(
+            HostEvent.from_observation(  # type: ignore[arg-type]
+                HostObservation(change, reason, utcnow()),
+                host=self.host, hypervisor="libvirt", seq=seq,
+            )
+        )  # fmt: skip
 
     def test_the_start_line_says_where_each_setting_came_from_without_the_password(self) -> None:
         self._listen()

@@ -7,6 +7,7 @@ tests import it from there rather than keep a second copy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,3 +40,18 @@ def wire_payload() -> dict[str, Any]:
         "seq": 42,
         "resync": False,
     }
+
+
+@pytest.fixture
+def started() -> Iterator[Any]:
+    """``start(backend, listener)``: connect a backend; every started backend closed after."""
+    backends: list[Any] = []
+
+    def start(backend: Any, listener: Any) -> Any:
+        backends.append(backend)
+        backend.connect(listener)
+        return backend
+
+    yield start
+    for backend in backends:
+        backend.close()

@@ -12,7 +12,6 @@ import dataclasses
 import datetime
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -128,21 +127,6 @@ class Recorder:
 
     def reported(self, name: str) -> bool:
         return any(kind == "events" and name in names for kind, names in self.calls)
-
-
-@pytest.fixture
-def started() -> Iterator[Any]:
-    """``start(backend, listener)``: connect; every started backend closed after."""
-    backends: list[FakeBackend] = []
-
-    def start(backend: FakeBackend, listener: Recorder) -> FakeBackend:
-        backends.append(backend)
-        backend.connect(listener)
-        return backend
-
-    yield start
-    for backend in backends:
-        backend.close()
 
 
 def held(started, listener: Recorder, backend: FakeBackend | None = None) -> FakeBackend:

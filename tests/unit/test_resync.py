@@ -92,16 +92,42 @@ def test_a_changed_state_is_reported_once_with_its_resync_transition(power_state
 
 
 @pytest.mark.parametrize("last_published", NOT_STOPPED, ids=lambda s: s.name)
-def test_a_vanished_instance_not_stopped_is_reported_stopped_once_then_forgotten(last_published):
+def test_a_vanished_instance_is_reported_vanished_never_stopped_once_then_forgotten(
+    last_published,
+):
     published = PublishedStates()
     instance = listed(last_published)
     resync(published, [instance])
 
-    assert resync(published, []) == [
-        expected(instance.instance_uuid, Transition.STOPPED, PowerState.SHUTDOWN, "MISSING")
-    ]
+    (vanished,) = resync(published, [])
+
+    # Not a stop: nothing says it stopped; where it is and whether it runs is unknown.
+    assert vanished == Observation(
+        instance.instance_uuid, "instance-0000002a", Transition.VANISHED, PowerState.NOSTATE,
+        "RESYNC", "MISSING", NOW, {"last_power_state": int(last_published)},
+    )  # fmt: skip
     assert resync(published, []) == []
     assert len(published) == 0
+
+
+def test_a_vanished_instance_that_comes_back_is_reported_as_it_is_listed():
+    published = PublishedStates()
+    instance = listed(PowerState.RUNNING)
+    resync(published, [instance])
+    resync(published, [])  # vanished
+
+    assert [o.transition for o in resync(published, [instance])] == [Transition.STARTED]
+
+
+def test_an_instance_known_vanished_from_a_previous_run_is_forgotten_silently():
+    gone = listed(PowerState.RUNNING)
+    forgotten: list[list[str]] = []
+    published = PublishedStates(
+        {gone.instance_uuid: (gone.instance_name, PowerState.NOSTATE)}, forgotten.append
+    )
+
+    assert resync(published, []) == []
+    assert forgotten == [[gone.instance_uuid]]
 
 
 def test_a_vanished_instance_last_published_stopped_is_forgotten_silently():
