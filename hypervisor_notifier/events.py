@@ -21,7 +21,7 @@ import dataclasses
 import datetime
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 #: Payload schema version. The major number changes only with an
@@ -36,6 +36,9 @@ SCHEMA_MAJOR = "1"
 #: :data:`HOST_EVENT_PREFIX`.
 INSTANCE_EVENT_PREFIX = "hypervisor.instance."
 HOST_EVENT_PREFIX = "hypervisor.host."
+
+#: Reads one key of a payload, checked; raises :class:`MalformedEvent`.
+FieldReader = Callable[[Mapping[str, Any], str], Any]
 
 #: A value of a ``details`` object: JSON scalars only, so every language reads them alike.
 Scalar = str | int | float | bool | None
@@ -146,6 +149,70 @@ class Observation:
     details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
 
 
+def payload_object(payload: object) -> Mapping[str, Any]:
+    """Return ``payload`` if it is a JSON object; raise :class:`MalformedEvent` if not."""
+    if not isinstance(payload, Mapping):
+        raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
+    return payload
+
+
+def typed_field(payload: Mapping[str, Any], key: str, kind: type) -> Any:
+    """Return ``payload[key]`` if it is of ``kind``; bool never passes for int."""
+    try:
+        value = payload[key]
+    except KeyError:
+        raise MalformedEvent(f"payload has no {key!r}") from None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedEvent(f"payload {key!r} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def converted_field(payload: Mapping[str, Any], key: str, kind: type, convert: Any) -> Any:
+    """Return ``convert(payload[key])``; a value it refuses is malformed, named by its key."""
+    value = typed_field(payload, key, kind)
+    try:
+        return convert(value)
+    # OverflowError: a time at the edge of datetime's range with an offset.
+    except (ValueError, OverflowError) as exc:
+        raise MalformedEvent(f"payload {key!r} is invalid: {exc}") from None
+
+
+def text_field(payload: Mapping[str, Any], key: str) -> str:
+    """``payload[key]``, a string; raise :class:`MalformedEvent` if not one."""
+    return typed_field(payload, key, str)  # type: ignore[no-any-return]
+
+
+def enum_field(kind: type, names: type[enum.Enum]) -> FieldReader:
+    """A reader of a key whose value (of ``kind``) must be one of ``names``."""
+    return lambda payload, key: converted_field(payload, key, kind, names)
+
+
+def _plain(value: object) -> object:
+    """A field's value as JSON has it: an enum member as its value."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def nonempty_field(payload: Mapping[str, Any], key: str) -> str:
+    """``payload[key]``, a non-empty string; raise :class:`MalformedEvent` if not one."""
+    value: str = typed_field(payload, key, str)
+    if not value:
+        raise MalformedEvent(f"payload {key!r} is empty")
+    return value
+
+
+def _details(payload: Mapping[str, Any]) -> Mapping[str, Scalar]:
+    """The optional ``details`` object (absent before 1.2): string keys, JSON scalar values."""
+    details = payload.get("details", {})
+    if not isinstance(details, Mapping):
+        raise MalformedEvent(f"payload 'details' is {type(details).__name__}, not object")
+    for key, value in details.items():
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise MalformedEvent(
+                f"payload 'details' {key!r} is {type(value).__name__}, not scalar"
+            )
+    return dict(details)
+
+
 StampedEvent = TypeVar("StampedEvent", bound="Stamp")
 
 
@@ -180,10 +247,16 @@ class Stamp:
         reason: str
         details: Mapping[str, Scalar]
 
+    #: The ``event_type`` is this prefix and the value of the field :attr:`kind_field`.
+    event_type_prefix: ClassVar[str]
+    kind_field: ClassVar[str]
+    #: The kind's own payload keys, in order, each with the reader that checks it.
+    kind_readers: ClassVar[Mapping[str, FieldReader]]
+
     @property
     def event_type(self) -> str:
         """The notification's ``event_type``: ``hypervisor.instance.<x>`` or ``.host.<x>``."""
-        raise NotImplementedError
+        return self.event_type_prefix + getattr(self, self.kind_field).value
 
     @property
     def subject(self) -> str:
@@ -205,36 +278,46 @@ class Stamp:
         return cls(event_id=str(uuid.uuid4()), host=host, hypervisor=hypervisor, seq=seq,
                    **extra, **observed)  # fmt: skip
 
-    def _stamp_payload(self, kind: Mapping[str, Any]) -> dict[str, Any]:
-        """The payload: the keys every kind has around a kind's own (``kind``, ``reason`` last)."""
+    def to_payload(self) -> dict[str, Any]:
+        """Return the payload dict of the wire contract (JSON-serializable)."""
         return {
             "schema_version": self.schema_version,
             "event_id": self.event_id,
             "host": self.host,
             "hypervisor": self.hypervisor,
-            **kind,
+            **{key: _plain(getattr(self, key)) for key in self.kind_readers},
             "details": dict(self.details),
             "occurred_at": format_time(self.occurred_at),
             "seq": self.seq,
         }
 
-    @staticmethod
-    def _stamp_fields(payload: Mapping[str, Any], verified: bool) -> dict[str, Any]:
-        """Read and check the keys of :meth:`_stamp_payload` (``details`` optional before 1.2)."""
+    @classmethod
+    def from_payload(
+        cls: type[StampedEvent], payload: object, *, verified: bool = False
+    ) -> StampedEvent:
+        """Decode a payload dict; raise :class:`MalformedEvent` if it breaks the contract.
+
+        Unknown keys are ignored (a newer minor version may add some); a
+        different major schema version, a missing key, a wrong type or an
+        unknown name (transition, power state, fault, change) is malformed;
+        ``details`` may be missing (before 1.2). ``verified`` is for the
+        :class:`~hypervisor_notifier.signing.Verifier` only.
+        """
+        payload = payload_object(payload)
         version = typed_field(payload, "schema_version", str)
         if version.split(".", 1)[0] != SCHEMA_MAJOR:
             raise MalformedEvent(f"schema_version {version!r} is not {SCHEMA_MAJOR}.x")
-        return {
-            "schema_version": version,
-            "event_id": nonempty_field(payload, "event_id"),
-            "host": nonempty_field(payload, "host"),
-            "hypervisor": typed_field(payload, "hypervisor", str),
-            "reason": typed_field(payload, "reason", str),
-            "details": _details(payload),
-            "occurred_at": converted_field(payload, "occurred_at", str, parse_time),
-            "seq": typed_field(payload, "seq", int),
-            "verified": verified,
-        }
+        return cls(
+            schema_version=version,
+            event_id=nonempty_field(payload, "event_id"),
+            host=nonempty_field(payload, "host"),
+            hypervisor=typed_field(payload, "hypervisor", str),
+            **{key: read(payload, key) for key, read in cls.kind_readers.items()},
+            details=_details(payload),
+            occurred_at=converted_field(payload, "occurred_at", str, parse_time),
+            seq=typed_field(payload, "seq", int),
+            verified=verified,
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -266,91 +349,17 @@ class LifecycleEvent(Observation, Stamp):
 
     resync: bool = False
 
-    @property
-    def event_type(self) -> str:
-        """``hypervisor.instance.<transition>``."""
-        return INSTANCE_EVENT_PREFIX + self.transition.value
-
-    def to_payload(self) -> dict[str, Any]:
-        """Return the payload dict of the wire contract (JSON-serializable)."""
-        kind = {
-            "instance_uuid": self.instance_uuid,
-            "instance_name": self.instance_name,
-            "transition": self.transition.value,
-            "power_state": int(self.power_state),
-            "reason": self.reason,
-            "detail": self.detail,
-        }
-        return {**self._stamp_payload(kind), "resync": self.resync}
-
-    @classmethod
-    def from_payload(cls, payload: object, *, verified: bool = False) -> LifecycleEvent:
-        """Decode a payload dict; raise :class:`MalformedEvent` if it breaks the contract.
-
-        Unknown keys are ignored (a newer minor version may add some); a
-        different major schema version, a missing key, a wrong type or an
-        unknown transition or power state is malformed. ``verified`` is for
-        the :class:`~hypervisor_notifier.signing.Verifier` only.
-        """
-        payload = payload_object(payload)
-        return cls(
-            **cls._stamp_fields(payload, verified),
-            instance_uuid=nonempty_field(payload, "instance_uuid"),
-            instance_name=typed_field(payload, "instance_name", str),
-            transition=converted_field(payload, "transition", str, Transition),
-            power_state=converted_field(payload, "power_state", int, PowerState),
-            detail=typed_field(payload, "detail", str),
-            resync=typed_field(payload, "resync", bool),
-        )
+    event_type_prefix = INSTANCE_EVENT_PREFIX
+    kind_field = "transition"
+    kind_readers: ClassVar[Mapping[str, FieldReader]] = {
+        "instance_uuid": nonempty_field,
+        "instance_name": text_field,
+        "transition": enum_field(str, Transition),
+        "power_state": enum_field(int, PowerState),
+        "reason": text_field,
+        "detail": text_field,
+        "resync": lambda payload, key: typed_field(payload, key, bool),
+    }
 
 
 Observation.event_class = LifecycleEvent
-
-
-def payload_object(payload: object) -> Mapping[str, Any]:
-    """Return ``payload`` if it is a JSON object; raise :class:`MalformedEvent` if not."""
-    if not isinstance(payload, Mapping):
-        raise MalformedEvent(f"payload is a {type(payload).__name__}, not an object")
-    return payload
-
-
-def typed_field(payload: Mapping[str, Any], key: str, kind: type) -> Any:
-    """Return ``payload[key]`` if it is of ``kind``; bool never passes for int."""
-    try:
-        value = payload[key]
-    except KeyError:
-        raise MalformedEvent(f"payload has no {key!r}") from None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedEvent(f"payload {key!r} is {type(value).__name__}, not {kind.__name__}")
-    return value
-
-
-def converted_field(payload: Mapping[str, Any], key: str, kind: type, convert: Any) -> Any:
-    """Return ``convert(payload[key])``; a value it refuses is malformed, named by its key."""
-    value = typed_field(payload, key, kind)
-    try:
-        return convert(value)
-    # OverflowError: a time at the edge of datetime's range with an offset.
-    except (ValueError, OverflowError) as exc:
-        raise MalformedEvent(f"payload {key!r} is invalid: {exc}") from None
-
-
-def nonempty_field(payload: Mapping[str, Any], key: str) -> str:
-    """``payload[key]``, a non-empty string; raise :class:`MalformedEvent` if not one."""
-    value: str = typed_field(payload, key, str)
-    if not value:
-        raise MalformedEvent(f"payload {key!r} is empty")
-    return value
-
-
-def _details(payload: Mapping[str, Any]) -> Mapping[str, Scalar]:
-    """The optional ``details`` object (absent before 1.2): string keys, JSON scalar values."""
-    details = payload.get("details", {})
-    if not isinstance(details, Mapping):
-        raise MalformedEvent(f"payload 'details' is {type(details).__name__}, not object")
-    for key, value in details.items():
-        if not isinstance(value, str | int | float | bool | type(None)):
-            raise MalformedEvent(
-                f"payload 'details' {key!r} is {type(value).__name__}, not scalar"
-            )
-    return dict(details)

@@ -14,16 +14,16 @@ import dataclasses
 import datetime
 import enum
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from hypervisor_notifier.events import (
     INSTANCE_EVENT_PREFIX,
+    FieldReader,
     Scalar,
     Stamp,
-    converted_field,
+    enum_field,
     nonempty_field,
-    payload_object,
-    typed_field,
+    text_field,
 )
 
 
@@ -83,33 +83,15 @@ class FaultEvent(FaultObservation, Stamp):
     every field is given by keyword.
     """
 
-    @property
-    def event_type(self) -> str:
-        """``hypervisor.instance.<fault>``."""
-        return INSTANCE_EVENT_PREFIX + self.fault.value
-
-    def to_payload(self) -> dict[str, Any]:
-        """Return the payload dict of the wire contract (JSON-serializable)."""
-        kind = {
-            "instance_uuid": self.instance_uuid,
-            "instance_name": self.instance_name,
-            "fault": self.fault.value,
-            "reason": self.reason,
-            "detail": self.detail,
-        }
-        return self._stamp_payload(kind)
-
-    @classmethod
-    def from_payload(cls, payload: object, *, verified: bool = False) -> FaultEvent:
-        """Decode a payload dict; raise :class:`~hypervisor_notifier.events.MalformedEvent`."""
-        payload = payload_object(payload)
-        return cls(
-            **cls._stamp_fields(payload, verified),
-            instance_uuid=nonempty_field(payload, "instance_uuid"),
-            instance_name=typed_field(payload, "instance_name", str),
-            fault=converted_field(payload, "fault", str, Fault),
-            detail=typed_field(payload, "detail", str),
-        )
+    event_type_prefix = INSTANCE_EVENT_PREFIX
+    kind_field = "fault"
+    kind_readers: ClassVar[Mapping[str, FieldReader]] = {
+        "instance_uuid": nonempty_field,
+        "instance_name": text_field,
+        "fault": enum_field(str, Fault),
+        "reason": text_field,
+        "detail": text_field,
+    }
 
 
 FaultObservation.event_class = FaultEvent

@@ -15,14 +15,15 @@ import dataclasses
 import datetime
 import enum
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from hypervisor_notifier.events import (
     HOST_EVENT_PREFIX,
+    FieldReader,
     Scalar,
     Stamp,
-    converted_field,
-    payload_object,
+    enum_field,
+    text_field,
 )
 
 
@@ -65,23 +66,12 @@ class HostEvent(HostObservation, Stamp):
     every field is given by keyword.
     """
 
-    @property
-    def event_type(self) -> str:
-        """``hypervisor.host.<change>``."""
-        return HOST_EVENT_PREFIX + self.change.value
-
-    def to_payload(self) -> dict[str, Any]:
-        """Return the payload dict of the wire contract (JSON-serializable)."""
-        return self._stamp_payload({"change": self.change.value, "reason": self.reason})
-
-    @classmethod
-    def from_payload(cls, payload: object, *, verified: bool = False) -> HostEvent:
-        """Decode a payload dict; raise :class:`~hypervisor_notifier.events.MalformedEvent`."""
-        payload = payload_object(payload)
-        return cls(
-            **cls._stamp_fields(payload, verified),
-            change=converted_field(payload, "change", str, HostChange),
-        )
+    event_type_prefix = HOST_EVENT_PREFIX
+    kind_field = "change"
+    kind_readers: ClassVar[Mapping[str, FieldReader]] = {
+        "change": enum_field(str, HostChange),
+        "reason": text_field,
+    }
 
 
 HostObservation.event_class = HostEvent

@@ -313,7 +313,7 @@ class Verifier:
         """
         payload = payload_object(payload)
         self.check_signature(payload)
-        event = kind.from_payload(payload, verified=True)  # type: ignore[attr-defined]
+        event = kind.from_payload(payload, verified=True)
         if fresh:
             self.check_fresh(event)
         return event
