@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import operator
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +76,12 @@ TRANSITION_FOR_STATE: Mapping[PowerState, Transition] = {
     PowerState.CRASHED: Transition.CRASHED,
     PowerState.SUSPENDED: Transition.SUSPENDED,
 }
+
+
+#: Members by wire value, for the decoder's fast path (an enum's call costs more than the
+#: whole lookup); keys of exactly the JSON type, so a bool never finds a power state.
+_TRANSITIONS: Mapping[str, Transition] = {member.value: member for member in Transition}
+_POWER_STATES: Mapping[int, PowerState] = {int(member): member for member in PowerState}
 
 
 def utcnow() -> datetime.datetime:
@@ -205,6 +212,11 @@ class LifecycleEvent(Observation):
         unknown transition or power state is malformed. ``verified`` is for
         the :class:`~hypervisor_notifier.signing.Verifier` only.
         """
+        if type(payload) is dict:
+            event = _from_json_object(cls, payload, verified)
+            if event is not None:
+                return event
+        # Not a plain JSON object of valid fields: find and name what is wrong.
         payload = payload_object(payload)
         version = _field(payload, "schema_version", str)
         if version.split(".", 1)[0] != SCHEMA_MAJOR:
@@ -228,6 +240,69 @@ class LifecycleEvent(Observation):
             schema_version=version,
             verified=verified,
         )
+
+
+#: The payload's fields, read in one call.
+_PAYLOAD_FIELDS = operator.itemgetter(
+    "schema_version", "event_id", "host", "hypervisor", "instance_uuid", "instance_name",
+    "transition", "power_state", "reason", "detail", "occurred_at", "seq", "resync",
+)  # fmt: skip
+
+
+def _from_json_object(
+    cls: type[LifecycleEvent], payload: dict[str, Any], verified: bool
+) -> LifecycleEvent | None:
+    """The decoder's fast path: the event if every field is valid, of exactly its JSON type.
+
+    None if any is not (missing, another type, a subclass, an unknown value):
+    :meth:`LifecycleEvent.from_payload`'s checks then name the fault. It
+    accepts a subset of what those accept, with the same result; a consumer
+    pays this, not a dozen checked lookups, for each event.
+    """
+    try:
+        (version, event_id, host, hypervisor, instance_uuid, instance_name, name, power,
+         reason, detail, occurred_at, seq, resync) = _PAYLOAD_FIELDS(payload)  # fmt: skip
+    except KeyError:
+        return None
+    transition = _TRANSITIONS.get(name) if type(name) is str else None
+    power_state = _POWER_STATES.get(power) if type(power) is int else None
+    if (
+        transition is None
+        or power_state is None
+        or type(version) is not str
+        or version.split(".", 1)[0] != SCHEMA_MAJOR
+        or not (type(event_id) is str and event_id)
+        or not (type(host) is str and host)
+        or not (type(instance_uuid) is str and instance_uuid)
+        or type(hypervisor) is not str
+        or type(instance_name) is not str
+        or type(reason) is not str
+        or type(detail) is not str
+        or type(occurred_at) is not str
+        or type(seq) is not int
+        or type(resync) is not bool
+    ):
+        return None
+    try:
+        moment = parse_time(occurred_at)
+    except (ValueError, OverflowError):
+        return None
+    return cls(
+        event_id=event_id,
+        host=host,
+        hypervisor=hypervisor,
+        instance_uuid=instance_uuid,
+        instance_name=instance_name,
+        transition=transition,
+        power_state=power_state,
+        reason=reason,
+        detail=detail,
+        occurred_at=moment,
+        seq=seq,
+        resync=resync,
+        schema_version=version,
+        verified=verified,
+    )
 
 
 def payload_object(payload: object) -> Mapping[str, Any]:
