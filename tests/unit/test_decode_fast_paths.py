@@ -167,7 +167,7 @@ def test_the_json_reader_refuses_what_json_loads_refuses_naming_the_part(value):
     try:
         expected = ("value", json.loads(value))  # type: ignore[arg-type]
     except (ValueError, TypeError):
-        with pytest.raises(MalformedEvent, match="^oslo.message is not JSON"):
+        with pytest.raises(MalformedEvent, match=r"^oslo\.message is not JSON"):
             wire._json(value, "oslo.message")
     else:
         assert wire._json(value, "oslo.message") == expected[1]
