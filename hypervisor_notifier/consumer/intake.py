@@ -60,7 +60,10 @@ class FrameReader:
         if self._whole_frame():
             return True
         sock = self._sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        # TLS: decrypted bytes wait in the TLS object, not on the socket
+        # (duck-typed: eventlet's green TLS socket is not an ssl.SSLSocket).
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
             return True
         return bool(select.select((sock,), (), (), 0)[0])
 
