@@ -20,6 +20,11 @@ other:
 
 Goal (issue): the Subscriber at least 10,000 events/s and at least 80 % of
 the raw consumer, in the same run.
+
+Beside each rate: this process's CPU time per event from the first event to
+the last (every thread of it), which busy neighbours on a shared machine
+disturb far less than the rates: the rate each path would reach if the
+consumer's CPU, not the broker, were the limit.
 """
 
 from __future__ import annotations
@@ -83,7 +88,20 @@ def bodies_for(count: int, signer: Signer | None) -> list[tuple[str, bytes]]:
     return out
 
 
-def measure_raw(exchange: str, queue: str, count: int, prefetch: int) -> float:
+class CpuPerEvent:
+    """This process's CPU time from the first event to the last, per event (any thread)."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self._start, self.per_event = count, 0.0, 0.0
+
+    def start(self) -> None:
+        self._start = time.process_time()
+
+    def stop(self) -> None:
+        self.per_event = (time.process_time() - self._start) / self.count
+
+
+def measure_raw(exchange: str, queue: str, count: int, prefetch: int) -> tuple[float, float]:
     with amqp.Connection(**BROKER) as connection:
         channel = connection.channel()
         channel.basic_qos(0, prefetch, False)
@@ -95,60 +113,69 @@ def measure_raw(exchange: str, queue: str, count: int, prefetch: int) -> float:
             received += 1
             if received == 1:
                 started = time.perf_counter()
+                cpu.start()
             if received % (prefetch // 2) == 0 or received == count:
                 channel.basic_ack(message.delivery_tag, multiple=True)
 
+        cpu = CpuPerEvent(count)
         channel.basic_consume(queue, callback=on_message)
         while received < count:
             connection.drain_events(timeout=60)
-        return time.perf_counter() - started
+        cpu.stop()
+        return time.perf_counter() - started, cpu.per_event
 
 
 def measure_subscriber(exchange: str, queue: str, count: int, prefetch: int,
-                       verifier: Verifier | None) -> float:  # fmt: skip
+                       verifier: Verifier | None) -> tuple[float, float]:  # fmt: skip
     first = threading.Event()
     started = [0.0]
-    done = Countdown(count)
+    done, cpu = Countdown(count), CpuPerEvent(count)
 
     def callback(_event: object) -> None:
         if not first.is_set():
             started[0] = time.perf_counter()
+            cpu.start()
             first.set()
         done()
+        if done.count == count:
+            cpu.stop()
 
     subscriber = Subscriber(TRANSPORT_URL, callback, queue=queue, exchange=exchange,
                             topic=TOPIC, prefetch_count=prefetch, verifier=verifier)  # fmt: skip
     subscriber.start()
     try:
-        return done.wait("Subscriber callbacks") - started[0]
+        return done.wait("Subscriber callbacks") - started[0], cpu.per_event
     finally:
         subscriber.stop()
 
 
 class Endpoint:
-    def __init__(self, done: Countdown, first: list[float]) -> None:
-        self.done, self.first = done, first
+    def __init__(self, done: Countdown, first: list[float], cpu: CpuPerEvent) -> None:
+        self.done, self.first, self.cpu = done, first, cpu
 
     def info(self, *_args: object) -> None:
         if not self.first:
             self.first.append(time.perf_counter())
+            self.cpu.start()
         self.done()
+        if self.done.count == self.done.target:
+            self.cpu.stop()
 
 
-def measure_oslo(exchange: str, topic: str, count: int, prefetch: int) -> float:
+def measure_oslo(exchange: str, topic: str, count: int, prefetch: int) -> tuple[float, float]:
     conf = cfg.ConfigOpts()
     conf([], default_config_files=[])
     transport = oslo_messaging.get_notification_transport(conf, url=TRANSPORT_URL)
     conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
     conf.set_override("rabbit_qos_prefetch_count", prefetch, group="oslo_messaging_rabbit")
-    done, first = Countdown(count), []
+    done, first, cpu = Countdown(count), [], CpuPerEvent(count)
     listener = oslo_messaging.get_notification_listener(
         transport, [oslo_messaging.Target(topic=topic, exchange=exchange)],
-        [Endpoint(done, first)], executor="threading",
+        [Endpoint(done, first, cpu)], executor="threading",
     )  # fmt: skip
     listener.start()
     try:
-        return done.wait("oslo listener") - first[0]
+        return done.wait("oslo listener") - first[0], cpu.per_event
     finally:
         listener.stop()
         listener.wait()
@@ -163,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     count, prefetch = args.events, args.prefetch
     run = uuid.uuid4().hex[:6]
     rates: dict[str, float] = {}
+    cpus: dict[str, float] = {}
     notes: list[str] = []
     plain, signed = bodies_for(count, None), bodies_for(count, Signer("1", KEY))
     paths = {
@@ -177,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             fill(exchange, queue, f"{TOPIC}.#", bodies)
             progress(f"measuring {label}: {count:,} events queued")
             watch = Watch()
-            rates[label] = count / measure(exchange, queue)
+            seconds, cpus[label] = measure(exchange, queue)
+            rates[label] = count / seconds
             note, problems = watch.finish()
             notes += [f"  {label}: {note}", *(f"  WARNING {label}: {p}" for p in problems)]
         finally:
@@ -189,19 +218,22 @@ def main(argv: list[str] | None = None) -> int:
              [(f"{topic}.info", body) for _, body in plain])  # fmt: skip
         progress(f"measuring oslo.messaging listener: {count:,} events queued")
         watch = Watch()
-        rates["oslo.messaging listener"] = count / measure_oslo(exchange, topic, count, prefetch)
+        seconds, cpus["oslo.messaging listener"] = measure_oslo(exchange, topic, count, prefetch)
+        rates["oslo.messaging listener"] = count / seconds
         note, problems = watch.finish()
         notes += [f"  oslo.messaging listener: {note}", *(f"  WARNING: {p}" for p in problems)]
     finally:
         delete_broker_objects(exchanges=[exchange], queues=[f"{topic}.info"])
-    raw = rates["raw py-amqp consumer"]
+    raw, raw_cpu = rates["raw py-amqp consumer"], cpus["raw py-amqp consumer"]
     lines = [
         machine_line(),
         f"package: {package_state()}; RabbitMQ {rabbitmq_version()}; "
         + versions("amqp", "kombu", "oslo.messaging"),
         f"consume rate, {count:,} events already queued, prefetch {prefetch}, events/s:",
         *(
-            f"  {label:<28}{rate:>10,.0f}  ({rate / raw:.0%} of raw)"
+            f"  {label:<28}{rate:>10,.0f}  ({rate / raw:.0%} of raw)   "
+            f"CPU {cpus[label] * 1e6:5.1f} us/event ({raw_cpu / cpus[label]:.0%} of raw's rate "
+            "if both were CPU-bound)"
             for label, rate in rates.items()
         ),
         f"goal: Subscriber >= {GOAL_RATE:,}/s: {verdict(rates['Subscriber'] >= GOAL_RATE)}; "

@@ -17,11 +17,10 @@ import enum
 from collections.abc import Mapping
 from typing import ClassVar
 
-from hypervisor_notifier.events import (
-    HOST_EVENT_PREFIX,
+from hypervisor_notifier.events import HOST_EVENT_PREFIX, Stamp
+from hypervisor_notifier.payload import (
     FieldReader,
     Scalar,
-    Stamp,
     enum_field,
     text_field,
 )

@@ -20,7 +20,6 @@ from typing import Any
 import amqp.exceptions
 import kombu
 import kombu.exceptions
-import kombu.message
 import kombu.mixins
 import kombu.transport.pyamqp
 
@@ -35,8 +34,8 @@ from hypervisor_notifier.consumer.dispatcher import (
     HostCallback,
     SubscriberStats,
 )
+from hypervisor_notifier.consumer.intake import BulkConsumerMixin, RawConsumer
 from hypervisor_notifier.consumer.state import ConsumerState
-from hypervisor_notifier.fdwait import readable
 from hypervisor_notifier.signing import Verifier
 from hypervisor_notifier.tls import TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
@@ -62,7 +61,7 @@ class _Stopped(Exception):
     """:meth:`Subscriber.stop` was called while connecting."""
 
 
-class Subscriber(kombu.mixins.ConsumerMixin):
+class Subscriber(BulkConsumerMixin):
     """Receive one host's or every host's events: lifecycle, and faults and host events if asked.
 
     Delivery semantics:
@@ -202,7 +201,6 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         self.stats = self.dispatcher.stats
         # Half the prefetch: the broker never waits for acks to send more.
         self._acks = AckBatch(prefetch_count // 2)
-        self._consuming: kombu.Connection | None = None
         self._ssl: dict[str, Any] | None = None
         self._host_index = 0
         self._stopping = threading.Event()
@@ -299,11 +297,13 @@ class Subscriber(kombu.mixins.ConsumerMixin):
             queue_arguments=None if self.exclusive else self.queue_arguments,
         )
         return [
-            Consumer(
+            RawConsumer(
+                channel,
                 queues=[queue],
                 on_message=self._on_message,
                 prefetch_count=self.prefetch_count,
                 no_ack=False,
+                on_decode_error=self.on_decode_error,
             )
         ]
 
@@ -313,7 +313,6 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         """Consuming: messages are judged anew; :meth:`wait_ready` returns."""
         # Tags of an earlier channel mean nothing on this one: never ack them here.
         self._acks.forget()
-        self._consuming = connection
         self.dispatcher.resume()
         self._ready.set()
         LOG.info(
@@ -328,24 +327,14 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         with contextlib.suppress(*RECOVERABLE):
             self._acks.flush()
         self._acks.forget()
-        self._consuming = None
         self._ready.clear()
 
     def on_iteration(self) -> None:
-        """Each turn of kombu's loop: ack what was handled if no message waits to be read."""
-        if self._acks.pending and not self._message_waiting():
+        """Each turn of the loop: ack what was handled if no message waits to be read."""
+        if self._acks.pending and not self.message_waiting():
             self._acks.flush()
         else:
             self._acks.due()
-
-    def _message_waiting(self) -> bool:
-        """Whether bytes wait on the socket (or in TLS's buffer): the loop will not block."""
-        sock = getattr(getattr(self._consuming, "connection", None), "sock", None)
-        if sock is None:
-            return False
-        if getattr(sock, "pending", lambda: 0)():
-            return True
-        return bool(readable([sock], 0))
 
     def on_connection_error(self, exc: BaseException, interval: float, wait: bool = False) -> None:
         """One line per failed attempt (masked); with ``wait``, wait ``interval`` (or a stop).
@@ -386,15 +375,15 @@ class Subscriber(kombu.mixins.ConsumerMixin):
         finally:
             channel.close()
 
-    def _on_message(self, message: kombu.message.Message) -> None:
+    def _on_message(self, message: amqp.Message) -> None:
         decision = self.dispatcher.dispatch(message.body)
         if decision is Decision.ACK:
-            self._acks.handled(message.channel, message.delivery_tag)
+            self._acks.handled(message.channel, message.delivery_info["delivery_tag"])
             return
         # Never let a later multiple ack cover what was not handled.
         self._acks.flush()
         if decision is Decision.REJECT:
-            message.reject(requeue=False)
+            message.channel.basic_reject(message.delivery_info["delivery_tag"], requeue=False)
         elif decision is Decision.REDELIVER:
             raise _Redeliver
         # LEAVE: unacked, requeued in order when the connection closes.

@@ -125,3 +125,52 @@ def test_kombu_fails_over_to_the_urls_next_host(broker, names, subscribe):
     publish(broker, names["exchange"], event)
 
     assert collector.wait_for(lambda e: e.event_id == event.event_id) == event
+
+
+def queued(broker: amqp.Channel, queue: str) -> int:
+    """Messages ready in ``queue`` (an unacknowledged one is back once its consumer is gone)."""
+    return broker.queue_declare(queue, passive=True).message_count
+
+
+def test_a_failure_in_the_middle_of_a_burst_redelivers_the_rest_in_order_once(
+    broker, names, subscribe
+):
+    # Far more than the prefetch: deliveries already read ahead when the callback
+    # fails go back to the broker with the one that failed.
+    declare_host_queue(broker, names["exchange"], names["host"])
+    events = instance_events(names["host"], 400)
+    publish(broker, names["exchange"], *events)
+    failures = collections.Counter()
+
+    def flaky(event):
+        if event.event_id == events[150].event_id and not failures[event.event_id]:
+            failures[event.event_id] += 1
+            raise RuntimeError("application not ready")
+
+    subscriber, collector = subscribe(before=flaky, prefetch_count=60)
+    collector.wait_for(lambda e: e.event_id == events[-1].event_id)
+    subscriber.stop()
+
+    assert collector.events == events
+    assert (subscriber.stats.retried, subscriber.stats.delivered) == (1, 400)
+    assert queued(broker, wire.host_queue_name(TOPIC, names["host"])) == 0
+
+
+def test_a_malformed_message_in_a_batch_is_rejected_and_counted_the_rest_acked(
+    broker, names, subscribe
+):
+    declare_host_queue(broker, names["exchange"], names["host"])
+    before, after = instance_events(names["host"], 30), instance_events(names["host"], 30)
+    publish(broker, names["exchange"], *before)
+    broker.basic_publish(amqp.Message(b'{"oslo.version": "2.0", "oslo.message": "{"}'),
+                         names["exchange"], wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+    publish(broker, names["exchange"], *after)
+
+    subscriber, collector = subscribe(prefetch_count=100)
+    collector.wait_for(lambda e: e.event_id == after[-1].event_id)
+    subscriber.stop()
+
+    assert collector.events == before + after
+    assert (subscriber.stats.malformed, subscriber.stats.delivered) == (1, 60)
+    # Acked, and the malformed one not requeued: nothing comes back once it is gone.
+    assert queued(broker, wire.host_queue_name(TOPIC, names["host"])) == 0

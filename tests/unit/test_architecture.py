@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 400
 CONTRACT = (
     "events",
+    "payload",
     "faults",
     "host_events",
     "wire",
