@@ -161,6 +161,12 @@ class Observation:
     details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
 
 
+#: The payload keys naming the guest of a guest event (lifecycle or fault), first.
+GUEST_READERS: Mapping[str, FieldReader] = {
+    "instance_uuid": nonempty_field,
+    "instance_name": text_field,
+}
+
 StampedEvent = TypeVar("StampedEvent", bound="Stamp")
 
 
@@ -305,8 +311,7 @@ class LifecycleEvent(Observation, Stamp):
     event_type_prefix = INSTANCE_EVENT_PREFIX
     kind_field = "transition"
     kind_readers: ClassVar[Mapping[str, FieldReader]] = {
-        "instance_uuid": nonempty_field,
-        "instance_name": text_field,
+        **GUEST_READERS,
         "transition": enum_field(str, Transition),
         "power_state": enum_field(int, PowerState),
         "reason": text_field,

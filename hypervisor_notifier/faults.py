@@ -16,12 +16,11 @@ import enum
 from collections.abc import Mapping
 from typing import ClassVar
 
-from hypervisor_notifier.events import INSTANCE_EVENT_PREFIX, Stamp
+from hypervisor_notifier.events import GUEST_READERS, INSTANCE_EVENT_PREFIX, Stamp
 from hypervisor_notifier.payload import (
     FieldReader,
     Scalar,
     enum_field,
-    nonempty_field,
     text_field,
 )
 
@@ -85,8 +84,7 @@ class FaultEvent(FaultObservation, Stamp):
     event_type_prefix = INSTANCE_EVENT_PREFIX
     kind_field = "fault"
     kind_readers: ClassVar[Mapping[str, FieldReader]] = {
-        "instance_uuid": nonempty_field,
-        "instance_name": text_field,
+        **GUEST_READERS,
         "fault": enum_field(str, Fault),
         "reason": text_field,
         "detail": text_field,

@@ -45,7 +45,6 @@ from hypervisor_notifier.consumer.stopped_hold import StoppedHold
 from hypervisor_notifier.consumer.subscriber import Subscriber
 from hypervisor_notifier.events import LifecycleEvent, Transition
 from hypervisor_notifier.signing import Verifier
-from hypervisor_notifier.tls import TLSSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -125,16 +124,12 @@ class NovaEventSource:
     Arguments:
         callback: nova's registered callback (``ComputeManager.handle_events``).
         host: This nova-compute's ``CONF.host``; no other host's event is handed on.
-        transport_url: The notifiers' broker, an oslo.messaging transport URL.
-        exchange: The notifiers' exchange.
-        topic: The notifiers' topic.
-        queue_type: The notifiers' queue type.
         stopped_hold: See :class:`StoppedHold`'s ``hold``.
-        verifier: When set, only events it verified reach nova.
-        tls: TLS settings, used when ``transport_url`` asks for TLS.
-        force_tls: TLS even though ``transport_url`` does not ask for it.
-        heartbeat: AMQP heartbeat, seconds.
-        state_file: Where the delivered events are remembered across restarts.
+        subscriber_options: The :class:`Subscriber`'s arguments: ``transport_url``
+            (required), ``exchange``, ``topic``, ``queue_type``, ``verifier`` (when
+            set, only events it verified reach nova), the TLS files, ``force_tls``,
+            ``heartbeat`` (default nova's), ``state_file`` (where the delivered
+            events are remembered across restarts).
 
     """
 
@@ -143,39 +138,17 @@ class NovaEventSource:
         callback: Callable[[Any], None],
         *,
         host: str,
-        transport_url: str,
-        exchange: str = "hypervisor",
-        topic: str = "hypervisor_events",
-        queue_type: str = "classic",
         stopped_hold: float = 15.0,
-        verifier: Verifier | None = None,
-        tls: TLSSettings | None = None,
-        force_tls: bool = False,
-        heartbeat: float = nova_settings.DEFAULT_HEARTBEAT,
-        state_file: str | None = None,
+        **subscriber_options: Any,
     ) -> None:
-        tls = tls or TLSSettings()
         self.callback = callback
         self.host = host
-        self.verifier = verifier
         #: Where each setting came from (set by :meth:`from_conf`), for the start line.
         self.sources = ""
         self.hold = StoppedHold(self._hand_to_nova, stopped_hold)
-        self.subscriber = Subscriber(
-            transport_url,
-            self.hold.offer,
-            host=host,
-            exchange=exchange,
-            topic=topic,
-            queue_type=queue_type,
-            verifier=verifier,
-            ssl_ca_file=tls.ca_file,
-            ssl_cert_file=tls.cert_file,
-            ssl_key_file=tls.key_file,
-            force_tls=force_tls,
-            heartbeat=heartbeat,
-            state_file=state_file,
-        )
+        subscriber_options.setdefault("heartbeat", nova_settings.DEFAULT_HEARTBEAT)
+        self.subscriber = Subscriber(callback=self.hold.offer, host=host, **subscriber_options)
+        self.verifier = self.subscriber.verifier
         self.stats = AdapterStats(self.subscriber.stats)
 
     @classmethod
@@ -193,16 +166,11 @@ class NovaEventSource:
             source = cls(
                 callback,
                 host=conf.host,
-                transport_url=settings.transport_url,
+                stopped_hold=group.stopped_hold,
                 exchange=group.exchange,
                 topic=group.topic,
-                queue_type=settings.queue_type,
-                stopped_hold=group.stopped_hold,
                 verifier=Verifier.from_conf(group),
-                tls=settings.tls_settings,
-                force_tls=settings.tls,
-                heartbeat=settings.heartbeat,
-                state_file=settings.state_file,
+                **settings.subscriber_options(),
             )
         except ValueError as exc:
             # Every message names its option or file, never a password.

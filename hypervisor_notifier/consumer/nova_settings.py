@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
+from typing import Any
 
 from oslo_config import cfg
 
@@ -69,6 +70,19 @@ class NovaSettings:
     heartbeat: int
     state_file: str
     sources: dict[str, str]
+
+    def subscriber_options(self) -> dict[str, Any]:
+        """These settings as :class:`~hypervisor_notifier.consumer.Subscriber` arguments."""
+        return {
+            "transport_url": self.transport_url,
+            "queue_type": self.queue_type,
+            "ssl_ca_file": self.tls_settings.ca_file,
+            "ssl_cert_file": self.tls_settings.cert_file,
+            "ssl_key_file": self.tls_settings.key_file,
+            "force_tls": self.tls,
+            "heartbeat": self.heartbeat,
+            "state_file": self.state_file,
+        }
 
     def describe(self) -> str:
         """``setting from [group] option`` for each setting, no secret: for the start line."""
