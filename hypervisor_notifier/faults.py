@@ -25,23 +25,26 @@ from hypervisor_notifier.payload import (
 )
 
 
-class Fault(str, enum.Enum):
-    """What went wrong in or around a guest; ``details`` says more (doc/source/wire.rst)."""
+class Fault(enum.StrEnum):
+    """What went wrong in or around a guest; ``details`` says more (doc/source/wire.rst).
+
+    Each value, on the wire, is the member's name in lower case.
+    """
 
     #: The guest's watchdog device fired (``action``: what the hypervisor did).
-    WATCHDOG = "watchdog"
+    WATCHDOG = enum.auto()
     #: A disk I/O error (``device``, ``path``, ``action``, ``error``: e.g. ``enospc``).
-    IO_ERROR = "io_error"
+    IO_ERROR = enum.auto()
     #: The hypervisor lost control of the guest's process (libvirt CONTROL_ERROR).
-    CONTROL_ERROR = "control_error"
+    CONTROL_ERROR = enum.auto()
     #: The guest agent connected or disconnected (``state``, ``reason``).
-    AGENT_CONNECTED = "agent_connected"
-    AGENT_DISCONNECTED = "agent_disconnected"
+    AGENT_CONNECTED = enum.auto()
+    AGENT_DISCONNECTED = enum.auto()
     #: A memory failure in the guest or the host (``recipient``, ``action``).
-    MEMORY_FAILURE = "memory_failure"
+    MEMORY_FAILURE = enum.auto()
     #: A device left the guest (``device``), or failed to (``device``).
-    DEVICE_REMOVED = "device_removed"
-    DEVICE_REMOVAL_FAILED = "device_removal_failed"
+    DEVICE_REMOVED = enum.auto()
+    DEVICE_REMOVAL_FAILED = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)
