@@ -18,8 +18,9 @@ Delivery semantics:
   taken from the outbox until they are confirmed (the confirms module says
   how an event already in flight is kept from overtaking).
 - **Pipelined.** Up to ``confirm_window`` messages are unconfirmed at once;
-  acks are read as they arrive, not one round trip per message. The
-  messages taken from the outbox together are written to the socket at once.
+  acks are read as they arrive, not one round trip per message, and the
+  entries of the acks read together leave the outbox in one transaction.
+  The messages taken together are written at once (frames: ``publishframes``).
 - **Persistent and routed.** Messages are persistent (delivery mode 2), on
   a durable topic exchange; the durable per-host queue is declared (and
   bound) before anything is published, so events wait for their consumer.
@@ -140,6 +141,8 @@ class Publisher:
         self._connection: amqp.Connection | None = None
         self._channel: amqp.Channel | None = None
         self._tracker = ConfirmTracker()
+        #: Entries whose own tag was acked, not removed from the outbox yet.
+        self._acked: list[Entry] = []
         self._redeclare: set[str] = set()  # hosts whose queue a return showed missing
         self._connections = 0
         self._host_index = 0
@@ -280,6 +283,7 @@ class Publisher:
 
     def _disconnect(self, *, graceful: bool) -> None:
         connection, self._connection, self._channel = self._connection, None, None
+        self._confirm_acked()  # acked before the connection ended: not to be sent again
         unconfirmed = self._tracker.reset()
         if not graceful:
             self.resent += unconfirmed
@@ -327,16 +331,19 @@ class Publisher:
         if self.heartbeat:
             self._connection.heartbeat_tick()
         self._after_refusals(self._channel)
+        # The acks read above (a window's worth, often): their deletions in one commit.
+        self._confirm_acked()
 
     def _send(self, batch: list[Entry], *, resend: bool = False) -> None:
         if not batch:
             return
         assert self._channel is not None and self._frames.writer is not None  # noqa: S101
-        with self._frames.writer.batch():
+        writer = self._frames.writer
+        with writer.batch():
             for entry in batch:
                 # The event's own host: events recovered from the outbox keep theirs.
                 routing_key = wire.routing_key(self.topic, entry.event.host)
-                publish(self._channel, self.exchange, routing_key, entry)
+                publish(self._channel, writer, self.exchange, routing_key, entry)
                 self._tracker.sent(entry)
         self.published += len(batch)
         if resend:
@@ -353,7 +360,14 @@ class Publisher:
         self.refusals.update(retrying=self._tracker.retrying, waiting=self._tracker.waiting)
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
-        confirmed = self._tracker.acked(tag, multiple)
+        # Confirmed by _confirm_acked, once for every ack read together.
+        self._acked += self._tracker.acked(tag, multiple)
+
+    def _confirm_acked(self) -> None:
+        """Remove the entries acked since the last call from the outbox, in one transaction."""
+        confirmed, self._acked = self._acked, []
+        if not confirmed:
+            return
         self.outbox.confirm(confirmed)
         self.confirmed += len(confirmed)
         self.backoff.reset()
