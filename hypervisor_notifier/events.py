@@ -52,8 +52,6 @@ SCHEMA_MAJOR = "1"
 INSTANCE_EVENT_PREFIX = "hypervisor.instance."
 HOST_EVENT_PREFIX = "hypervisor.host."
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 class PowerState(enum.IntEnum):
     """A guest's power state, with the values of ``nova.compute.power_state``."""
@@ -118,7 +116,8 @@ def utcnow() -> datetime.datetime:
 
 def format_time(moment: datetime.datetime) -> str:
     """Format an aware datetime as UTC ISO 8601 with microseconds and ``Z``."""
-    return moment.astimezone(datetime.timezone.utc).strftime(_TIME_FORMAT)
+    # isoformat, a fraction of strftime's cost: YYYY-MM-DDTHH:MM:SS.ffffff+00:00.
+    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def parse_time(text: str) -> datetime.datetime:

@@ -12,7 +12,6 @@ use it, so the two sides cannot disagree; it imports no hypervisor binding.
 
 from __future__ import annotations
 
-import datetime
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -99,13 +98,16 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
         "event_type": event.event_type,
         "priority": PRIORITY.upper(),
         "payload": payload,
-        # oslo.messaging's own format: str(datetime.utcnow()).
-        "timestamp": event.occurred_at.astimezone(datetime.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%S.%f"
-        ),
+        # oslo.messaging's own format, str(datetime.utcnow()): the payload's time,
+        # formatted once (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
+        "timestamp": payload["occurred_at"][:-1].replace("T", " "),
     }
-    outer = {"oslo.version": OSLO_VERSION, "oslo.message": json.dumps(inner)}
-    return json.dumps(outer).encode()
+    # json.dumps of {"oslo.version": ..., "oslo.message": ...}, byte for byte: the
+    # envelope's only variable part is the inner JSON, encoded as a JSON string.
+    return b'{"oslo.version": "%s", "oslo.message": %s}' % (
+        OSLO_VERSION.encode(),
+        json.dumps(json.dumps(inner)).encode(),
+    )
 
 
 def event_class(event_type: str) -> type[WireEvent]:
