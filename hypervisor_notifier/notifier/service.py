@@ -78,6 +78,10 @@ class Service:
 
     """
 
+    #: The most events committed in one transaction: a burst is accepted in
+    #: groups of this many (a commit costs about as much as encoding a few events).
+    MAX_BATCH = 64
+
     def __init__(
         self,
         backend: Backend,
@@ -180,11 +184,17 @@ class Service:
         resync: bool,
         counted: bool = True,
     ) -> None:
-        batch: list[WireEvent] = [self._stamp(observation, resync) for observation in observations]
-        # One transaction for the batch; once it returns, every event in it is accepted.
-        self.outbox.put_many(batch)
+        # One transaction per group of at most MAX_BATCH: once it returns, every event
+        # in it is accepted. Bounded, so the first events of a burst are not held
+        # while the last ones are encoded (and signed).
+        for start in range(0, len(observations), self.MAX_BATCH):
+            group = observations[start : start + self.MAX_BATCH]
+            self._accept([self._stamp(observation, resync) for observation in group])
         if counted:
-            self.received["resync" if resync else "pushed"] += len(batch)
+            self.received["resync" if resync else "pushed"] += len(observations)
+
+    def _accept(self, batch: list[WireEvent]) -> None:
+        self.outbox.put_many(batch)
         for event in batch:
             if isinstance(event, events.LifecycleEvent):
                 self.published_states.record(event)

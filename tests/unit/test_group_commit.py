@@ -132,3 +132,28 @@ def test_the_log_is_copied_into_the_database_by_the_checkpointer_not_by_the_put(
     finally:
         outbox.close()
     assert not checkpointer._thread.is_alive()
+
+
+def test_a_batch_is_stored_by_one_insert_per_64_rows_not_one_per_row(traced, tmp_path):
+    outbox, statements = traced
+    batch = [make_event(seq=seq) for seq in range(1, 101)]
+
+    outbox.put_many(batch)
+
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO EVENTS")]
+    assert len(inserts) == 2  # 64 rows, then 36
+    assert [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")] == batch
+
+
+def test_the_service_accepts_a_burst_in_groups_of_at_most_64_oldest_first(traced, tmp_path):
+    outbox, statements = traced
+    service = Service(Hypervisor(), outbox, publisher=None, host="compute-1")  # type: ignore[arg-type]
+    names = [f"vm-{i}" for i in range(150)]
+
+    service.on_events([observation(name) for name in names])
+
+    # The first 64 were committed before the rest were even stamped: three commits.
+    assert transactions(statements) == 3
+    stored = [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")]
+    assert [event.instance_name for event in stored] == names
+    assert service.received["pushed"] == 150
