@@ -97,10 +97,11 @@ class DispatchingBackend(Backend):
     the events queued before it. A lost connection (a :class:`Closed` item of
     the current connection, an exception while serving, or a failure of its
     first resync) is released (:meth:`_release`) and connected again; the
-    events still queued from it are dropped (the next resync tells their
-    guests' state). ``on_disconnected`` announces an outage once: the loss
-    of a resynced connection, or a failed attempt since the last one (at
-    start: the hypervisor is unreachable), not each attempt that fails.
+    events queued by its close are reported first, any queued later dropped
+    (the next resync tells their guests' state). ``on_disconnected``
+    announces an outage once: the loss of a resynced connection, or a failed
+    attempt since the last one (at start: the hypervisor is unreachable),
+    not each attempt that fails.
     Listener calls are guarded: an exception is logged and skipped.
 
     Arguments:
@@ -229,12 +230,13 @@ class DispatchingBackend(Backend):
             self._guarded(listener.on_disconnected, reason)
 
     def _discard_lost_events(self) -> None:
-        """Drop the events still queued from a lost connection, before opening the next one.
+        """Drop the events queued since a connection was lost, before opening the next one.
 
-        A hypervisor may hand over events of a connection after its close
-        (libvirt flushes its event queue after the close callback). Reported
-        after the next connection's resync, they would contradict it; the
-        resync tells their guests' state instead. A stop request is kept.
+        Those queued by its close were reported (:meth:`_report_queued`);
+        any handed over after the outage was announced, or while a first
+        resync failed, would be reported after the next connection's resync
+        and contradict it: the resync tells their guests' state instead. A
+        stop request is kept.
         """
         self._drain()
         dropped = sum(isinstance(item, HypervisorEvent) for item in self._backlog)
@@ -280,10 +282,25 @@ class DispatchingBackend(Backend):
                 if isinstance(item, Stop):
                     return None
                 if isinstance(item, Closed) and item.generation == self._generation:
+                    self._report_queued(listener)
                     return item.reason
                 if isinstance(item, ResyncRequested):
                     self._resync(listener, item.reason)
             self._report(listener, batch)
+
+    def _report_queued(self, listener: BackendListener) -> None:
+        """Report the events queued by now, at a close: what the connection saw before it ended.
+
+        libvirt may queue a connection's last events right behind its close:
+        they happened before the loss, so they are reported before it is
+        announced. Only a stop request is kept for later.
+        """
+        self._drain()
+        batch = [
+            self._translated(item) for item in self._backlog if isinstance(item, HypervisorEvent)
+        ]
+        self._backlog = collections.deque(item for item in self._backlog if isinstance(item, Stop))
+        self._report(listener, [observation for observation in batch if observation is not None])
 
     def _take(self) -> None:
         """Move the first items (waiting for them) and every item queued then to the backlog."""
