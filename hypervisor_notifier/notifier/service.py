@@ -94,12 +94,14 @@ class Service:
     ) -> None:
         self.backend = backend
         self.outbox = outbox
+        # What the previous run left in the outbox: the seq to continue above, the
+        # states published (a resync publishes only what differs).
+        self.sequence = SequenceCounter(outbox.last_seq)
+        self.published_states = PublishedStates(outbox.known_states(), outbox.forget_states)
         self.publisher = publisher
         self.host = host
         self.shutdown_timeout = shutdown_timeout
         self.sync_interval = sync_interval
-        self.sequence = SequenceCounter(outbox.last_seq)
-        self.published_states = PublishedStates(outbox.known_states(), outbox.forget_states)
         #: Events put in the outbox: pushed by the hypervisor, or found by a resync.
         self.received = {"pushed": 0, "resync": 0}
         #: What the bus was told of the hypervisor connection (host events).
