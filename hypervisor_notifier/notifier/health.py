@@ -89,10 +89,13 @@ class ServiceCollector:
                 "Events sent again after a nack, a return or a lost connection",
                 publisher.resent,
             ),
-            "events_nacked": ("Messages the broker refused (basic.nack)", publisher.nacked),
+            "events_nacked": (
+                "Messages the broker refused (basic.nack)",
+                publisher.refusals.nacked,
+            ),
             "events_returned": (
                 "Messages the broker returned as unroutable (basic.return)",
-                publisher.returned,
+                publisher.refusals.returned,
             ),
             "events_coalesced": ("Older events dropped by a full outbox", outbox.coalesced),
             "broker_reconnects": (

@@ -157,16 +157,6 @@ class Publisher:
         return cls(outbox, **broker.publisher_arguments(conf))
 
     @property
-    def nacked(self) -> int:
-        """Messages the broker nacked since start."""
-        return self.refusals.nacked
-
-    @property
-    def returned(self) -> int:
-        """Messages the broker returned as unroutable since start."""
-        return self.refusals.returned
-
-    @property
     def alive(self) -> bool:
         """True while the publisher thread runs (the watchdog asks)."""
         return self._thread is not None and self._thread.is_alive()

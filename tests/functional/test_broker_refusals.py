@@ -276,7 +276,7 @@ def test_without_a_host_queue_of_its_own_events_wait_in_the_outbox_until_a_queue
     publisher.outbox.put(event)
     # Returned, sent again after a backoff, returned again: kept all along (and not
     # confirmed into nowhere, which would empty the outbox).
-    wait_until(lambda: publisher.returned >= 2 or not len(publisher.outbox))
+    wait_until(lambda: publisher.refusals.returned >= 2 or not len(publisher.outbox))
     assert (len(publisher.outbox), publisher.confirmed) == (1, 0), "confirmed into nowhere"
     assert "declare_host_queue" in publisher.refusals.problem()
 
