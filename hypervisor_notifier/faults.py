@@ -77,11 +77,12 @@ class FaultObservation:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FaultEvent(FaultObservation, Stamp):
-    """One guest fault as published: ``hypervisor.instance.<fault>``.
+    """One guest fault as published: ``hypervisor.instance.<fault>``, no state change implied.
 
-    A :class:`FaultObservation` stamped by the service (see
-    :class:`~hypervisor_notifier.events.Stamp` for the stamp's fields);
-    every field is given by keyword.
+    Its fields: a :class:`FaultObservation`'s and a
+    :class:`~hypervisor_notifier.events.Stamp`'s, all given by keyword. It
+    shares the per-host ``seq`` with the guest's lifecycle events, so a
+    consumer orders both alike.
     """
 
     event_type_prefix = INSTANCE_EVENT_PREFIX

@@ -58,11 +58,12 @@ class HostObservation:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HostEvent(HostObservation, Stamp):
-    """A host event as published: ``hypervisor.host.<change>``.
+    """A host event as published: ``hypervisor.host.<change>``, about no guest.
 
-    A :class:`HostObservation` stamped by the service (see
-    :class:`~hypervisor_notifier.events.Stamp` for the stamp's fields);
-    every field is given by keyword.
+    Given by keyword: the ``change``, ``reason``, ``occurred_at`` and
+    ``details`` of the observation, then the stamp
+    (:class:`~hypervisor_notifier.events.Stamp`). Its :attr:`subject` is
+    empty: host events are ordered among themselves, not with a guest's.
     """
 
     event_type_prefix = HOST_EVENT_PREFIX
