@@ -205,3 +205,24 @@ def test_an_unroutable_publish_never_sent_again_is_lost():
         == "lost: 1 accepted events never reached the consumer: paused seq=2 of g1 "
         "(published 1x, 1 unroutable)"
     )
+
+
+UNDEFINE = Operation("undefine", (), OFF)
+
+
+def vanished(n: int) -> Seen:
+    """A resync's ``vanished`` of g1 with seq ``n`` (no power state: NOSTATE)."""
+    return Seen(f"e{n}", "g1", n, "vanished", PowerState.NOSTATE, True)
+
+
+def test_a_guest_undefined_then_reported_vanished_by_a_resync_is_explained():
+    delivered = [event(1, "started"), event(2, "stopped"), vanished(3)]
+    report = check(history([START, DESTROY, UNDEFINE], delivered))
+    assert report.ok, report.text()
+
+
+def test_a_vanished_guest_that_was_never_undefined_is_a_problem():
+    # The listing lost a guest that still exists: a vanished it does not explain.
+    delivered = [event(1, "started"), event(2, "stopped"), vanished(3)]
+    report = check(history([START, DESTROY], delivered))
+    assert "order" in problems(report) and "final state wrong" in problems(report)

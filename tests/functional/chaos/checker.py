@@ -29,12 +29,13 @@ and it reports, with its counts:
 - **order**: each guest's delivered events must be explained by its history
   in order. A pushed event matches the earliest operation (not yet matched)
   that reports its transition; a resync event matches the earliest state,
-  from where the consumer stands, equal to its power state. A pushed event
+  from where the consumer stands, equal to its power state (``vanished``:
+  the earliest state after an undefine). A pushed event
   may echo an operation a resync already covered (it happened between the
   listing and the callback), never an operation before the last one matched.
 - **final state**: the last state delivered for each guest is its state
   after its last operation (nothing delivered is right only for a guest
-  that is off).
+  that is off; ``vanished`` only for one undefined).
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ import dataclasses
 import itertools
 from collections.abc import Iterable
 
-from hypervisor_notifier.events import LifecycleEvent, PowerState
+from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
 
 EXAMPLES = 5
+#: A resync's report of a guest no listing shows any more.
+VANISHED = Transition.VANISHED.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +125,11 @@ class Guest:
     def final(self) -> int:
         """Its power state after the last operation."""
         return self.operations[-1].state_after if self.operations else self.initial
+
+    def gone_after(self, index: int) -> bool:
+        """Whether operation ``index`` undefined the guest (no listing shows it then)."""
+        operation = self.operations[index]
+        return operation.action == "undefine" and operation.ok
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +226,15 @@ def _explain(guest: Guest, events: list[Seen]) -> Seen | None:
     pushes = [(i, t) for i, op in enumerate(guest.operations) for t in op.transitions]
     at_state = next_push = 0
     for event in events:
-        if event.resync:
+        if event.resync and event.transition == VANISHED:
+            # A resync that no longer lists it: it was undefined (states[j] follows op j - 1).
+            found = next(
+                (j for j in range(max(at_state, 1), len(states)) if guest.gone_after(j - 1)), None
+            )
+            if found is None:
+                return event
+            at_state = found
+        elif event.resync:
             found = next(
                 (j for j in range(at_state, len(states)) if states[j] == event.power_state), None
             )
@@ -291,7 +307,13 @@ def check(history: History) -> Report:
             done = [op.action for op in guest.operations]
             unexplained.append(f"{odd} (operations: {', '.join(done)})")
         held = events[-1].power_state if events else None
-        if held != guest.final and not (held is None and guest.final == PowerState.SHUTDOWN):
+        # An undefined guest is off, or reported vanished by a resync since.
+        vanished = bool(guest.operations) and guest.gone_after(-1) and held == PowerState.NOSTATE
+        if (
+            held != guest.final
+            and not vanished
+            and not (held is None and guest.final == PowerState.SHUTDOWN)
+        ):
             named = PowerState(held).name if held is not None else "nothing"
             wrong_final.append(f"{uuid} held {named}, is {PowerState(guest.final).name}")
     if unexplained:
