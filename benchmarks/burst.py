@@ -131,10 +131,11 @@ class TimedOutbox(SQLiteOutbox):
 
     counts: Counts
 
-    def put_many(self, batch: list[events.LifecycleEvent]) -> None:
+    def put_many(self, batch: list[wire.WireEvent]) -> None:
         super().put_many(batch)
         committed = time.time()
-        ours = [e for e in batch if e.instance_uuid in self.counts.uuids and not e.resync]
+        # The burst's guests' pushed events (not the host's connected, not resyncs).
+        ours = [e for e in batch if e.subject in self.counts.uuids and not getattr(e, "resync", 1)]
         self.counts.committed += len(ours)
         self.counts.latencies_ms += [(committed - e.occurred_at.timestamp()) * 1000 for e in ours]
 
