@@ -95,14 +95,22 @@ def observation(name: str, transition: Transition = Transition.PAUSED) -> Observ
     return Observation(f"uuid-{name}", name, transition, PowerState.PAUSED, "E", "D", utcnow())
 
 
-def test_the_service_stamps_a_reported_batch_and_commits_it_at_once(traced, tmp_path):
+@pytest.mark.parametrize(
+    ("reported", "commits"),
+    # A batch in one commit; a burst in groups of at most 64 (Service.MAX_BATCH), the
+    # first committed before the rest are even stamped.
+    [(20, 1), (150, 3)],
+)
+def test_the_service_stamps_a_reported_batch_and_commits_it_in_groups_oldest_first(
+    traced, tmp_path, reported, commits
+):
     outbox, statements = traced
     service = Service(Hypervisor(), outbox, publisher=None, host="compute-1")  # type: ignore[arg-type]
-    names = [f"vm-{i}" for i in range(20)]
+    names = [f"vm-{i}" for i in range(reported)]
 
     service.on_events([observation(name) for name in names])
 
-    assert transactions(statements) == 1
+    assert transactions(statements) == commits
     stored = [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")]
     assert [event.instance_name for event in stored] == names
     assert {(event.host, event.hypervisor, event.resync) for event in stored} == {
@@ -110,7 +118,7 @@ def test_the_service_stamps_a_reported_batch_and_commits_it_at_once(traced, tmp_
     }
     seqs = [event.seq for event in stored]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    assert service.received["pushed"] == 20
+    assert service.received["pushed"] == reported
 
 
 def test_the_log_is_copied_into_the_database_by_the_checkpointer_not_by_the_put(tmp_path):
@@ -143,17 +151,3 @@ def test_a_batch_is_stored_by_one_insert_per_64_rows_not_one_per_row(traced, tmp
     inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO EVENTS")]
     assert len(inserts) == 2  # 64 rows, then 36
     assert [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")] == batch
-
-
-def test_the_service_accepts_a_burst_in_groups_of_at_most_64_oldest_first(traced, tmp_path):
-    outbox, statements = traced
-    service = Service(Hypervisor(), outbox, publisher=None, host="compute-1")  # type: ignore[arg-type]
-    names = [f"vm-{i}" for i in range(150)]
-
-    service.on_events([observation(name) for name in names])
-
-    # The first 64 were committed before the rest were even stamped: three commits.
-    assert transactions(statements) == 3
-    stored = [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")]
-    assert [event.instance_name for event in stored] == names
-    assert service.received["pushed"] == 150
