@@ -167,6 +167,7 @@ GUEST_READERS: Mapping[str, FieldReader] = {
     "instance_name": text_field,
 }
 
+
 @functools.cache
 def _field_names(observation_class: type) -> tuple[str, ...]:
     """The field names of an observation class (``dataclasses.fields`` is slow per call)."""

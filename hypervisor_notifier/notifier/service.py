@@ -28,7 +28,12 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from hypervisor_notifier import events
-from hypervisor_notifier.backends.base import AnyObservation, Backend, BackendListener
+from hypervisor_notifier.backends.base import (
+    AnyObservation,
+    Backend,
+    BackendListener,
+    GuestObservation,
+)
 from hypervisor_notifier.host_events import HostObservation
 from hypervisor_notifier.notifier.host_state import HostConnection
 from hypervisor_notifier.notifier.outbox import Outbox
@@ -126,7 +131,7 @@ class Service:
 
     # -- BackendListener -------------------------------------------------------
 
-    def on_events(self, observations: list[events.Observation]) -> None:
+    def on_events(self, observations: list[GuestObservation]) -> None:
         """Stamp the pushed events and commit them to the outbox together."""
         self._emit_many(observations, resync=False)
 
@@ -141,8 +146,7 @@ class Service:
         listing = self.backend.list_instances()
         now = events.utcnow()
         missed = self.published_states.missed(listing, now)
-        for observation in missed:
-            self._emit(observation, resync=True)
+        self._emit_many(missed, resync=True)
         vanished = sum(1 for o in missed if o.transition is events.Transition.VANISHED)
         LOG.info(
             "resync (%s): %d instances listed, %d changes published (%d vanished), in %.1f ms",
@@ -175,9 +179,6 @@ class Service:
     def _emit_host(self, observation: HostObservation) -> None:
         # Counted by the host connection's own counter, not as an event received.
         self._emit_many([observation], resync=False, counted=False)
-
-    def _emit(self, observation: AnyObservation, *, resync: bool) -> None:
-        self._emit_many([observation], resync=resync)
 
     def _emit_many(
         self,

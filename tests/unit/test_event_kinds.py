@@ -156,7 +156,7 @@ def test_the_service_stamps_every_kind_into_one_sequence_and_keeps_only_states(t
     )
 
     service.on_events([io_error(), guest_change])
-    service._emit(disconnected(), resync=False)
+    service.on_disconnected("end of file")
     outbox.close()
 
     again = SQLiteOutbox(path)

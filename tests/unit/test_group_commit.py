@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hypervisor_notifier import wire
+from hypervisor_notifier.backends.base import InstanceState
 from hypervisor_notifier.events import Observation, PowerState, Transition, utcnow
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
@@ -151,3 +152,31 @@ def test_a_batch_is_stored_by_one_insert_per_64_rows_not_one_per_row(traced, tmp
     inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO EVENTS")]
     assert len(inserts) == 2  # 64 rows, then 36
     assert [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")] == batch
+
+
+class ListedHypervisor(Hypervisor):
+    """A hypervisor whose listing shows ``count`` running guests."""
+
+    def __init__(self, count: int) -> None:
+        self.listing = [
+            InstanceState(f"uuid-{i}", f"vm-{i}", PowerState.RUNNING, "RUNNING")
+            for i in range(count)
+        ]
+
+    def list_instances(self) -> list[InstanceState]:
+        return self.listing
+
+
+def test_a_resync_commits_what_it_found_together_then_says_connected(traced, tmp_path):
+    outbox, statements = traced
+    service = Service(ListedHypervisor(10), outbox, publisher=None, host="compute-1")  # type: ignore[arg-type]
+
+    service.on_resync("connected")
+
+    # The ten guests found running in one commit (not one each), then the host's connected.
+    assert transactions(statements) == 2
+    stored = [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")]
+    assert [e.event_type for e in stored] == ["hypervisor.instance.started"] * 10 + [
+        "hypervisor.host.connected"
+    ]
+    assert all(e.resync for e in stored[:10])
