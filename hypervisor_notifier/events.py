@@ -286,26 +286,12 @@ class Stamp:
 class LifecycleEvent(Observation, Stamp):
     """One guest state change as published: ``hypervisor.instance.<transition>``.
 
-    An :class:`Observation` stamped by the service (:class:`Stamp`); every
-    field is given by keyword.
+    An :class:`Observation` stamped by the service: every field of the two
+    (see their arguments) is given by keyword, and:
 
     Arguments:
-        event_id: See :class:`Stamp`.
-        host: See :class:`Stamp`.
-        hypervisor: See :class:`Stamp`.
-        instance_uuid: The guest's UUID (nova's instance UUID).
-        instance_name: The guest's name on the hypervisor.
-        transition: What happened.
-        power_state: The guest's power state after the change.
-        reason: The backend's raw event name.
-        detail: The backend's raw detail name.
-        occurred_at: When the backend received the event (aware, UTC).
-        details: See :class:`Observation`.
-        seq: See :class:`Stamp`.
         resync: True when a resync synthesized the event (the hypervisor did
             not push it, e.g. it happened while the service was away).
-        schema_version: See :class:`Stamp`.
-        verified: See :class:`Stamp`.
 
     """
 
