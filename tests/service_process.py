@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 TIMEOUT = 30.0
@@ -52,16 +52,12 @@ def healthz(port: int) -> tuple[int, dict]:
 
 
 class ServiceProcess:
-    """``hypervisor-notifier`` running as a child process, its log lines collected.
-
-    ``wrapper`` runs it under another command (``faketime -f -1h``).
-    """
+    """``hypervisor-notifier`` running as a child process, its log lines collected."""
 
     def __init__(
         self,
         config_path: Path,
         *,
-        wrapper: Sequence[str] = (),
         prelude: str = "",
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -69,7 +65,6 @@ class ServiceProcess:
 
         Arguments:
             config_path: Its config file.
-            wrapper: A command it runs under (e.g. ``faketime -f -1h``).
             prelude: Python run first in the child (e.g. to block an import).
             env: Extra environment variables.
 
@@ -78,7 +73,7 @@ class ServiceProcess:
         if prelude:
             command = [sys.executable, "-c", prelude + RUN_SERVICE]
         self.process = subprocess.Popen(
-            [*wrapper, *command, "--config-file", str(config_path)],
+            [*command, "--config-file", str(config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

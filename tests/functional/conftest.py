@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import amqp
@@ -108,8 +108,8 @@ def start_service(
 ) -> Iterator[Callable[..., ServiceProcess]]:
     """Start the service with this test's host and exchange; stop it after.
 
-    ``start(transport_url=..., uri=..., wrapper=(), env=None, **sections)``:
-    ``wrapper`` and ``env`` as :class:`ServiceProcess` takes them.
+    ``start(transport_url=..., uri=..., env=None, **sections)``:
+    ``env`` as :class:`ServiceProcess` takes it.
     """
     started: list[ServiceProcess] = []
 
@@ -117,7 +117,6 @@ def start_service(
         *,
         transport_url: str = BROKER_URL,
         uri: str = LIBVIRT_URI,
-        wrapper: Sequence[str] = (),
         prelude: str = "",
         env: dict[str, str] | None = None,
         **sections: dict[str, str],
@@ -138,7 +137,7 @@ def start_service(
             config.setdefault(section, {}).update(values)
         path = tmp_path / f"notifier-{len(started)}.conf"
         write_config(path, config)
-        service = ServiceProcess(path, wrapper=wrapper, prelude=prelude, env=env)
+        service = ServiceProcess(path, prelude=prelude, env=env)
         started.append(service)
         return service
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import shutil
 import socket
 import sqlite3
 import struct
@@ -27,6 +26,7 @@ from hypervisor_notifier.events import Transition
 from tests.factories import make_event
 from tests.service_process import write_config
 
+from .chaos.injector import FAKETIME_LIB
 from .conftest import LIBVIRT_URI, TIMEOUT
 from .faults import precondition, sentinel_received, wait_for_health
 from .test_status import parse_table
@@ -253,8 +253,8 @@ def test_garbage_in_the_wal_of_a_stopped_service_is_reported_and_kept(
 def test_a_restart_with_the_clock_an_hour_back_is_delivered_in_order(
     make_domain, start_service, subscribe
 ):
-    if not shutil.which("faketime"):
-        pytest.skip("needs faketime (Debian package faketime)")
+    if not FAKETIME_LIB.exists():
+        pytest.skip(f"needs {FAKETIME_LIB} (Debian package faketime)")
     dom = make_domain()
     uuid = dom.UUIDString()
     subscriber, collector = subscribe()
@@ -268,8 +268,14 @@ def test_a_restart_with_the_clock_an_hour_back_is_delivered_in_order(
 
     # NTP stepped the clock back an hour while the service was down: only the wall
     # clock (the monotonic one never steps).
+    # libfaketime preloaded into the service itself: the faketime command would fork
+    # it, and a SIGTERM to the command leaves the service running.
     second = start_service(
-        wrapper=["faketime", "-f", "-1h"], env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        env={
+            "LD_PRELOAD": str(FAKETIME_LIB),
+            "FAKETIME": "-1h",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
     )
     second.wait_for_log("resync (connected):")
     dom.resume()
