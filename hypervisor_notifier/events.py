@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hypervisor_notifier.payload import (
+    SCALAR_TYPES,
     FieldReader,
     MalformedEvent,
     Scalar,
@@ -107,7 +108,6 @@ TRANSITION_FOR_STATE: Mapping[PowerState, Transition] = {
 #: whole lookup); keys of exactly the JSON type, so a bool never finds a power state.
 _TRANSITIONS: Mapping[str, Transition] = {member.value: member for member in Transition}
 _POWER_STATES: Mapping[int, PowerState] = {int(member): member for member in PowerState}
-_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def utcnow() -> datetime.datetime:
@@ -360,7 +360,7 @@ def _from_json_object(
         or type(seq) is not int
         or type(resync) is not bool
         or type(details) is not dict
-        or not all(type(value) in _SCALARS for value in details.values())
+        or not all(type(value) in SCALAR_TYPES for value in details.values())
     ):
         return None
     try:

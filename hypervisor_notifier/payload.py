@@ -21,6 +21,8 @@ FieldReader = Callable[[Mapping[str, Any], str], Any]
 
 #: A value of a ``details`` object: JSON scalars only, so every language reads them alike.
 Scalar = str | int | float | bool | None
+#: The types of a :data:`Scalar`, to check a value against.
+SCALAR_TYPES = (str, int, float, bool, type(None))
 
 
 def payload_object(payload: object) -> Mapping[str, Any]:
@@ -80,7 +82,7 @@ def details_field(payload: Mapping[str, Any]) -> Mapping[str, Scalar]:
     if not isinstance(details, Mapping):
         raise MalformedEvent(f"payload 'details' is {type(details).__name__}, not object")
     for key, value in details.items():
-        if not isinstance(value, str | int | float | bool | type(None)):
+        if not isinstance(value, SCALAR_TYPES):
             raise MalformedEvent(
                 f"payload 'details' {key!r} is {type(value).__name__}, not scalar"
             )

@@ -110,6 +110,14 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
     )
 
 
+#: Every ``event_type`` of ours, and the kind of event it names.
+_KINDS: dict[str, type[WireEvent]] = {
+    **{INSTANCE_EVENT_PREFIX + t.value: LifecycleEvent for t in Transition},
+    **{INSTANCE_EVENT_PREFIX + f.value: FaultEvent for f in Fault},
+    **{HOST_EVENT_PREFIX + c.value: HostEvent for c in HostChange},
+}
+
+
 def event_class(event_type: str) -> type[WireEvent]:
     """The kind of event an ``event_type`` names; raise :class:`MalformedEvent` for none.
 
@@ -117,22 +125,10 @@ def event_class(event_type: str) -> type[WireEvent]:
     ``hypervisor.instance.<fault>`` a fault event, ``hypervisor.host.<change>``
     a host event.
     """
-    if event_type.startswith(INSTANCE_EVENT_PREFIX):
-        name = event_type[len(INSTANCE_EVENT_PREFIX) :]
-        if name in _TRANSITIONS:
-            return LifecycleEvent
-        if name in _FAULTS:
-            return FaultEvent
-    elif event_type[len(HOST_EVENT_PREFIX) :] in _HOST_CHANGES and event_type.startswith(
-        HOST_EVENT_PREFIX
-    ):
-        return HostEvent
-    raise MalformedEvent(f"event_type {event_type[:80]!r} is not one of ours")
-
-
-_TRANSITIONS = frozenset(t.value for t in Transition)
-_FAULTS = frozenset(f.value for f in Fault)
-_HOST_CHANGES = frozenset(c.value for c in HostChange)
+    try:
+        return _KINDS[event_type]
+    except KeyError:
+        raise MalformedEvent(f"event_type {event_type[:80]!r} is not one of ours") from None
 
 
 def decode(
