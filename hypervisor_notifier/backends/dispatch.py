@@ -238,9 +238,7 @@ class DispatchingBackend(Backend):
         and contradict it: the resync tells their guests' state instead. A
         stop request is kept.
         """
-        self._drain()
-        dropped = sum(isinstance(item, HypervisorEvent) for item in self._backlog)
-        self._backlog = collections.deque(item for item in self._backlog if isinstance(item, Stop))
+        dropped = len(self._take_queued_events())
         if dropped:
             LOG.info(
                 "dropped %d events queued from the lost connection of %s: the resync "
@@ -295,12 +293,15 @@ class DispatchingBackend(Backend):
         they happened before the loss, so they are reported before it is
         announced. Only a stop request is kept for later.
         """
-        self._drain()
-        batch = [
-            self._translated(item) for item in self._backlog if isinstance(item, HypervisorEvent)
-        ]
-        self._backlog = collections.deque(item for item in self._backlog if isinstance(item, Stop))
+        batch = [self._translated(item) for item in self._take_queued_events()]
         self._report(listener, [observation for observation in batch if observation is not None])
+
+    def _take_queued_events(self) -> list[HypervisorEvent]:
+        """Take every event queued by now out of the backlog; of the rest, keep a stop request."""
+        self._drain()
+        queued = [item for item in self._backlog if isinstance(item, HypervisorEvent)]
+        self._backlog = collections.deque(item for item in self._backlog if isinstance(item, Stop))
+        return queued
 
     def _take(self) -> None:
         """Move the first items (waiting for them) and every item queued then to the backlog."""

@@ -28,6 +28,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from hypervisor_notifier.host_events import HostChange
+
 if TYPE_CHECKING:
     from hypervisor_notifier.notifier.service import Service
 
@@ -79,8 +81,8 @@ class ServiceCollector:
             "Host events published: hypervisor connection lost (disconnected) or back",
             labels=["change"],
         )
-        for change in ("disconnected", "connected"):
-            host_events.add_metric([change], host.published[change])
+        for change in HostChange:
+            host_events.add_metric([change.value], host.published[change.value])
         yield host_events
         counters = {
             "events_published": ("Messages sent, resends included", publisher.published),

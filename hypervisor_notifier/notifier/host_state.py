@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import enum
 import time
 from collections.abc import Callable
 
@@ -30,15 +29,6 @@ from hypervisor_notifier.host_events import HostChange, HostObservation
 #: ``connected``'s reasons.
 STARTED = "started"
 RECONNECTED = "reconnected"
-
-
-class Said(enum.Enum):
-    """The last thing the bus was told of the connection."""
-
-    #: Nothing yet in this run.
-    NOTHING = "nothing"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
 
 
 class HostConnection:
@@ -53,20 +43,20 @@ class HostConnection:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self.said = Said.NOTHING
+        #: The last host event published in this run; None before the first.
+        self.said: HostChange | None = None
         #: Host events decided, by change (the metric).
         self.published: collections.Counter[str] = collections.Counter()
         self._lost_at: float | None = None
-        self._ever_connected = False
 
     @property
     def connected(self) -> bool:
         """Whether the bus was told the connection is up (and guests are watched)."""
-        return self.said is Said.CONNECTED
+        return self.said is HostChange.CONNECTED
 
     def down_seconds(self) -> float:
         """Seconds since ``disconnected`` was said; 0 while connected or before."""
-        if self.said is not Said.DISCONNECTED or self._lost_at is None:
+        if self.said is not HostChange.DISCONNECTED or self._lost_at is None:
             return 0.0
         return self._clock() - self._lost_at
 
@@ -78,9 +68,9 @@ class HostConnection:
             now: When (aware, UTC).
 
         """
-        if self.said is Said.DISCONNECTED:
+        if self.said is HostChange.DISCONNECTED:
             return None
-        self.said = Said.DISCONNECTED
+        self.said = HostChange.DISCONNECTED
         self._lost_at = self._clock()
         return self._decided(HostObservation(HostChange.DISCONNECTED, reason, now))
 
@@ -96,7 +86,7 @@ class HostConnection:
             now: When (aware, UTC).
 
         """
-        if self.said is Said.CONNECTED:
+        if self.said is HostChange.CONNECTED:
             return None
         details: dict[str, int | float] = {
             "listed": listed,
@@ -105,8 +95,9 @@ class HostConnection:
         }
         if self._lost_at is not None:
             details["down_seconds"] = round(self._clock() - self._lost_at, 3)
-        reason = RECONNECTED if self._ever_connected else STARTED
-        self.said, self._lost_at, self._ever_connected = Said.CONNECTED, None, True
+        # The service's first connected in this run is its start.
+        reason = RECONNECTED if self.published[HostChange.CONNECTED.value] else STARTED
+        self.said, self._lost_at = HostChange.CONNECTED, None
         return self._decided(HostObservation(HostChange.CONNECTED, reason, now, details))
 
     def _decided(self, observation: HostObservation) -> HostObservation:
