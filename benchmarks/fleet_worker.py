@@ -115,7 +115,7 @@ class SimulatedHost:
             PowerState.PAUSED if paused else PowerState.RUNNING,
             "SUSPENDED" if paused else "RESUMED",
             "PAUSED" if paused else "UNPAUSED",
-            utcnow(),
+            occurred_at=utcnow(),
         )
         event = LifecycleEvent.from_observation(
             observation, host=self.host, hypervisor="libvirt", seq=self.seq

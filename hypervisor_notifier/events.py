@@ -6,9 +6,9 @@ can use it on hosts without libvirt-python or pyVmomi.
 
 Two types flow through the service for each kind of event:
 
-- an observation is what a backend saw: :class:`Observation` (one guest
-  changed state), :class:`~hypervisor_notifier.faults.FaultObservation` (a
-  guest fault or device change), :class:`~hypervisor_notifier.host_events.
+- an observation (an :class:`Observed`) is what a backend saw: :class:`Observation`
+  (one guest changed state), :class:`~hypervisor_notifier.faults.FaultObservation`
+  (a guest fault or device change), :class:`~hypervisor_notifier.host_events.
   HostObservation` (the hypervisor connection was lost or is back);
 - an event is what goes on the wire: the observation stamped (:class:`Stamp`)
   by the service with its host, a stable ``event_id`` and a per-host ``seq``:
@@ -131,9 +131,27 @@ def parse_time(text: str) -> datetime.datetime:
     return moment.astimezone(datetime.timezone.utc)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What every kind of observation carries after its own fields, given by keyword.
+
+    Arguments:
+        occurred_at: When the backend received the event (or the service noticed; aware, UTC).
+        details: What else was said, JSON scalars only (libvirt's or vSphere's names kept);
+            doc/source/wire.rst lists each kind's keys.
+
+    """
+
+    #: The event type it is published as (each kind's, set below its event class).
+    event_class: ClassVar[type[Stamp]]
+
+    occurred_at: datetime.datetime
+    details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
+
+
 @dataclasses.dataclass(frozen=True)
-class Observation:
-    """One guest state change, as a backend saw it.
+class Observation(Observed):
+    """One guest state change, as a backend saw it; the time and details: see :class:`Observed`.
 
     Arguments:
         instance_uuid: The guest's UUID (nova's instance UUID).
@@ -142,14 +160,8 @@ class Observation:
         power_state: The guest's power state after the change.
         reason: The backend's raw event name (libvirt ``STOPPED``, ...).
         detail: The backend's raw detail name (libvirt ``SHUTDOWN``, ...).
-        occurred_at: When the backend received the event (aware, UTC).
-        details: What else the hypervisor said (e.g. a panic's details),
-            libvirt's or vSphere's own names kept; JSON scalars only.
 
     """
-
-    #: The event type it is published as (set below the event classes).
-    event_class: ClassVar[type[Stamp]]
 
     instance_uuid: str
     instance_name: str
@@ -157,8 +169,6 @@ class Observation:
     power_state: PowerState
     reason: str
     detail: str
-    occurred_at: datetime.datetime
-    details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
 
 
 #: The payload keys naming the guest of a guest event (lifecycle or fault), first.
@@ -202,8 +212,8 @@ class Stamp:
     verified: bool = dataclasses.field(default=False, compare=False)
 
     if TYPE_CHECKING:
-        # Every kind's observation has them; declared here for the type checker only,
-        # so that they stay where each observation puts them.
+        # Every kind's observation has them (each kind its reason, Observed the rest);
+        # declared here for the type checker only.
         occurred_at: datetime.datetime
         reason: str
         details: Mapping[str, Scalar]
@@ -227,7 +237,7 @@ class Stamp:
     @classmethod
     def from_observation(
         cls: type[StampedEvent],
-        observation: Any,
+        observation: Observed,
         *,
         host: str,
         hypervisor: str,

@@ -11,15 +11,13 @@ the filters, the outbox, signing and ordering of lifecycle events.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import enum
 from collections.abc import Mapping
 from typing import ClassVar
 
-from hypervisor_notifier.events import GUEST_READERS, INSTANCE_EVENT_PREFIX, Stamp
+from hypervisor_notifier.events import GUEST_READERS, INSTANCE_EVENT_PREFIX, Observed, Stamp
 from hypervisor_notifier.payload import (
     FieldReader,
-    Scalar,
     enum_field,
     text_field,
 )
@@ -48,8 +46,12 @@ class Fault(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True)
-class FaultObservation:
+class FaultObservation(Observed):
     """One guest fault, as a backend saw it.
+
+    Its own fields, then :class:`~hypervisor_notifier.events.Observed`'s by
+    keyword: ``occurred_at``, and ``details``, the fault's own fields
+    (doc/source/wire.rst lists them per fault).
 
     Arguments:
         instance_uuid: The guest's UUID (nova's instance UUID).
@@ -57,22 +59,14 @@ class FaultObservation:
         fault: What went wrong.
         reason: The backend's raw event name (libvirt ``WATCHDOG``, ...).
         detail: The backend's raw detail name (libvirt's action, ...); may be empty.
-        occurred_at: When the backend received the event (aware, UTC).
-        details: The fault's own fields (doc/source/wire.rst lists them per
-            fault), libvirt's or vSphere's names kept; JSON scalars only.
 
     """
-
-    #: The event type it is published as (set below).
-    event_class: ClassVar[type[Stamp]]
 
     instance_uuid: str
     instance_name: str
     fault: Fault
     reason: str
     detail: str
-    occurred_at: datetime.datetime
-    details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -12,15 +12,13 @@ name no instance.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import enum
 from collections.abc import Mapping
 from typing import ClassVar
 
-from hypervisor_notifier.events import HOST_EVENT_PREFIX, Stamp
+from hypervisor_notifier.events import HOST_EVENT_PREFIX, Observed, Stamp
 from hypervisor_notifier.payload import (
     FieldReader,
-    Scalar,
     enum_field,
     text_field,
 )
@@ -36,24 +34,21 @@ class HostChange(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
-class HostObservation:
+class HostObservation(Observed):
     """The hypervisor connection changed, as the service saw it.
+
+    Its own fields, then :class:`~hypervisor_notifier.events.Observed`'s by
+    keyword: ``occurred_at`` (when the service noticed), and ``details``
+    (doc/source/wire.rst lists them per change).
 
     Arguments:
         change: What happened.
         reason: Why, in a few words (``end of file``; ``started``, ``reconnected``).
-        occurred_at: When the service noticed (aware, UTC).
-        details: More (doc/source/wire.rst lists them per change); JSON scalars only.
 
     """
 
-    #: The event type it is published as (set below).
-    event_class: ClassVar[type[Stamp]]
-
     change: HostChange
     reason: str
-    occurred_at: datetime.datetime
-    details: Mapping[str, Scalar] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -72,7 +72,7 @@ class HostConnection:
             return None
         self.said = HostChange.DISCONNECTED
         self._lost_at = self._clock()
-        return self._decided(HostObservation(HostChange.DISCONNECTED, reason, now))
+        return self._decided(HostObservation(HostChange.DISCONNECTED, reason, occurred_at=now))
 
     def resynced(
         self, *, listed: int, changed: int, vanished: int, now: datetime.datetime
@@ -98,7 +98,9 @@ class HostConnection:
         # The service's first connected in this run is its start.
         reason = RECONNECTED if self.published[HostChange.CONNECTED.value] else STARTED
         self.said, self._lost_at = HostChange.CONNECTED, None
-        return self._decided(HostObservation(HostChange.CONNECTED, reason, now, details))
+        return self._decided(
+            HostObservation(HostChange.CONNECTED, reason, occurred_at=now, details=details)
+        )
 
     def _decided(self, observation: HostObservation) -> HostObservation:
         self.published[observation.change.value] += 1

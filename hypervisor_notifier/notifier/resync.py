@@ -81,7 +81,7 @@ class PublishedStates:
                     instance.power_state,
                     RESYNC_REASON,
                     instance.state,
-                    now,
+                    occurred_at=now,
                 )
             )
         forgotten = []
@@ -100,8 +100,8 @@ class PublishedStates:
                     PowerState.NOSTATE,
                     RESYNC_REASON,
                     MISSING_DETAIL,
-                    now,
-                    {LAST_POWER_STATE: int(power_state)},
+                    occurred_at=now,
+                    details={LAST_POWER_STATE: int(power_state)},
                 )
             )
         if forgotten:

@@ -106,15 +106,14 @@ def test_history_shows_when_a_hosts_guests_were_unknown_and_its_faults(
 
     publisher = start_publisher(history=(stream, wire.stream_arguments("1h", 10**8)))
     guest = make_event(host=names["host"], seq=1)
-    sent = [
-        guest,
-        stamped(HostEvent, HostObservation(HostChange.DISCONNECTED, "end of file", utcnow()), 2),
-        stamped(HostEvent, HostObservation(HostChange.CONNECTED, "reconnected", utcnow(),
-                                           {"listed": 1, "changed": 0, "vanished": 0}), 3),
-        stamped(FaultEvent, FaultObservation(guest.instance_uuid, guest.instance_name,
-                                             Fault.WATCHDOG, "WATCHDOG", "RESET", utcnow(),
-                                             {"action": "reset"}), 4),
-    ]  # fmt: skip
+    lost = HostObservation(HostChange.DISCONNECTED, "end of file", occurred_at=utcnow())
+    back = HostObservation(HostChange.CONNECTED, "reconnected", occurred_at=utcnow(),
+                           details={"listed": 1, "changed": 0, "vanished": 0})  # fmt: skip
+    reset = FaultObservation(guest.instance_uuid, guest.instance_name, Fault.WATCHDOG,
+                             "WATCHDOG", "RESET", occurred_at=utcnow(),
+                             details={"action": "reset"})  # fmt: skip
+    sent = [guest, stamped(HostEvent, lost, 2), stamped(HostEvent, back, 3),
+            stamped(FaultEvent, reset, 4)]  # fmt: skip
     publisher.send(*sent)
     command = [sys.executable, "-m", "hypervisor_notifier.cmd.events", "history", "--since",
                "10m", "--exchange", names["exchange"], "--stream", stream]  # fmt: skip

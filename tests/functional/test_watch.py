@@ -137,7 +137,7 @@ def read_all(terminal: int) -> str:
 
 def test_watch_prints_host_events_with_their_own_line(broker, names):
     lost = HostEvent.from_observation(
-        HostObservation(HostChange.DISCONNECTED, "keepalive timeout", utcnow()),
+        HostObservation(HostChange.DISCONNECTED, "keepalive timeout", occurred_at=utcnow()),
         host=names["host"], hypervisor="libvirt", seq=2,
     )  # fmt: skip
     watch = start_watch(names, "--host", names["host"], "--kind", "host", "--count", "1")

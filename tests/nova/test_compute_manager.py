@@ -245,7 +245,7 @@ class AdapterInComputeManagerTest(test.TestCase):
         seq = self.bus.event().seq  # the host's next seq
         self.bus.publish(
             HostEvent.from_observation(  # type: ignore[arg-type]
-                HostObservation(change, reason, utcnow()),
+                HostObservation(change, reason, occurred_at=utcnow()),
                 host=self.host, hypervisor="libvirt", seq=seq,
             )
         )  # fmt: skip

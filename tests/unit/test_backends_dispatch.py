@@ -78,9 +78,8 @@ class FakeBackend(dispatch.DispatchingBackend):
             raise KeyError(item.name)
         if not item.reported:
             return None
-        return Observation(
-            item.name, item.name, Transition.PAUSED, PowerState.PAUSED, "E", "D", OCCURRED
-        )
+        return Observation(item.name, item.name, Transition.PAUSED, PowerState.PAUSED, "E", "D",
+                           occurred_at=OCCURRED)  # fmt: skip
 
     def _wait_for_items(self) -> list[dispatch.QueueItem]:
         if self.poll_error is not None:

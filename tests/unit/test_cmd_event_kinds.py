@@ -18,7 +18,7 @@ INSTANCE_UUID = "6e9a4d5c-1b2f-4a8e-b3c7-d0e1f2a3b4c5"
 def host_event(change: HostChange = HostChange.DISCONNECTED, **details) -> HostEvent:
     reason = "end of file" if change is HostChange.DISCONNECTED else "reconnected"
     return HostEvent.from_observation(
-        HostObservation(change, reason, utcnow(), details),
+        HostObservation(change, reason, occurred_at=utcnow(), details=details),
         host="compute1.example.org", hypervisor="libvirt", seq=41,
     )  # fmt: skip
 
@@ -26,7 +26,8 @@ def host_event(change: HostChange = HostChange.DISCONNECTED, **details) -> HostE
 def fault_event(instance_uuid: str = INSTANCE_UUID) -> FaultEvent:
     return FaultEvent.from_observation(
         FaultObservation(instance_uuid, "instance-0000002a", Fault.IO_ERROR, "IO_ERROR_REASON",
-                         "PAUSE", utcnow(), {"device": "vda", "error": "enospc"}),
+                         "PAUSE", occurred_at=utcnow(),
+                         details={"device": "vda", "error": "enospc"}),
         host="compute1.example.org", hypervisor="libvirt", seq=42,
     )  # fmt: skip
 

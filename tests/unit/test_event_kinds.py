@@ -13,6 +13,7 @@ from hypervisor_notifier.events import (
     LifecycleEvent,
     MalformedEvent,
     Observation,
+    Observed,
     PowerState,
     Transition,
     utcnow,
@@ -29,14 +30,14 @@ KEY = b"k" * 32
 
 def io_error(**details) -> FaultObservation:
     return FaultObservation(
-        "uuid-1", "vm-1", Fault.IO_ERROR, "IO_ERROR_REASON", "PAUSE",
-        utcnow(), {"device": "vda", "path": "/x/disk.img", "action": "pause", "error": "enospc",
-                   **details},
+        "uuid-1", "vm-1", Fault.IO_ERROR, "IO_ERROR_REASON", "PAUSE", occurred_at=utcnow(),
+        details={"device": "vda", "path": "/x/disk.img", "action": "pause", "error": "enospc",
+                 **details},
     )  # fmt: skip
 
 
 def disconnected() -> HostObservation:
-    return HostObservation(HostChange.DISCONNECTED, "end of file", utcnow())
+    return HostObservation(HostChange.DISCONNECTED, "end of file", occurred_at=utcnow())
 
 
 def stamp(observation: AnyObservation, seq: int = 7):
@@ -151,9 +152,8 @@ def test_the_service_stamps_every_kind_into_one_sequence_and_keeps_only_states(t
     path = str(tmp_path / "outbox.sqlite")
     outbox = SQLiteOutbox(path)
     service = Service(Hypervisor(), outbox, publisher=None, host="compute1")  # type: ignore[arg-type]
-    guest_change = Observation(
-        "uuid-2", "vm-2", Transition.PAUSED, PowerState.PAUSED, "SUSPENDED", "PAUSED", utcnow()
-    )
+    guest_change = Observation("uuid-2", "vm-2", Transition.PAUSED, PowerState.PAUSED,
+                               "SUSPENDED", "PAUSED", occurred_at=utcnow())  # fmt: skip
 
     service.on_events([io_error(), guest_change])
     service.on_disconnected("end of file")
@@ -167,3 +167,27 @@ def test_the_service_stamps_every_kind_into_one_sequence_and_keeps_only_states(t
         assert set(again.known_states()) == {"uuid-2"}
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(
+    ("observation", "own"),
+    [
+        (Observation, ("u", "vm", Transition.STARTED, PowerState.RUNNING, "STARTED", "BOOTED")),
+        (FaultObservation, ("u", "vm", Fault.WATCHDOG, "WATCHDOG", "RESET")),
+        (HostObservation, (HostChange.DISCONNECTED, "end of file")),
+    ],
+)
+def test_every_kind_of_observation_takes_when_and_what_else_by_keyword(observation, own):
+    # Observed declares them once: after each kind's own fields, never mistaken for one.
+    now = utcnow()
+    with pytest.raises(TypeError):
+        observation(*own, now)
+
+    seen = observation(*own, occurred_at=now)
+    told = observation(*own, occurred_at=now, details={"action": "reset"})
+    event = stamp(told)
+
+    assert isinstance(seen, Observed) and seen.details == {}
+    assert (event.occurred_at, event.details) == (now, {"action": "reset"})
+    # A mapping is no hash key: observations with details are still hashable.
+    assert hash(told) == hash(seen) and told != seen

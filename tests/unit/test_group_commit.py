@@ -93,7 +93,9 @@ class Hypervisor:
 
 
 def observation(name: str, transition: Transition = Transition.PAUSED) -> Observation:
-    return Observation(f"uuid-{name}", name, transition, PowerState.PAUSED, "E", "D", utcnow())
+    return Observation(
+        f"uuid-{name}", name, transition, PowerState.PAUSED, "E", "D", occurred_at=utcnow()
+    )
 
 
 @pytest.mark.parametrize(

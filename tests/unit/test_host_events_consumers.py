@@ -31,7 +31,7 @@ class Client:
 
 def host_event(change: HostChange, seq: int) -> HostEvent:
     return HostEvent.from_observation(
-        HostObservation(change, "end of file", utcnow()),
+        HostObservation(change, "end of file", occurred_at=utcnow()),
         host="compute1", hypervisor="libvirt", seq=seq,
     )  # fmt: skip
 

@@ -218,9 +218,8 @@ class HostEventsMachine(RuleBasedStateMachine):
     @rule()
     def pushed(self) -> None:
         for guest in list(self.hypervisor.guests)[:1]:
-            rebooted = Observation(
-                guest, "vm", Transition.REBOOTED, PowerState.RUNNING, "REBOOT", "", utcnow()
-            )
+            rebooted = Observation(guest, "vm", Transition.REBOOTED, PowerState.RUNNING,
+                                   "REBOOT", "", occurred_at=utcnow())  # fmt: skip
             self.service.on_events([rebooted])
 
     @invariant()

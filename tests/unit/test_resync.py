@@ -48,8 +48,9 @@ def expected(
 ) -> Observation:
     """The observation a resync should make: reason RESYNC, at the resync's time."""
     return Observation(
-        instance_uuid, "instance-0000002a", transition, power_state, "RESYNC", detail, NOW
-    )
+        instance_uuid, "instance-0000002a", transition, power_state, "RESYNC", detail,
+        occurred_at=NOW,
+    )  # fmt: skip
 
 
 def test_the_first_resync_reports_every_listed_instance_but_those_without_state():
@@ -104,7 +105,7 @@ def test_a_vanished_instance_is_reported_vanished_never_stopped_once_then_forgot
     # Not a stop: nothing says it stopped; where it is and whether it runs is unknown.
     assert vanished == Observation(
         instance.instance_uuid, "instance-0000002a", Transition.VANISHED, PowerState.NOSTATE,
-        "RESYNC", "MISSING", NOW, {"last_power_state": int(last_published)},
+        "RESYNC", "MISSING", occurred_at=NOW, details={"last_power_state": int(last_published)},
     )  # fmt: skip
     assert resync(published, []) == []
     assert len(published) == 0

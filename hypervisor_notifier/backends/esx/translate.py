@@ -164,7 +164,7 @@ def lifecycle(
 ) -> events.Observation:
     """A lifecycle observation of ``vm``."""
     return events.Observation(
-        vm.uuid, vm.name, transition, power_state, reason, detail, events.utcnow()
+        vm.uuid, vm.name, transition, power_state, reason, detail, occurred_at=events.utcnow()
     )
 
 
@@ -173,7 +173,9 @@ def fault(
 ) -> FaultObservation:
     """A fault observation of ``vm``; a detail given as None is left out (vSphere did not say)."""
     known = {key: value for key, value in details.items() if value is not None}
-    return FaultObservation(vm.uuid, vm.name, kind, reason, detail, events.utcnow(), known)
+    return FaultObservation(
+        vm.uuid, vm.name, kind, reason, detail, occurred_at=events.utcnow(), details=known
+    )
 
 
 def _ha_reset(event: Any, vm: Vm, kind: str) -> FaultObservation:

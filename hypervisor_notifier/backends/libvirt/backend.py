@@ -195,8 +195,8 @@ class LibvirtBackend(dispatch.DispatchingBackend):
             power_state,
             translation.reason,
             translation.detail,
-            item.occurred_at,
-            details,
+            occurred_at=item.occurred_at,
+            details=details,
         )
 
     def _fault(self, item: DomainEvent, fault: FaultTranslation) -> FaultObservation | None:
@@ -208,8 +208,8 @@ class LibvirtBackend(dispatch.DispatchingBackend):
             fault.fault,
             fault.reason,
             fault.detail,
-            item.occurred_at,
-            fault.details,
+            occurred_at=item.occurred_at,
+            details=fault.details,
         )
 
     def _reported(self, dom: libvirt.virDomain, name: str) -> bool:
