@@ -34,10 +34,12 @@ import threading
 import time
 import uuid
 
+from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import LifecycleEvent, Subscriber, SubscriberGroup
 from hypervisor_notifier.events import Observation, PowerState, Transition, utcnow
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
+from hypervisor_notifier.tls import BrokerAccess
 from hypervisor_notifier.transport_url import TransportURL
 
 SETTLE_TIMEOUT = 60.0
@@ -89,8 +91,10 @@ class SimulatedHost:
         common = {"exchange": settings["exchange"], "topic": settings["topic"],
                   "queue_type": settings["queue_type"]}  # fmt: skip
         if settings["role"] == "publish":
-            self.publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
-                                       reconnect_interval_max=5.0, **common)  # fmt: skip
+            access = BrokerAccess(TransportURL.parse(url))
+            self.publisher = Publisher(MemoryOutbox(), access=access, host=host,
+                                       topology=wire.Topology(**common),
+                                       reconnect_interval_max=5.0)  # fmt: skip
             self.publisher.observe_latency = self.confirms.append
         else:
             self.subscriber = Subscriber(url, self.on_event, host=host, prefetch_count=50,

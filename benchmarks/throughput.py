@@ -74,6 +74,7 @@ from hypervisor_notifier.notifier.outbox import MemoryOutbox, Outbox
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.signing import Signer, Verifier
+from hypervisor_notifier.tls import BrokerAccess
 from hypervisor_notifier.transport_url import TransportURL
 
 TOPIC = "hypervisor_events"
@@ -138,10 +139,9 @@ def measure_ours(run_id: str, label: str, outbox: Outbox, count: int, batch: int
     queue = wire.host_queue_name(TOPIC, host)
     publisher = Publisher(
         outbox,
-        url=TransportURL.parse(TRANSPORT_URL),
+        access=BrokerAccess(TransportURL.parse(TRANSPORT_URL)),
         host=host,
-        exchange=exchange,
-        topic=TOPIC,
+        topology=wire.Topology(exchange, TOPIC),
         confirm_window=CONFIRM_WINDOW,
     )
     events = EventMaker(host)

@@ -3,7 +3,8 @@
 The broker's certificate is always verified, against ``ca_file`` (or the
 system's CA store), and its name checked against the host name of the
 transport URL. A client certificate is optional (for brokers that require
-one, or authenticate with it).
+one, or authenticate with it). :class:`BrokerAccess` pairs them with the
+transport URL, which says whether TLS is used at all.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import dataclasses
 import os
 import ssl
 from typing import Any
+
+from hypervisor_notifier.transport_url import BrokerHost, TransportURL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,3 +75,24 @@ class TLSSettings:
             options["certfile"] = self.cert_file
             options["keyfile"] = self.key_file
         return options
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerAccess:
+    """How a client reaches the broker(s): their URL, and the TLS files if the URL asks for TLS.
+
+    Publisher, subscriber, history reader and preflight all connect with it,
+    so TLS is used exactly when the URL says so (``rabbits://``, ``ssl=1``).
+
+    Arguments:
+        url: The broker(s), in failover order.
+        tls: The certificates, used only if ``url.tls``.
+
+    """
+
+    url: TransportURL
+    tls: TLSSettings = TLSSettings()
+
+    def amqp_ssl(self, broker: BrokerHost) -> dict[str, Any] | bool:
+        """py-amqp's (and kombu's) ``ssl`` argument for ``broker``: False without TLS."""
+        return self.tls.amqp_ssl(broker.hostname) if self.url.tls else False

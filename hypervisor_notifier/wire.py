@@ -4,7 +4,8 @@ Part of the public wire contract (doc/source/wire.rst). Publisher and consumer b
 use it, so the two sides cannot disagree; it imports no hypervisor binding.
 
 - Exchange: a durable topic exchange (``[publisher] exchange``).
-- Routing key: ``<topic>.<host>.info``.
+- Routing key: ``<topic>.<host>.info``. The exchange, the topic and the queue
+  type, as both sides take them: :class:`Topology`.
 - Body: the oslo.messaging ``messagingv2`` envelope around a notification
   whose ``event_type`` names the kind of event (:data:`WireEvent`) and whose
   ``payload`` is the event's ``to_payload()``.
@@ -12,6 +13,7 @@ use it, so the two sides cannot disagree; it imports no hypervisor binding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +76,45 @@ def queue_arguments(queue_type: str) -> dict[str, Any]:
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue type {queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """Where the events travel on the broker: what publisher and subscribers must agree on.
+
+    Arguments:
+        exchange: The durable topic exchange (``[publisher] exchange``).
+        topic: The first word of every routing key (``[publisher] topic``).
+        queue_type: ``classic`` or ``quorum``: every durable per-host queue's.
+
+    Raises:
+        ValueError: ``queue_type`` is neither.
+
+    """
+
+    exchange: str = "hypervisor"
+    topic: str = "hypervisor_events"
+    queue_type: str = "classic"
+
+    def __post_init__(self) -> None:
+        queue_arguments(self.queue_type)  # refused here, not by the broker later
+
+    def routing_key(self, host: str) -> str:
+        """The routing key ``host`` publishes with (:func:`routing_key`)."""
+        return routing_key(self.topic, host)
+
+    def binding_key(self, host: str | None) -> str:
+        """The binding key of ``host``'s events, or every host's (:func:`binding_key`)."""
+        return binding_key(self.topic, host)
+
+    def host_queue(self, host: str) -> str:
+        """The durable queue of ``host``'s events (:func:`host_queue_name`)."""
+        return host_queue_name(self.topic, host)
+
+    @property
+    def queue_arguments(self) -> dict[str, Any]:
+        """The ``x-arguments`` every durable queue of the events is declared with."""
+        return queue_arguments(self.queue_type)
 
 
 def stream_arguments(max_age: str, max_bytes: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from hypervisor_notifier.events import LifecycleEvent, PowerState, Transition
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.signing import Signer
+from hypervisor_notifier.tls import BrokerAccess
 from hypervisor_notifier.transport_url import TransportURL
 from tests.broker import BROKER_URL, delete_bus, unique
 from tests.broker import connection as broker_connection
@@ -58,10 +59,9 @@ class Bus(fixtures.Fixture):
         """Another real publisher for ``host`` signing with ``signer`` (stopped at cleanup)."""
         publisher = Publisher(
             MemoryOutbox(signer=signer),
-            url=TransportURL.parse(BROKER_URL),
+            access=BrokerAccess(TransportURL.parse(BROKER_URL)),
             host=host,
-            exchange=self.exchange,
-            topic=self.topic,
+            topology=wire.Topology(self.exchange, self.topic),
         )
         publisher.start()
         self.addCleanup(publisher.stop, 5.0)

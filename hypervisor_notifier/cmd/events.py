@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except (ValueError, config.ConfigError) as exc:
         return print_error(PROG, ValueError(mask_secrets(str(exc))))
-    tls = settings.tls
+    tls = settings.access.tls
     if args.ssl_ca_file:
         tls = dataclasses.replace(tls, ca_file=args.ssl_ca_file)
     if args.command == "history" or args.since:

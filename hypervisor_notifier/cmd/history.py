@@ -13,8 +13,8 @@ from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.conf import publisher as publisher_conf
 from hypervisor_notifier.consumer.history import HistoryReader, parse_since
 from hypervisor_notifier.signing import Verifier
-from hypervisor_notifier.tls import TLSSettings
-from hypervisor_notifier.transport_url import describe_error
+from hypervisor_notifier.tls import BrokerAccess, TLSSettings
+from hypervisor_notifier.transport_url import TransportURL, describe_error
 from hypervisor_notifier.wire import WireEvent
 
 
@@ -56,7 +56,11 @@ def replay(
         since = parse_since(args.since)
     except ValueError as exc:
         return print_error(prog, exc)
-    reader = HistoryReader(url, stream, verifier=verifier, tls=tls)
+    try:
+        access = BrokerAccess(TransportURL.parse(url), tls)
+    except ValueError as exc:
+        return print_error(prog, exc)
+    reader = HistoryReader(access, stream, verifier=verifier)
 
     def matches(event: WireEvent) -> bool:
         # Which instance, transition and kind: ``show`` chooses (it is the watch's printer).

@@ -27,8 +27,7 @@ import amqp
 from hypervisor_notifier import wire
 from hypervisor_notifier.events import MalformedEvent, utcnow
 from hypervisor_notifier.signing import Verifier
-from hypervisor_notifier.tls import TLSSettings
-from hypervisor_notifier.transport_url import TransportURL
+from hypervisor_notifier.tls import BrokerAccess
 from hypervisor_notifier.wire import WireEvent
 
 LOG = logging.getLogger(__name__)
@@ -51,25 +50,18 @@ class HistoryReader:
     """Read a history stream from a moment on.
 
     Arguments:
-        transport_url: The broker(s) holding the stream (the first that answers is read).
+        access: The broker(s) holding the stream (the first that answers is
+            read), and the TLS files.
         stream: The stream's name (``[publisher] history_stream``).
-        verifier: Show only events signed by its keys; None: any well-formed event.
-        tls: Certificates for a TLS URL.
+        verifier: Show only events signed by its keys; None: any well-formed
+            event (no default: showing unsigned events is the caller's choice).
 
     """
 
-    def __init__(
-        self,
-        transport_url: str,
-        stream: str,
-        *,
-        verifier: Verifier | None = None,
-        tls: TLSSettings | None = None,
-    ) -> None:
-        self.url = TransportURL.parse(transport_url)
+    def __init__(self, access: BrokerAccess, stream: str, *, verifier: Verifier | None) -> None:
+        self.access = access
         self.stream = stream
         self.verifier = verifier
-        self.tls = tls or TLSSettings()
         self.stats = HistoryStats()
 
     def replay(
@@ -124,11 +116,12 @@ class HistoryReader:
 
     def _connect(self) -> amqp.Connection:
         last: Exception | None = None
-        for broker in self.url.hosts:
+        url = self.access.url
+        for broker in url.hosts:
             connection = amqp.Connection(
                 broker.address, userid=broker.username, password=broker.password,
-                virtual_host=self.url.virtual_host, connect_timeout=5,
-                ssl=self.tls.amqp_ssl(broker.hostname) if self.url.tls else False,
+                virtual_host=url.virtual_host, connect_timeout=5,
+                ssl=self.access.amqp_ssl(broker),
             )  # fmt: skip
             try:
                 connection.connect()

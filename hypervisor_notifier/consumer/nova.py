@@ -290,7 +290,7 @@ def _register(driver: Any, callback: Any, conf: cfg.ConfigOpts, original: Any) -
         "queue %r on %s, %s, stopped hold %.1f s, %s mode; the %s driver's own "
         "lifecycle events are discarded; %s",
         source.host,
-        source.subscriber.exchange,
+        source.subscriber.topology.exchange,
         source.subscriber.queue_name,
         source.subscriber.url.masked(),
         f"signed events only (key ids {', '.join(source.verifier.key_ids)})"

@@ -37,7 +37,7 @@ from hypervisor_notifier.consumer.dispatcher import (
 from hypervisor_notifier.consumer.intake import BulkConsumerMixin, RawConsumer
 from hypervisor_notifier.consumer.state import ConsumerState
 from hypervisor_notifier.signing import Verifier
-from hypervisor_notifier.tls import TLSSettings
+from hypervisor_notifier.tls import BrokerAccess, TLSSettings
 from hypervisor_notifier.transport_url import TransportURL, describe_error
 
 LOG = logging.getLogger(__name__)
@@ -165,21 +165,20 @@ class Subscriber(BulkConsumerMixin):
     ) -> None:
         if host is None and queue is None and not exclusive:
             raise ValueError("subscribing to every host needs a queue name, or exclusive=True")
-        self.url = TransportURL.parse(transport_url)
-        if force_tls:
-            self.url = dataclasses.replace(self.url, tls=True)
-        self.tls = TLSSettings(ssl_ca_file, ssl_cert_file, ssl_key_file)
-        self.tls.check()
+        url = TransportURL.parse(transport_url)
+        tls = TLSSettings(ssl_ca_file, ssl_cert_file, ssl_key_file)
+        tls.check()
+        self.access = BrokerAccess(dataclasses.replace(url, tls=True) if force_tls else url, tls)
         self.verifier = verifier
         self.callback = callback
         self.host = host
-        self.exchange = exchange
-        self.binding_key = wire.binding_key(topic, host)
+        #: The publishers' names and queue type: the same value they publish with.
+        self.topology = wire.Topology(exchange, topic, queue_type)
+        self.binding_key = self.topology.binding_key(host)
         if exclusive:
             self.queue_name = queue or f"{topic}.subscriber.{uuid.uuid4().hex[:12]}"
         else:
-            self.queue_name = queue or wire.host_queue_name(topic, host or "")
-        self.queue_arguments = wire.queue_arguments(queue_type)
+            self.queue_name = queue or self.topology.host_queue(host or "")
         self.exclusive = exclusive
         self.prefetch_count = prefetch_count
         self.poll_interval = poll_interval
@@ -225,6 +224,11 @@ class Subscriber(BulkConsumerMixin):
             self._thread.join(timeout)
 
     @property
+    def url(self) -> TransportURL:
+        """The broker(s) it consumes from."""
+        return self.access.url
+
+    @property
     def should_stop(self) -> bool:  # type: ignore[override]
         """ConsumerMixin's stop flag: :meth:`stop` was called."""
         return self._stopping.is_set()
@@ -257,7 +261,7 @@ class Subscriber(BulkConsumerMixin):
     def create_connection(self) -> kombu.Connection:
         """A new connection to the URL's hosts, in order (kombu fails over between them)."""
         self._host_index = 0
-        self._ssl = self.tls.amqp_ssl(self.url.hosts[0].hostname) if self.url.tls else None
+        self._ssl = self.access.amqp_ssl(self.url.hosts[0]) or None
         return kombu.Connection(
             self.url.kombu_urls(),
             ssl=self._ssl if self._ssl is not None else False,
@@ -285,7 +289,7 @@ class Subscriber(BulkConsumerMixin):
         """The one consumer of the queue, its exchange checked first."""
         self._ensure_exchange(channel.connection)
         exchange = kombu.Exchange(
-            self.exchange, type="topic", durable=True, auto_delete=False, passive=True
+            self.topology.exchange, type="topic", durable=True, auto_delete=False, passive=True
         )
         queue = kombu.Queue(
             self.queue_name,
@@ -294,7 +298,7 @@ class Subscriber(BulkConsumerMixin):
             durable=not self.exclusive,
             exclusive=self.exclusive,
             auto_delete=self.exclusive,
-            queue_arguments=None if self.exclusive else self.queue_arguments,
+            queue_arguments=None if self.exclusive else self.topology.queue_arguments,
         )
         return [
             RawConsumer(
@@ -364,14 +368,15 @@ class Subscriber(BulkConsumerMixin):
 
     def _ensure_exchange(self, connection: amqp.Connection) -> None:
         """Check the exchange exists; declare it only if not (needs configure permission)."""
+        exchange = self.topology.exchange
         channel = connection.channel()
         try:
-            channel.exchange_declare(self.exchange, "topic", passive=True)
+            channel.exchange_declare(exchange, "topic", passive=True)
         except amqp.exceptions.NotFound:
             # The broker closed that channel. No publisher has run yet.
             channel = connection.channel()
-            channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
-            LOG.info("declared exchange %r: no publisher had yet", self.exchange)
+            channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+            LOG.info("declared exchange %r: no publisher had yet", exchange)
         finally:
             channel.close()
 

@@ -15,31 +15,30 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.notifier import publishframes
 from hypervisor_notifier.notifier.framewriter import BatchingWriter, FrameWriterFactory
 from hypervisor_notifier.notifier.outbox import Entry
-from hypervisor_notifier.tls import TLSSettings
-from hypervisor_notifier.transport_url import BrokerHost, TransportURL
+from hypervisor_notifier.tls import BrokerAccess
+from hypervisor_notifier.transport_url import BrokerHost
 
 #: Errors after which the connection is dropped and re-established.
 CONNECTION_ERRORS = (OSError, amqp.exceptions.AMQPError)
 
 
 def open_connection(
-    url: TransportURL,
+    access: BrokerAccess,
     broker: BrokerHost,
     *,
     name: str,
     timeout: float,
     heartbeat: int,
-    tls: TLSSettings,
     frames: FrameWriterFactory,
     on_blocked: Callable[[str], None],
     on_unblocked: Callable[[], None],
 ) -> amqp.Connection:
-    """An unconnected ``amqp.Connection`` to ``broker`` (one of ``url``'s hosts)."""
+    """An unconnected ``amqp.Connection`` to ``broker`` (one of ``access.url``'s hosts)."""
     return amqp.Connection(
         host=broker.address,
         userid=broker.username,
         password=broker.password,
-        virtual_host=url.virtual_host,
+        virtual_host=access.url.virtual_host,
         connect_timeout=timeout,
         write_timeout=timeout,
         heartbeat=heartbeat,
@@ -47,7 +46,7 @@ def open_connection(
         on_blocked=on_blocked,
         on_unblocked=on_unblocked,
         frame_writer=frames,
-        ssl=tls.amqp_ssl(broker.hostname) if url.tls else False,
+        ssl=access.amqp_ssl(broker),
     )
 
 

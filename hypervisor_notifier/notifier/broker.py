@@ -17,7 +17,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.conf import ConfigError, where
 from hypervisor_notifier.conf import oslo_messaging as oslo_messaging_conf
 from hypervisor_notifier.conf import publisher as publisher_conf
-from hypervisor_notifier.tls import TLSSettings
+from hypervisor_notifier.tls import BrokerAccess, TLSSettings
 from hypervisor_notifier.transport_url import TransportURL
 
 TLS_FILES = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
@@ -28,8 +28,8 @@ class BrokerSettings:
     """Where and how to publish.
 
     Arguments:
-        url: The brokers (TLS when the URL or ``[oslo_messaging_rabbit] ssl`` says so).
-        tls: The TLS files, checked readable.
+        access: The brokers (TLS when the URL or ``[oslo_messaging_rabbit] ssl``
+            says so) and the TLS files, checked readable.
         queue_type: ``classic`` or ``quorum``.
         heartbeat: AMQP heartbeat, in seconds (0: none).
         sources: One line naming each setting's value and source; no password.
@@ -38,8 +38,7 @@ class BrokerSettings:
 
     """
 
-    url: TransportURL
-    tls: TLSSettings
+    access: BrokerAccess
     queue_type: str
     heartbeat: int
     sources: str
@@ -72,8 +71,7 @@ def from_conf(conf: cfg.ConfigOpts) -> BrokerSettings:
         if settings[name].value is not None:
             described.append(f"{name} {settings[name].value}{_from(settings[name])}")
     return BrokerSettings(
-        url=url,
-        tls=tls,
+        access=BrokerAccess(url, tls),
         queue_type=settings["queue_type"].value,
         heartbeat=settings["heartbeat"].value,
         sources="; ".join(described),
@@ -105,16 +103,13 @@ def publisher_arguments(conf: cfg.ConfigOpts) -> dict[str, Any]:
         arguments = wire.stream_arguments(opts.history_max_age, opts.history_max_bytes)
         history = (opts.history_stream, arguments)
     return {
-        "url": settings.url,
+        "access": settings.access,
         "host": conf.host,
-        "exchange": opts.exchange,
-        "topic": opts.topic,
-        "queue_type": settings.queue_type,
+        "topology": wire.Topology(opts.exchange, opts.topic, settings.queue_type),
         "declare_host_queue": opts.declare_host_queue,
         "confirm_window": opts.confirm_window,
         "heartbeat": settings.heartbeat,
         "connect_timeout": opts.connect_timeout,
         "reconnect_interval_max": opts.reconnect_interval_max,
-        "tls": settings.tls,
         "history": history,
     }

@@ -168,7 +168,8 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
         settings = broker_settings.from_conf(conf)
     except config.ConfigError as exc:
         return [Check("broker", Result.FAILURE, str(exc))]
-    url, tls = settings.url, settings.tls
+    access = settings.access
+    url = access.url
     checks, reachable = [], None
     for broker in url.hosts:
         name = f"broker {broker.address}"
@@ -179,7 +180,7 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float) -> list[Check]:
             virtual_host=url.virtual_host,
             connect_timeout=timeout,
             client_properties={"connection_name": f"hypervisor-notifier-status {conf.host}"},
-            ssl=tls.amqp_ssl(broker.hostname) if url.tls else False,
+            ssl=access.amqp_ssl(broker),
         )
         try:
             connection.connect()

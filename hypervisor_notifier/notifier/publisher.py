@@ -65,28 +65,25 @@ from hypervisor_notifier.notifier.confirms import ConfirmTracker
 from hypervisor_notifier.notifier.framewriter import FrameWriterFactory
 from hypervisor_notifier.notifier.outbox import Entry, Outbox
 from hypervisor_notifier.notifier.refusals import Refusals
-from hypervisor_notifier.tls import TLSSettings
-from hypervisor_notifier.transport_url import TransportURL, describe_error
+from hypervisor_notifier.tls import BrokerAccess
+from hypervisor_notifier.transport_url import BrokerHost, describe_error
 
 LOG = logging.getLogger(__name__)
 
 
 class Publisher:
-    """Publish outbox entries to ``exchange`` with routing key ``<topic>.<host>.info``.
+    """Publish outbox entries to the exchange with routing key ``<topic>.<host>.info``.
 
     Arguments:
         outbox: Where entries wait; they leave it once confirmed.
-        url: The broker(s) to publish to.
+        access: The broker(s) to publish to, and the TLS files.
         host: This compute host: the routing key and per-host queue name.
-        exchange: The durable topic exchange.
-        topic: First word of the routing key.
-        queue_type: ``classic`` or ``quorum``, for the per-host queue.
+        topology: The exchange, the topic and the per-host queue's type.
         declare_host_queue: Declare and bind the durable per-host queue.
         confirm_window: Most messages unconfirmed at once.
         heartbeat: AMQP heartbeat in seconds (0: none).
         connect_timeout: Seconds allowed to open a connection (and to write).
         reconnect_interval_max: Largest backoff delay between connection attempts.
-        tls: Certificates for a TLS URL (``rabbits://``); None: the system's CA store.
         history: A stream that also receives this host's events: its name and
             x-arguments (``wire.stream_arguments``); None: none.
 
@@ -96,32 +93,26 @@ class Publisher:
         self,
         outbox: Outbox,
         *,
-        url: TransportURL,
+        access: BrokerAccess,
         host: str,
-        exchange: str,
-        topic: str,
-        queue_type: str = "classic",
+        topology: wire.Topology,
         declare_host_queue: bool = True,
         confirm_window: int = 256,
         heartbeat: int = 30,
         connect_timeout: float = 5.0,
         reconnect_interval_max: float = 30.0,
-        tls: TLSSettings | None = None,
         history: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
         self.outbox = outbox
-        self.url = url
+        self.access = access
         self.host = host
-        self.exchange = exchange
-        self.topic = topic
-        self.routing_key = wire.routing_key(topic, host)
-        self.queue_name = wire.host_queue_name(topic, host) if declare_host_queue else None
-        self.queue_arguments = wire.queue_arguments(queue_type)
+        self.topology = topology
+        self.routing_key = topology.routing_key(host)
+        self.queue_name = topology.host_queue(host) if declare_host_queue else None
         self.confirm_window = confirm_window
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(maximum=reconnect_interval_max)
-        self.tls = tls or TLSSettings()
         self.history = history
         #: Counters, for logs and metrics.
         self.published = 0
@@ -215,19 +206,21 @@ class Publisher:
     def _time_left(self) -> float:
         return max(0.0, self._deadline - time.monotonic())
 
+    def _broker(self) -> BrokerHost:
+        """The broker connected to, or tried next: failing over, the URL's next host."""
+        return self.access.url.hosts[self._host_index % len(self.access.url.hosts)]
+
     def _broker_name(self) -> str:
-        broker = self.url.hosts[self._host_index % len(self.url.hosts)]
+        broker = self._broker()
         return f"{broker.username}@{broker.address}"
 
     def _connect(self) -> bool:
-        broker = self.url.hosts[self._host_index % len(self.url.hosts)]
         connection = open_connection(
-            self.url,
-            broker,
+            self.access,
+            self._broker(),
             name=f"hypervisor-notifier {self.host}",
             timeout=self.connect_timeout,
             heartbeat=self.heartbeat,
-            tls=self.tls,
             frames=self._frames,
             on_blocked=self._on_blocked,
             on_unblocked=self._on_unblocked,
@@ -255,21 +248,23 @@ class Publisher:
         LOG.info(
             "connected to broker %s; publishing to exchange %r with routing key %r",
             self._broker_name(),
-            self.exchange,
+            self.topology.exchange,
             self.routing_key,
         )
         return True
 
     def _declare(self, channel: amqp.Channel) -> None:
-        channel.exchange_declare(self.exchange, "topic", durable=True, auto_delete=False)
+        exchange = self.topology.exchange
+        channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
         if self.queue_name:
             self._declare_host_queue(channel, self.host)
         if self.history:
-            declare_bound_queue(channel, *self.history, self.exchange, self.routing_key)
+            declare_bound_queue(channel, *self.history, exchange, self.routing_key)
 
     def _declare_host_queue(self, channel: amqp.Channel, host: str) -> None:
-        queue, key = wire.host_queue_name(self.topic, host), wire.routing_key(self.topic, host)
-        declare_bound_queue(channel, queue, self.queue_arguments, self.exchange, key)
+        topology = self.topology
+        declare_bound_queue(channel, topology.host_queue(host), topology.queue_arguments,
+                            topology.exchange, topology.routing_key(host))  # fmt: skip
 
     def _disconnect(self, *, graceful: bool) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -332,8 +327,8 @@ class Publisher:
         with writer.batch():
             for entry in batch:
                 # The event's own host: events recovered from the outbox keep theirs.
-                routing_key = wire.routing_key(self.topic, entry.event.host)
-                publish(self._channel, writer, self.exchange, routing_key, entry)
+                routing_key = self.topology.routing_key(entry.event.host)
+                publish(self._channel, writer, self.topology.exchange, routing_key, entry)
                 self._tracker.sent(entry)
         self.published += len(batch)
         if resend:

@@ -20,6 +20,7 @@ from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.signing import Signer
+from hypervisor_notifier.tls import BrokerAccess, TLSSettings
 from hypervisor_notifier.transport_url import TransportURL
 from tests.broker import BROKER_URL, delete_bus, unique
 from tests.collector import Collector
@@ -250,20 +251,23 @@ class ConfirmedPublisher:
 def start_publisher(names: dict[str, str]) -> Iterator[Callable[..., ConfirmedPublisher]]:
     """Start in-process Publishers for this test's host and exchange; stop them after.
 
-    ``start_publisher(signer=None, transport_url=BROKER_URL, **publisher_kwargs)``.
+    ``start_publisher(signer=None, transport_url=BROKER_URL, tls=None, **publisher_kwargs)``.
     """
     started: list[ConfirmedPublisher] = []
 
     def start(
-        *, signer: Signer | None = None, transport_url: str = BROKER_URL, **kwargs: object
+        *,
+        signer: Signer | None = None,
+        transport_url: str = BROKER_URL,
+        tls: TLSSettings | None = None,
+        **kwargs: object,
     ) -> ConfirmedPublisher:
         kwargs.setdefault("host", names["host"])
-        kwargs.setdefault("exchange", names["exchange"])
         kwargs.setdefault("reconnect_interval_max", 1.0)
         publisher = Publisher(
             MemoryOutbox(signer=signer),
-            url=TransportURL.parse(transport_url),
-            topic=TOPIC,
+            access=BrokerAccess(TransportURL.parse(transport_url), tls or TLSSettings()),
+            topology=wire.Topology(names["exchange"], TOPIC),
             **kwargs,  # type: ignore[arg-type]
         )
         started.append(ConfirmedPublisher(publisher))

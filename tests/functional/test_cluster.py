@@ -25,6 +25,7 @@ from hypervisor_notifier.consumer import LifecycleEvent, Subscriber
 from hypervisor_notifier.events import PowerState, Transition
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
+from hypervisor_notifier.tls import BrokerAccess
 from hypervisor_notifier.transport_url import TransportURL
 from tests.broker import unique
 from tests.factories import make_event
@@ -97,8 +98,8 @@ def run_burst_with_fault(
     delivered = Collector()
     subscriber = Subscriber(url, delivered, host=host, exchange=exchange, topic=TOPIC,
                             queue_type="quorum")  # fmt: skip
-    publisher = Publisher(MemoryOutbox(), url=TransportURL.parse(url), host=host,
-                          exchange=exchange, topic=TOPIC, queue_type="quorum",
+    publisher = Publisher(MemoryOutbox(), access=BrokerAccess(TransportURL.parse(url)), host=host,
+                          topology=wire.Topology(exchange, TOPIC, "quorum"),
                           reconnect_interval_max=1.0)  # fmt: skip
     events = burst(host)
     try:

@@ -26,6 +26,7 @@ from hypervisor_notifier.faults import Fault
 from hypervisor_notifier.host_events import HostChange
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
+from hypervisor_notifier.tls import BrokerAccess
 from hypervisor_notifier.transport_url import TransportURL
 from tests.broker import BROKER_URL, connection, delete_bus, unique
 from tests.factories import make_event, make_fault, make_host_event
@@ -57,8 +58,8 @@ class MasakariConsumerTest(unittest.TestCase):
         self.queue = queue
         self.consumer = self.start_consumer()
         url = TransportURL.parse(BROKER_URL)
-        self.publisher = Publisher(MemoryOutbox(), url=url, host=self.host,
-                                   exchange=self.exchange, topic=TOPIC)  # fmt: skip
+        self.publisher = Publisher(MemoryOutbox(), access=BrokerAccess(url), host=self.host,
+                                   topology=wire.Topology(self.exchange, TOPIC))  # fmt: skip
         self.publisher.start()
         self.addCleanup(self.publisher.stop, 5)
 

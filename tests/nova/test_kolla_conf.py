@@ -25,11 +25,12 @@ from nova import test
 from nova.virt import event as virtevent
 from oslo_config import cfg
 
+from hypervisor_notifier import wire
 from hypervisor_notifier.conf import nova as nova_conf
 from hypervisor_notifier.consumer import nova as adapter
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
-from hypervisor_notifier.tls import TLSSettings
+from hypervisor_notifier.tls import BrokerAccess, TLSSettings
 from hypervisor_notifier.transport_url import TransportURL
 from tests import bus
 from tests.factories import make_event
@@ -118,17 +119,18 @@ class KollaRenderedNovaConfTest(test.NoDBTestCase):
         """The host's notifier, publishing over TLS to the private node."""
         publisher = Publisher(
             MemoryOutbox(),
-            url=TransportURL.parse(
-                f"rabbits://openstack:{PASSWORD}@localhost:{self.rabbit.port}/"
+            access=BrokerAccess(
+                TransportURL.parse(
+                    f"rabbits://openstack:{PASSWORD}@localhost:{self.rabbit.port}/"
+                ),
+                TLSSettings(
+                    self.rabbit.path("ca.pem"),
+                    self.rabbit.path("client.pem"),
+                    self.rabbit.path("client.key"),
+                ),
             ),
             host=self.host,
-            exchange=self.exchange,
-            topic=self.topic,
-            tls=TLSSettings(
-                self.rabbit.path("ca.pem"),
-                self.rabbit.path("client.pem"),
-                self.rabbit.path("client.key"),
-            ),
+            topology=wire.Topology(self.exchange, self.topic),
         )
         publisher.start()
         self.addCleanup(publisher.stop, 5.0)

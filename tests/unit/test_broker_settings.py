@@ -21,8 +21,8 @@ def settings_of(tmp_path):
 def test_nothing_set_uses_the_built_in_broker(settings_of):
     settings = settings_of("")
 
-    assert settings.url.hosts[0].address == "127.0.0.1:5672"
-    assert not settings.url.tls
+    assert settings.access.url.hosts[0].address == "127.0.0.1:5672"
+    assert not settings.access.url.tls
     assert (settings.queue_type, settings.heartbeat) == ("classic", 60)
     assert "from default" not in settings.sources
     assert "transport_url rabbit://guest:****@127.0.0.1:5672/%2F (default)" in settings.sources
@@ -34,7 +34,7 @@ def test_notifications_url_before_default_url(settings_of):
         "[oslo_messaging_notifications]\ntransport_url = rabbit://n:pn@notif-host:5672/\n"
     )
 
-    assert settings.url.hosts[0].hostname == "notif-host"
+    assert settings.access.url.hosts[0].hostname == "notif-host"
     assert "from [oslo_messaging_notifications] transport_url" in settings.sources
     assert "pn" not in settings.sources.replace("notif", "")
 
@@ -42,7 +42,7 @@ def test_notifications_url_before_default_url(settings_of):
 def test_default_url_when_notifications_unset(settings_of):
     settings = settings_of("[DEFAULT]\ntransport_url = rabbit://a:pa@default-host:5672/\n")
 
-    assert settings.url.hosts[0].hostname == "default-host"
+    assert settings.access.url.hosts[0].hostname == "default-host"
     assert "from [DEFAULT] transport_url" in settings.sources
 
 
@@ -54,7 +54,7 @@ def test_publisher_wins(settings_of):
         "heartbeat = 3\n"
     )
 
-    assert settings.url.hosts[0].hostname == "pub-host"
+    assert settings.access.url.hosts[0].hostname == "pub-host"
     assert (settings.queue_type, settings.heartbeat) == ("classic", 3)
 
 
@@ -67,8 +67,8 @@ def test_rabbit_group_turns_tls_on_and_gives_the_files(settings_of, tmp_path):
         "heartbeat_timeout_threshold = 9\n"
     )
 
-    assert settings.url.tls
-    assert settings.tls.ca_file == str(ca)
+    assert settings.access.url.tls
+    assert settings.access.tls.ca_file == str(ca)
     assert settings.transport_url.endswith("?ssl=1")
     assert (settings.queue_type, settings.heartbeat) == ("quorum", 9)
     assert "TLS on from [oslo_messaging_rabbit] ssl" in settings.sources

@@ -16,8 +16,9 @@ import pytest
 from hypervisor_notifier.conf import ConfigError
 from hypervisor_notifier.notifier.outbox import MemoryOutbox
 from hypervisor_notifier.notifier.publisher import Publisher
-from hypervisor_notifier.tls import TLSSettings
+from hypervisor_notifier.tls import BrokerAccess, TLSSettings
 from hypervisor_notifier.transport_url import TransportURL
+from hypervisor_notifier.wire import Topology
 
 
 class DecryptedAhead:
@@ -52,8 +53,8 @@ class Connection:
 
 
 def test_the_pump_reads_frames_openssl_decrypted_before_waiting_on_the_socket():
-    publisher = Publisher(MemoryOutbox(), url=TransportURL.parse("rabbits://h/"), host="h",
-                          exchange="x", topic="t", heartbeat=0)  # fmt: skip
+    publisher = Publisher(MemoryOutbox(), access=BrokerAccess(TransportURL.parse("rabbits://h/")),
+                          host="h", topology=Topology("x", "t"), heartbeat=0)  # fmt: skip
     left, right = socket.socketpair()
     with left, right:
         connection = Connection(DecryptedAhead(left))
@@ -115,8 +116,8 @@ def test_the_tls_options_work_in_another_projects_group(tmp_path):
 
 def test_a_stop_with_nothing_left_to_confirm_does_not_wait(monkeypatch):
     """A stop requested while connecting: the pump read its wake-up, so it must not wait."""
-    publisher = Publisher(MemoryOutbox(), url=TransportURL.parse("rabbit://h/"), host="h",
-                          exchange="x", topic="t", heartbeat=0)  # fmt: skip
+    publisher = Publisher(MemoryOutbox(), access=BrokerAccess(TransportURL.parse("rabbit://h/")),
+                          host="h", topology=Topology("x", "t"), heartbeat=0)  # fmt: skip
 
     real_select = select.select
 
