@@ -11,7 +11,7 @@ from hypervisor_notifier import logs, version
 from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.cmd.stopping import stop_signals_to_main_thread
 from hypervisor_notifier.conf import masakari as masakari_conf
-from hypervisor_notifier.consumer.masakari import MasakariConsumer
+from hypervisor_notifier.consumer.masakari import MasakariConsumer, Outcome
 from hypervisor_notifier.transport_url import mask_secrets
 
 PROG = "hypervisor-notifier-masakari"
@@ -36,9 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         consumer.start()
     done.wait()
     consumer.stop()
-    stats = consumer.stats
-    print(f"{PROG}: stopped; notified {stats.notified}, duplicates {stats.duplicates}, "
-          f"refused {stats.refused}, ignored {stats.ignored}", file=sys.stderr)  # fmt: skip
+    counts = ", ".join(f"{outcome.value} {consumer.stats[outcome]}" for outcome in Outcome)
+    print(f"{PROG}: stopped; {counts}", file=sys.stderr)
     return 0
 
 

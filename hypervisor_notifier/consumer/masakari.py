@@ -28,7 +28,8 @@ Delivery semantics (what masakari-monitors' instancemonitor does not give):
 
 from __future__ import annotations
 
-import dataclasses
+import collections
+import enum
 import logging
 import threading
 from typing import Any
@@ -195,18 +196,20 @@ class MasakariClient:
         raise Refused(f"HTTP {status}: {response.text[:200]}")
 
 
-@dataclasses.dataclass
-class MasakariStats:
-    """What the consumer did with the events it received."""
+class Outcome(enum.Enum):
+    """What became of an event the consumer received: one each, counted in its ``stats``.
+
+    The value names the count (the command's last line, in this order).
+    """
 
     #: Accepted by masakari (2xx).
-    notified: int = 0
+    NOTIFIED = "notified"
     #: masakari already held an identical notification (409): a resend, or a panic's stop.
-    duplicates: int = 0
-    #: No notification: lifecycle events and faults masakari does not act on, host events.
-    ignored: int = 0
+    DUPLICATE = "duplicates"
     #: Refused for good (a 4xx other than 409), logged at ERROR.
-    refused: int = 0
+    REFUSED = "refused"
+    #: No notification: lifecycle events and faults masakari does not act on, host events.
+    IGNORED = "ignored"
 
 
 class MasakariConsumer:
@@ -225,7 +228,8 @@ class MasakariConsumer:
         self, client: MasakariClient, transport_url: str, queue: str, **subscriber_options: Any
     ) -> None:
         self.client = client
-        self.stats = MasakariStats()
+        #: How many events had each :class:`Outcome` (none yet: 0).
+        self.stats: collections.Counter[Outcome] = collections.Counter()
         # Retrying is the client's: the callback raises only when stopping.
         # Faults and host events are asked for: the Subscriber's default would ack
         # them unseen, and a fault can be the only sign of a failure.
@@ -278,26 +282,25 @@ class MasakariConsumer:
 
     def _on_host(self, event: HostEvent) -> None:
         # Unknown is not failed: masakari must not restart guests that may be running.
-        self.stats.ignored += 1
+        self.stats[Outcome.IGNORED] += 1
         if event.change is HostChange.DISCONNECTED:
             LOG.info("%s lost its hypervisor connection (%s): its guests' state is unknown, "
                      "not failed; masakari is not notified", event.host, event.reason)  # fmt: skip
 
     def _on_event(self, event: GuestEvent) -> None:
+        # Stopped (raised while masakari is retried) counts nothing: the event stays queued.
+        self.stats[self._notify(event)] += 1
+
+    def _notify(self, event: GuestEvent) -> Outcome:
         notification = notification_for(event)
         if notification is None:
-            self.stats.ignored += 1
-            return
+            return Outcome.IGNORED
         try:
-            outcome = self.client.send(notification)
+            answer = self.client.send(notification)
         except Refused as exc:
-            self.stats.refused += 1
             LOG.error("masakari refused the notification for %s on %s (%s): not retried",
                       event.instance_uuid, event.host, exc)  # fmt: skip
-            return
-        if outcome == "duplicate":
-            self.stats.duplicates += 1
-        else:
-            self.stats.notified += 1
+            return Outcome.REFUSED
         LOG.info("masakari notified: %s on %s, %s (%s/%s): %s", event.instance_uuid, event.host,
-                 event.event_type, event.reason, event.detail, outcome)  # fmt: skip
+                 event.event_type, event.reason, event.detail, answer)  # fmt: skip
+        return Outcome.DUPLICATE if answer == "duplicate" else Outcome.NOTIFIED

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 import pytest
 from keystoneauth1 import adapter, noauth, session
 
+from hypervisor_notifier import wire
 from hypervisor_notifier.consumer import masakari
+from hypervisor_notifier.consumer.dispatcher import Decision
+from hypervisor_notifier.consumer.masakari import Outcome
 from hypervisor_notifier.events import PowerState, Transition
 from hypervisor_notifier.faults import Fault
 from tests.factories import make_event, make_fault
@@ -211,6 +214,35 @@ def test_a_notification_masakari_refuses_for_good_is_not_retried(api, status):
         client_for(server.url).send(NOTIFICATION)
 
     assert len(server.bodies) == 1
+
+
+class ScriptedClient:
+    """Answers each notification with the next of ``answers`` (an exception is raised)."""
+
+    def __init__(self, *answers: str | Exception) -> None:
+        self.answers = list(answers)
+
+    def send(self, notification: dict) -> str:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_each_event_is_counted_once_under_what_became_of_it():
+    client = ScriptedClient("accepted", "duplicate", masakari.Refused("HTTP 400"),
+                            masakari.Stopped("HTTP 503"))  # fmt: skip
+    consumer = masakari.MasakariConsumer(client, "rabbit://127.0.0.1:5672/", "q")  # type: ignore[arg-type]
+    shutdown = make_event(reason="STOPPED", detail="SHUTDOWN", seq=1)
+    failures = [make_event(reason="STOPPED", detail="FAILED", seq=seq) for seq in range(2, 6)]
+
+    decisions = [consumer.subscriber.dispatcher.dispatch(wire.encode(event))
+                 for event in (shutdown, *failures)]  # fmt: skip
+
+    # Stopping while masakari is retried: that event stays queued, counted nowhere.
+    assert decisions == [Decision.ACK] * 4 + [Decision.REDELIVER]
+    assert consumer.stats == {Outcome.IGNORED: 1, Outcome.NOTIFIED: 1, Outcome.DUPLICATE: 1,
+                              Outcome.REFUSED: 1}  # fmt: skip
 
 
 def test_the_command_refuses_a_typo_in_its_file_in_one_line(tmp_path, capsys):

@@ -57,4 +57,4 @@ def test_an_outage_and_a_vanished_guest_never_become_a_masakari_notification():
     # Only the guest failure reached masakari: not the outage, not the vanished guest.
     assert [n["payload"]["instance_uuid"] for n in client.sent] == [failed.instance_uuid]
     # The outage's two host events are logged and counted ignored, with the vanished guest.
-    assert consumer.stats.ignored == 3
+    assert consumer.stats[masakari.Outcome.IGNORED] == 3
