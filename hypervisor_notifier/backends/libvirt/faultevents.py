@@ -96,17 +96,17 @@ class FaultCallbacks:
                 connection broke): the caller connects again.
 
         """
-        wanted: list[tuple[str, Callable[..., None]]] = [
-            ("WATCHDOG", self._on_watchdog),
-            ("IO_ERROR_REASON", self._on_io_error_reason),
-            ("CONTROL_ERROR", self._on_control_error),
-            ("AGENT_LIFECYCLE", self._on_agent_lifecycle),
-            ("MEMORY_FAILURE", self._on_memory_failure),
-            ("DEVICE_REMOVED", self._on_device_removed),
-            ("DEVICE_REMOVAL_FAILED", self._on_device_removal_failed),
-        ]
+        wanted: dict[str, Callable[..., None]] = {
+            "WATCHDOG": self._on_watchdog,
+            "IO_ERROR_REASON": self._on_io_error_reason,
+            "CONTROL_ERROR": self._on_control_error,
+            "AGENT_LIFECYCLE": self._on_agent_lifecycle,
+            "MEMORY_FAILURE": self._on_memory_failure,
+            "DEVICE_REMOVED": self._on_device_removed,
+            "DEVICE_REMOVAL_FAILED": self._on_device_removal_failed,
+        }
         ids = []
-        for event, callback in wanted:
+        for event, callback in wanted.items():
             callback_id = _register(conn, event, callback)
             if callback_id is None and event == "IO_ERROR_REASON":
                 # IO_ERROR says the same without why; libvirt sends both, so only one.
