@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import ssl
-from typing import Any
+from typing import Any, Literal
 
 from hypervisor_notifier.transport_url import BrokerHost, TransportURL
 
@@ -93,6 +93,6 @@ class BrokerAccess:
     url: TransportURL
     tls: TLSSettings = TLSSettings()
 
-    def amqp_ssl(self, broker: BrokerHost) -> dict[str, Any] | bool:
+    def amqp_ssl(self, broker: BrokerHost) -> dict[str, Any] | Literal[False]:
         """py-amqp's (and kombu's) ``ssl`` argument for ``broker``: False without TLS."""
         return self.tls.amqp_ssl(broker.hostname) if self.url.tls else False
