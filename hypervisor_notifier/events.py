@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-import functools
 import operator
 import uuid
 from collections.abc import Mapping
@@ -168,12 +167,6 @@ GUEST_READERS: Mapping[str, FieldReader] = {
 }
 
 
-@functools.cache
-def _field_names(observation_class: type) -> tuple[str, ...]:
-    """The field names of an observation class (``dataclasses.fields`` is slow per call)."""
-    return tuple(field.name for field in dataclasses.fields(observation_class))
-
-
 StampedEvent = TypeVar("StampedEvent", bound="Stamp")
 
 
@@ -232,12 +225,13 @@ class Stamp:
         host: str,
         hypervisor: str,
         seq: int,
+        event_id: str | None = None,
         **extra: Any,
     ) -> StampedEvent:
-        """Stamp an observation with its host, a new event_id and its seq (``extra``: more)."""
-        observed = {name: getattr(observation, name) for name in _field_names(type(observation))}
-        return cls(event_id=str(uuid.uuid4()), host=host, hypervisor=hypervisor, seq=seq,
-                   **extra, **observed)  # fmt: skip
+        """Stamp an observation: host, event_id (None: a new one), seq and ``extra``."""
+        # The observation's fields are its __dict__ (a dataclass without slots).
+        return cls(event_id=event_id or str(uuid.uuid4()), host=host, hypervisor=hypervisor,
+                   seq=seq, **extra, **observation.__dict__)  # fmt: skip
 
     def to_payload(self) -> dict[str, Any]:
         """Return the payload dict of the wire contract (JSON-serializable)."""
