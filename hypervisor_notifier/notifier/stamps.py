@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 
 
 class SequenceCounter:
@@ -45,9 +44,17 @@ class SequenceCounter:
 
 
 def new_event_ids(count: int) -> list[str]:
-    """``count`` random (version 4) UUIDs as strings, from one read of the system's randomness."""
-    randomness = os.urandom(16 * count)
+    """``count`` random (version 4) UUIDs as strings, from one read of the system's randomness.
+
+    Formatted from the hex digits directly (``uuid.UUID`` costs several times
+    more per id): the version nibble set to 4, the variant's two bits to 10.
+    """
+    digits = os.urandom(16 * count).hex()
     return [
-        str(uuid.UUID(bytes=randomness[start : start + 16], version=4))
-        for start in range(0, 16 * count, 16)
+        f"{x[:8]}-{x[8:12]}-4{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+        for x in (digits[start : start + 32] for start in range(0, 32 * count, 32))
     ]
+
+
+#: The variant nibble for a random one: its two high bits 10 (RFC 4122), the other two kept.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
