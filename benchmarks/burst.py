@@ -45,6 +45,7 @@ import datetime
 import json
 import os
 import platform
+import queue
 import subprocess
 import sys
 import tempfile
@@ -60,7 +61,7 @@ from oslo_config import cfg
 from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, wire
 from hypervisor_notifier.backends.base import BackendListener
-from hypervisor_notifier.backends.libvirt.backend import LibvirtBackend
+from hypervisor_notifier.backends.libvirt.backend import DomainEvent, LibvirtBackend
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from hypervisor_notifier.notifier.service import Service
 
@@ -113,17 +114,28 @@ class Counts:
         self.latencies_ms: list[float] = []
 
 
-class CountingBackend(LibvirtBackend):
-    """The libvirt backend, counting the burst's events its callback receives."""
+class CountingQueue(queue.SimpleQueue):
+    """A dispatch queue counting the burst's events the callbacks hand to it.
+
+    It reads the UUID the callback already read: counting adds no libvirt
+    call (each lets the other threads take the interpreter) to the callback.
+    """
 
     counts: Counts
 
-    def _on_lifecycle(
-        self, conn: object, dom: object, event: int, detail: int, op: object
-    ) -> None:
-        super()._on_lifecycle(conn, dom, event, detail, op)  # type: ignore[arg-type]
-        if dom.UUIDString() in self.counts.uuids:  # type: ignore[attr-defined]
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        if isinstance(item, DomainEvent) and item.uuid in self.counts.uuids:
             self.counts.received += 1
+
+
+class CountingBackend(LibvirtBackend):
+    """The libvirt backend, counting the burst's events its callbacks receive."""
+
+    def count(self, counts: Counts) -> None:
+        """Count the burst's events from now on (before the backend connects)."""
+        self._queue = CountingQueue()
+        self._queue.counts = counts
 
 
 class TimedOutbox(SQLiteOutbox):
@@ -180,7 +192,8 @@ def service_running(
     conf.set_override("exchange", exchange, group="publisher")
     backend = CountingBackend(conf)
     outbox = TimedOutbox(str(workdir / f"{host}.sqlite"))
-    backend.counts = outbox.counts = counts
+    backend.count(counts)
+    outbox.counts = counts
     service = Service.from_conf(conf, backend, outbox)
     listener: BackendListener = OneByOne(service) if one_by_one else service
     service.publisher.start()

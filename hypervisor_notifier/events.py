@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-import functools
 import operator
 import uuid
 from collections.abc import Mapping
@@ -36,7 +35,6 @@ from hypervisor_notifier.payload import (
     enum_field,
     nonempty_field,
     payload_object,
-    plain_value,
     text_field,
     typed_field,
 )
@@ -118,7 +116,9 @@ def utcnow() -> datetime.datetime:
 def format_time(moment: datetime.datetime) -> str:
     """Format an aware datetime as UTC ISO 8601 with microseconds and ``Z``."""
     # isoformat, a fraction of strftime's cost: YYYY-MM-DDTHH:MM:SS.ffffff+00:00.
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="microseconds")[:26] + "Z"
+    if moment.tzinfo is not datetime.timezone.utc:  # the service's own times are
+        moment = moment.astimezone(datetime.timezone.utc)
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def parse_time(text: str) -> datetime.datetime:
@@ -176,12 +176,6 @@ GUEST_READERS: Mapping[str, FieldReader] = {
     "instance_uuid": nonempty_field,
     "instance_name": text_field,
 }
-
-
-@functools.cache
-def _field_names(observation_class: type) -> tuple[str, ...]:
-    """The field names of an observation class (``dataclasses.fields`` is slow per call)."""
-    return tuple(field.name for field in dataclasses.fields(observation_class))
 
 
 StampedEvent = TypeVar("StampedEvent", bound="Stamp")
@@ -242,26 +236,30 @@ class Stamp:
         host: str,
         hypervisor: str,
         seq: int,
+        event_id: str | None = None,
         **extra: Any,
     ) -> StampedEvent:
-        """Stamp an observation with its host, a new event_id and its seq (``extra``: more)."""
-        observed = {name: getattr(observation, name) for name in _field_names(type(observation))}
-        return cls(event_id=str(uuid.uuid4()), host=host, hypervisor=hypervisor, seq=seq,
-                   **extra, **observed)  # fmt: skip
+        """Stamp an observation: host, event_id (None: a new one), seq and ``extra``."""
+        # The observation's fields are its __dict__ (a dataclass without slots).
+        return cls(event_id=event_id or str(uuid.uuid4()), host=host, hypervisor=hypervisor,
+                   seq=seq, **extra, **observation.__dict__)  # fmt: skip
 
     def to_payload(self) -> dict[str, Any]:
         """Return the payload dict of the wire contract (JSON-serializable)."""
         values = self.__dict__  # the fields, without a getattr per key
-        return {
-            "schema_version": self.schema_version,
-            "event_id": self.event_id,
-            "host": self.host,
-            "hypervisor": self.hypervisor,
-            **{key: plain_value(values[key]) for key in self.kind_readers},
-            "details": dict(self.details),
-            "occurred_at": format_time(self.occurred_at),
-            "seq": self.seq,
+        payload = {
+            "schema_version": values["schema_version"],
+            "event_id": values["event_id"],
+            "host": values["host"],
+            "hypervisor": values["hypervisor"],
         }
+        for key in self.kind_readers:  # a loop: a function call per key costs more
+            value = values[key]
+            payload[key] = value._value_ if isinstance(value, enum.Enum) else value
+        payload["details"] = dict(values["details"])
+        payload["occurred_at"] = format_time(values["occurred_at"])
+        payload["seq"] = values["seq"]
+        return payload
 
     @classmethod
     def from_payload(

@@ -63,11 +63,6 @@ def enum_field(kind: type, names: type[enum.Enum]) -> FieldReader:
     return lambda payload, key: converted_field(payload, key, kind, names)
 
 
-def plain_value(value: object) -> object:
-    """A field's value as JSON has it: an enum member as its value."""
-    return value.value if isinstance(value, enum.Enum) else value
-
-
 def nonempty_field(payload: Mapping[str, Any], key: str) -> str:
     """``payload[key]``, a non-empty string; raise :class:`MalformedEvent` if not one."""
     value: str = typed_field(payload, key, str)

@@ -205,12 +205,12 @@ class Signer:
 
     def sign(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Return ``payload`` with its ``signature`` field (the dict is changed in place)."""
-        payload[SIGNATURE_FIELD] = {
-            "key_id": self._key.key_id,
-            "alg": ALGORITHM,
-            "value": self._key.digest(canonical(payload)),
-        }
+        payload[SIGNATURE_FIELD] = self.signature(canonical(payload))
         return payload
+
+    def signature(self, text: bytes) -> dict[str, str]:
+        """The ``signature`` field of a payload whose :func:`canonical` form is ``text``."""
+        return {"key_id": self._key.key_id, "alg": ALGORITHM, "value": self._key.digest(text)}
 
 
 class Verifier:

@@ -39,35 +39,10 @@ from hypervisor_notifier.notifier.host_state import HostConnection
 from hypervisor_notifier.notifier.outbox import Outbox
 from hypervisor_notifier.notifier.publisher import Publisher
 from hypervisor_notifier.notifier.resync import PublishedStates
+from hypervisor_notifier.notifier.stamps import SequenceCounter, new_event_ids
 from hypervisor_notifier.wire import WireEvent
 
 LOG = logging.getLogger(__name__)
-
-
-class SequenceCounter:
-    """Per-host event sequence numbers: strictly increasing, also across restarts.
-
-    A number is one more than the previous one, or the wall clock in
-    microseconds if that is larger (so a new outbox, with nothing recorded,
-    still starts above what an earlier one issued, unless the clock was
-    stepped back as well). The first is above ``start``: the highest number
-    the previous run issued, recorded in the outbox. A clock stepped back, or
-    a run with the clock ahead, therefore never makes the numbers go back.
-
-    Arguments:
-        start: The highest number already issued (``Outbox.last_seq``).
-
-    """
-
-    def __init__(self, start: int = 0) -> None:
-        self._last = start
-        self._lock = threading.Lock()
-
-    def next(self) -> int:
-        """Return the next sequence number."""
-        with self._lock:
-            self._last = max(self._last + 1, time.time_ns() // 1000)
-            return self._last
 
 
 class Service:
@@ -192,7 +167,9 @@ class Service:
         # while the last ones are encoded (and signed).
         for start in range(0, len(observations), self.MAX_BATCH):
             group = observations[start : start + self.MAX_BATCH]
-            self._accept([self._stamp(observation, resync) for observation in group])
+            seqs, ids = self.sequence.take(len(group)), new_event_ids(len(group))
+            stamps = zip(group, seqs, ids, strict=True)
+            self._accept([self._stamp(o, resync, seq, event_id) for o, seq, event_id in stamps])
         if counted:
             self.received["resync" if resync else "pushed"] += len(observations)
 
@@ -201,18 +178,23 @@ class Service:
         for event in batch:
             if isinstance(event, events.LifecycleEvent):
                 self.published_states.record(event)
-            # "(<uuid>) REASON/DETAIL": the form operators (and the outbox tests) grep for.
-            LOG.debug("%s (%s) %s/%s seq=%d", event.event_type, event.subject, event.reason,
-                      getattr(event, "detail", ""), event.seq)  # fmt: skip
+        if LOG.isEnabledFor(logging.DEBUG):  # its arguments cost more than the call
+            for event in batch:
+                # "(<uuid>) REASON/DETAIL": the form operators (and the outbox tests) grep for.
+                LOG.debug("%s (%s) %s/%s seq=%d", event.event_type, event.subject, event.reason,
+                          getattr(event, "detail", ""), event.seq)  # fmt: skip
 
-    def _stamp(self, observation: AnyObservation, resync: bool) -> WireEvent:
+    def _stamp(
+        self, observation: AnyObservation, resync: bool, seq: int, event_id: str
+    ) -> WireEvent:
         """The event to publish for an observation of any kind (only lifecycle ones resync)."""
         extra = {"resync": resync} if isinstance(observation, events.Observation) else {}
         return observation.event_class.from_observation(  # type: ignore[return-value]
             observation,
             host=self.host,
             hypervisor=self.backend.name,
-            seq=self.sequence.next(),
+            seq=seq,
+            event_id=event_id,
             **extra,
         )
 

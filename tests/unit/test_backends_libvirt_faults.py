@@ -180,7 +180,7 @@ class Lister:
     def __init__(self, origin: Origin) -> None:
         self._origin = origin
 
-    def origin(self, _dom) -> Origin:
+    def origin(self, _dom, _uuid=None) -> Origin:
         return self._origin
 
 

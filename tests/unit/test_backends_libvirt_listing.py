@@ -273,6 +273,14 @@ def test_origin_reads_a_domains_xml_once_per_uuid_until_forgotten():
     assert guest.xml_reads == 2
 
 
+def test_a_remembered_origin_is_told_without_calling_libvirt():
+    guest = Guest("nova", id=1, state=RUNNING)
+    lister = DomainLister(FakeConnection(guest))
+    assert lister.origin(FakeDomain(guest), guest.uuid) is Origin.NOVA
+    # A handle with no method at all: any call into the binding would raise.
+    assert lister.origin(object(), guest.uuid) is Origin.NOVA
+
+
 def test_repeated_listings_read_each_domains_xml_once():
     guests = [Guest(f"guest-{n}", id=n, state=RUNNING) for n in range(1, 4)]
     lister = DomainLister(FakeConnection(*guests))

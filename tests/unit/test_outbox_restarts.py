@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
-from hypervisor_notifier.notifier.service import SequenceCounter
+from hypervisor_notifier.notifier.stamps import SequenceCounter
 from tests.factories import make_event
 
 HOUR_NS = 3600 * 10**9

@@ -18,7 +18,7 @@ from hypervisor_notifier import wire
 from hypervisor_notifier.notifier import outbox_schema
 from hypervisor_notifier.notifier.outbox_schema import Kind, OutboxRefused
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
-from hypervisor_notifier.notifier.service import SequenceCounter
+from hypervisor_notifier.notifier.stamps import SequenceCounter
 from tests.factories import make_event
 
 

@@ -181,7 +181,7 @@ class LibvirtBackend(dispatch.DispatchingBackend):
             if self._lister is not None:
                 self._lister.forget(item.uuid)
             return None
-        if not self._reported(item.dom, item.name):
+        if not self._reported(item):
             return None
         transition, power_state = translation.outcome
         details: dict[str, events.Scalar] = {}
@@ -200,7 +200,7 @@ class LibvirtBackend(dispatch.DispatchingBackend):
         )
 
     def _fault(self, item: DomainEvent, fault: FaultTranslation) -> FaultObservation | None:
-        if not self._reported(item.dom, item.name):
+        if not self._reported(item):
             return None
         return FaultObservation(
             item.uuid,
@@ -212,19 +212,19 @@ class LibvirtBackend(dispatch.DispatchingBackend):
             details=fault.details,
         )
 
-    def _reported(self, dom: libvirt.virDomain, name: str) -> bool:
-        """Whether the ``[libvirt] report_*`` filter admits ``dom``."""
+    def _reported(self, item: DomainEvent) -> bool:
+        """Whether the ``[libvirt] report_*`` filter admits the domain of ``item``."""
         if self._lister is None:
             return True
         try:
-            origin = self._lister.origin(dom)
+            origin = self._lister.origin(item.dom, item.uuid)
         except libvirt.libvirtError as exc:
             # Unknown origin: better one event too many than a lost one.
-            LOG.warning("cannot tell who launched %s (%s); reporting it", name, exc)
+            LOG.warning("cannot tell who launched %s (%s); reporting it", item.name, exc)
             return True
         if self.listing.admits(origin):
             return True
-        LOG.debug("not reporting %s (launched by %s)", name, origin.value)
+        LOG.debug("not reporting %s (launched by %s)", item.name, origin.value)
         return False
 
     def _release(self) -> None:

@@ -148,18 +148,24 @@ class DomainLister:
                 states.append((dom, state[0]))
         return states
 
-    def origin(self, dom: libvirt.virDomain) -> Origin:
-        """Return who launched ``dom``; its XML is read once, then remembered by UUID."""
-        # ID() reads the local virDomain struct: no RPC.
-        if dom.ID() == 0:
-            return Origin.DOMAIN0
-        uuid = dom.UUIDString()
+    def origin(self, dom: libvirt.virDomain, uuid: str | None = None) -> Origin:
+        """Return who launched ``dom`` (of UUID ``uuid``, if known); remembered by UUID.
+
+        Once remembered, telling it calls nothing of libvirt: a burst's events
+        cost no call into the binding (each lets another thread run) here.
+        """
+        uuid = uuid or dom.UUIDString()
         known = self._origins.get(uuid)
         if known is None:
-            xml = _unless_gone(dom.XMLDesc, 0)
-            if xml is None:
-                return Origin.OTHER
-            known = self._origins[uuid] = origin_of_xml(xml)
+            # ID() reads the local virDomain struct: no RPC. The XML is read once.
+            if dom.ID() == 0:
+                known = Origin.DOMAIN0
+            else:
+                xml = _unless_gone(dom.XMLDesc, 0)
+                if xml is None:
+                    return Origin.OTHER
+                known = origin_of_xml(xml)
+            self._origins[uuid] = known
         return known
 
     def _admits(self, listing: ListFilter, dom: libvirt.virDomain) -> bool:
