@@ -129,7 +129,9 @@ class ConfirmTracker:
         answered = []
         for tag_ in tags:
             entry = self._inflight.pop(tag_)
-            del self._tags[entry.event.event_id]
+            # Only its own: two entries of one event_id (a resend of a copy) have two tags.
+            if self._tags.get(entry.event.event_id) == tag_:
+                del self._tags[entry.event.event_id]
             answered.append((entry, tag_ in self._returned))
             self._returned.discard(tag_)
         return answered

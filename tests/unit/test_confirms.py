@@ -62,6 +62,17 @@ def test_a_returned_message_is_not_confirmed_by_its_ack():
     assert tracker.take_resends(10) == [e1]
 
 
+def test_two_entries_of_one_event_id_in_flight_are_both_confirmed():
+    # A copy of an event in the outbox (e.g. salvaged twice) is one more message, not a crash.
+    tracker = ConfirmTracker()
+    first = entry(1)
+    copy = Entry(2, first.event, first.body)
+    sent(tracker, first, copy)
+    assert tracker.acked(1, multiple=False) == [first]
+    assert tracker.acked(2, multiple=False) == [copy]
+    assert tracker.in_flight == 0
+
+
 def test_a_return_of_an_unknown_message_is_ignored():
     assert ConfirmTracker().returned("not-in-flight") is None
 
