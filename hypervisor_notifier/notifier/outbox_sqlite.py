@@ -241,10 +241,17 @@ class SQLiteOutbox(MemoryOutbox):
         if db is None:
             return
         try:
-            db.execute("BEGIN")
-            for sql, rows in statements:
-                db.executemany(sql, rows)
-            db.execute("COMMIT")
+            if len(statements) == 1 and len(statements[0][1]) == 1:
+                # One statement is a transaction of its own (autocommit): a group of up
+                # to INSERT_ROWS events is one call, not three, into SQLite (each lets
+                # the other threads take the interpreter, and waits to get it back).
+                sql, (row,) = statements[0]
+                db.execute(sql, row)
+            else:
+                db.execute("BEGIN")
+                for sql, rows in statements:
+                    db.executemany(sql, rows)
+                db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
