@@ -7,7 +7,8 @@ Policies, deleted queues, ``stop_app``, alarms: do them here, never on the
 shared node (others' tests run against it at the same time).
 
 Usage (the ``private_broker`` and ``tls_broker`` fixtures of conftest.py do
-this once per session)::
+this once per session; a module that stops or alarms its node overrides
+``private_broker`` to have one of its own)::
 
     node = PrivateRabbit(directory, tls=False)   # plain TCP; tls=True (default): TLS only
     node.start()
