@@ -282,7 +282,13 @@ def start_publisher(names: dict[str, str]) -> Iterator[Callable[..., ConfirmedPu
 # -- private RabbitMQ nodes (privaterabbit.py) -------------------------------------
 
 
-def _private_node(tmp_path_factory: pytest.TempPathFactory, *, tls: bool):
+def private_node(tmp_path_factory: pytest.TempPathFactory, *, tls: bool):
+    """Start a private node (skip if RabbitMQ is not installed), yield it, stop it.
+
+    For a fixture's ``yield from``: a module whose tests stop or alarm their
+    node overrides ``private_broker`` with a module-scoped one of its own, so
+    that no other module's test meets it stopped or blocked.
+    """
     from .privaterabbit import RABBITMQ_BIN, PrivateRabbit
 
     if not (RABBITMQ_BIN / "rabbitmq-server").exists():
@@ -298,13 +304,13 @@ def _private_node(tmp_path_factory: pytest.TempPathFactory, *, tls: bool):
 @pytest.fixture(scope="session")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory):
     """A RabbitMQ node of these tests' own, TLS only, certificates made here."""
-    yield from _private_node(tmp_path_factory, tls=True)
+    yield from private_node(tmp_path_factory, tls=True)
 
 
 @pytest.fixture(scope="session")
 def private_broker(tmp_path_factory: pytest.TempPathFactory):
     """A RabbitMQ node of these tests' own, plain TCP (``.url``): for policies and faults."""
-    yield from _private_node(tmp_path_factory, tls=False)
+    yield from private_node(tmp_path_factory, tls=False)
 
 
 @pytest.fixture

@@ -1,25 +1,27 @@
 """Helpers of the fault tests: broker control, bursts of libvirt calls, health checks.
 
-Real service process, real libvirtd (test driver), real RabbitMQ. The broker
-is stopped only briefly (``rabbitmqctl stop_app``) and always started again
-in a ``finally``. A failing precondition raises :class:`PreconditionFailed`, to
-tell a broken setup from the behaviour under test.
+Real service process, real libvirtd (test driver), real RabbitMQ. A broker
+is stopped only if it is a private node of the test's own (privaterabbit.py;
+never the shared one, which others' tests use at the same time), briefly
+(``rabbitmqctl stop_app``) and always started again in a ``finally``. A
+failing precondition raises :class:`PreconditionFailed`, to tell a broken
+setup from the behaviour under test.
 """
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-import amqp
 import libvirt
 from prometheus_client.parser import text_string_to_metric_families
 
 from hypervisor_notifier.events import PowerState, Transition
 from tests.service_process import TIMEOUT, healthz, http_get
+
+from .privaterabbit import PrivateRabbit
 
 POWER_STATE = {
     libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
@@ -32,34 +34,20 @@ AFTER = {Transition.PAUSED: PowerState.PAUSED, Transition.RESUMED: PowerState.RU
 # -- helpers -------------------------------------------------------------------
 
 
-class FreshChannel:
-    """Each method call on a channel of a new connection: survives broker restarts."""
-
-    def __getattr__(self, method: str) -> Callable[..., object]:
-        def call(*args: object, **kwargs: object) -> object:
-            with amqp.Connection("127.0.0.1:5672", userid="guest", password="guest") as conn:
-                return getattr(conn.channel(), method)(*args, **kwargs)
-
-        return call
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-
-
-def start_broker() -> None:
-    rabbitmqctl("start_app")
-    rabbitmqctl("await_startup")
-
-
 @contextlib.contextmanager
-def broker_stopped() -> Iterator[None]:
-    """Stop the broker's application; always start it again."""
+def broker_stopped(node: PrivateRabbit) -> Iterator[None]:
+    """Stop the private node's application (``stop_app``); always start it again.
+
+    Arguments:
+        node: A private node of the test's own.
+
+    """
     try:
-        rabbitmqctl("stop_app")
+        node.ctl("stop_app")
         yield
     finally:
-        start_broker()
+        node.ctl("start_app")
+        node.ctl("await_startup")
 
 
 def sample_key(name: str, labels: dict[str, str]) -> str:

@@ -7,7 +7,8 @@ Policies, deleted queues, ``stop_app``, alarms: do them here, never on the
 shared node (others' tests run against it at the same time).
 
 Usage (the ``private_broker`` and ``tls_broker`` fixtures of conftest.py do
-this once per session)::
+this once per session; a module that stops or alarms its node overrides
+``private_broker`` to have one of its own)::
 
     node = PrivateRabbit(directory, tls=False)   # plain TCP; tls=True (default): TLS only
     node.start()
@@ -184,13 +185,32 @@ class PrivateRabbit:
         os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
         self.process.wait(START_TIMEOUT)
 
+    def _vm_pid(self) -> int | None:
+        """The Erlang VM's pid (its pid file's), while it is still our script's child."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, ValueError):
+            return None
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # "pid (comm) state ppid ..."
+        return pid if self.process is not None and parent == self.process.pid else None
+
     def stop(self) -> None:
-        """Stop the node and wait for its process."""
+        """Stop the node and wait for its process; SIGKILL its Erlang VM if it does not stop."""
         if self.process is None:
             return
         try:
             self.ctl("stop")
             self.process.wait(START_TIMEOUT)
         except (RuntimeError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
+            # The VM is the rabbitmq-server script's child: killing the script
+            # alone would leave the node running. Killed first, it is reaped by
+            # the script, which then exits (a pid since reused is spared).
+            vm = self._vm_pid()
+            if vm is not None:
+                os.kill(vm, signal.SIGKILL)
+            try:
+                self.process.wait(START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,5 +1,7 @@
 """A broker that goes away or refuses us: nothing lost, nothing repeated, and /healthz says why.
 
+The broker that goes away is a private node of this module's own: ``stop_app``
+on the shared one would cut off every other test running on the machine.
 Each test prints its counts (visible with ``pytest -s``).
 """
 
@@ -13,10 +15,10 @@ import pytest
 
 from tests.service_process import healthz
 
+from .conftest import private_node
 from .faults import (
     AFTER,
     Burst,
-    FreshChannel,
     assert_no_duplicate_delivered,
     assert_seq_increasing,
     broker_stopped,
@@ -29,19 +31,19 @@ from .faults import (
 )
 
 
-@pytest.fixture
-def broker() -> FreshChannel:
-    """Overrides conftest's: its one connection would not survive ``stop_app``."""
-    return FreshChannel()
+@pytest.fixture(scope="module")
+def private_broker(tmp_path_factory: pytest.TempPathFactory):
+    """Overrides conftest's session-wide node: this module's own, as it is stopped here."""
+    yield from private_node(tmp_path_factory, tls=False)
 
 
 def test_broker_outage_mid_burst_loses_nothing_and_duplicates_nothing(
-    make_domain, start_service, subscribe
+    private_broker, private_names, make_domain, start_service, subscribe
 ):
     domains = running_domains(make_domain, 8)
     uuids = [d.UUIDString() for d in domains]
-    subscriber, collector = subscribe()
-    service = start_service()
+    subscriber, collector = subscribe(transport_url=private_broker.url)
+    service = start_service(transport_url=private_broker.url)
     port = service.health_port
     for uuid in uuids:  # the start snapshot: running
         collector.wait_for(lambda e, uuid=uuid: e.instance_uuid == uuid)
@@ -54,7 +56,7 @@ def test_broker_outage_mid_burst_loses_nothing_and_duplicates_nothing(
     try:
         burst.wait_count(600)
         calls = {"stop_app": burst.count}
-        with broker_stopped():
+        with broker_stopped(private_broker):
             calls["stopped"] = burst.count
             burst.wait_count(calls["stopped"] + 600)
             calls["start_app"] = burst.count
