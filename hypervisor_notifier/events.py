@@ -221,7 +221,8 @@ class Stamp:
     @property
     def event_type(self) -> str:
         """The notification's ``event_type``: ``hypervisor.instance.<x>`` or ``.host.<x>``."""
-        return self.event_type_prefix + getattr(self, self.kind_field).value
+        # _value_: the member's value as stored (``.value`` is a property, slower per call).
+        return self.event_type_prefix + getattr(self, self.kind_field)._value_
 
     @property
     def subject(self) -> str:
@@ -375,10 +376,17 @@ def _from_json_object(
         moment = parse_time(occurred_at)
     except (ValueError, OverflowError):
         return None
-    return cls(
+    # A frozen dataclass's __init__ sets each of the 15 fields through
+    # object.__setattr__; the instance's dict filled at once holds the same
+    # in __init__'s order (a test compares them with the checked path's).
+    event = object.__new__(cls)
+    event.__dict__.update(
         event_id=event_id,
         host=host,
         hypervisor=hypervisor,
+        seq=seq,
+        schema_version=version,
+        verified=verified,
         instance_uuid=instance_uuid,
         instance_name=instance_name,
         transition=transition,
@@ -387,11 +395,9 @@ def _from_json_object(
         detail=detail,
         occurred_at=moment,
         details=details,
-        seq=seq,
         resync=resync,
-        schema_version=version,
-        verified=verified,
     )
+    return event
 
 
 Observation.event_class = LifecycleEvent

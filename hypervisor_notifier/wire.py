@@ -220,6 +220,9 @@ def _notification(body: bytes | str) -> tuple[str, object]:
     size = len(body.encode(errors="replace")) if isinstance(body, str) else len(body)
     if size > MAX_BODY_BYTES:
         raise MalformedEvent(f"body of {size} bytes exceeds {MAX_BODY_BYTES}")
+    message = _as_encoded(body)
+    if message is not None:
+        return _event_type_and_payload(_json(message, "oslo.message"))
     outer = _json(body, "body")
     if isinstance(outer, dict) and "oslo.message" in outer:
         version = outer.get("oslo.version")
@@ -228,12 +231,41 @@ def _notification(body: bytes | str) -> tuple[str, object]:
         inner = _json(outer["oslo.message"], "oslo.message")
     else:
         inner = outer
+    return _event_type_and_payload(inner)
+
+
+def _event_type_and_payload(inner: object) -> tuple[str, object]:
+    """The notification's event_type and (unchecked) payload; it must be an object."""
     if not isinstance(inner, dict):
         raise MalformedEvent("notification is not a JSON object")
     event_type = inner.get("event_type")
     if not isinstance(event_type, str):
         raise MalformedEvent(f"event_type {str(event_type)[:80]!r} is not a string")
     return event_type, inner.get("payload")
+
+
+#: The envelope as :func:`encode` writes it, up to the opening quote of the inner JSON.
+_ENVELOPE_HEAD = b'{"oslo.version": "%s", "oslo.message": "' % OSLO_VERSION.encode()
+_scan_string = json.decoder.scanstring
+
+
+def _as_encoded(body: bytes | str) -> str | None:
+    """The inner JSON of an envelope exactly as :func:`encode` writes it; None for any other body.
+
+    Such a body is that JSON object and nothing else: its ``oslo.message``
+    read as a JSON string, without building the outer object, is what
+    decoding the whole body would give (the caller decodes any other body so).
+    """
+    if type(body) is not bytes or not body.startswith(_ENVELOPE_HEAD) or body[-2:] != b'"}':
+        return None
+    try:
+        # As _json decodes bytes starting with '{"': UTF-8.
+        text = body.decode("utf-8", "surrogatepass")
+        message, end = _scan_string(text, len(_ENVELOPE_HEAD))
+    except ValueError:  # UnicodeDecodeError too: the whole body's decoding names the fault
+        return None
+    # The string's closing quote is the body's last but one character: nothing else in it.
+    return message if end == len(text) - 1 else None
 
 
 #: One decoder for every message: ``json.loads`` would check its arguments each time.

@@ -87,7 +87,7 @@ class SubscriberGroup(Subscriber):
             bound = functools.partial(kombu.Consumer, own, on_decode_error=self.on_decode_error)
             ours = member.get_consumers(bound, own)  # its queue declared and bound
             for consumer in ours:
-                consumer.on_message = functools.partial(self._on_member_message, member)
+                consumer.on_delivery = functools.partial(self._on_member_delivery, member)
             # Ready before its consumer starts: while the next members' consumers
             # start, the broker already delivers to this member, which must judge
             # those messages anew (after a redelivery) and ack them on this channel.
@@ -117,6 +117,6 @@ class SubscriberGroup(Subscriber):
             if not member._acks.pending:
                 del self._touched[member]
 
-    def _on_member_message(self, member: Subscriber, message: Any) -> None:
+    def _on_member_delivery(self, member: Subscriber, channel: Any, tag: int, body: Any) -> None:
         self._touched[member] = None
-        member._on_message(message)
+        member._on_delivery(channel, tag, body)

@@ -304,7 +304,7 @@ class Subscriber(BulkConsumerMixin):
             RawConsumer(
                 channel,
                 queues=[queue],
-                on_message=self._on_message,
+                on_delivery=self._on_delivery,
                 prefetch_count=self.prefetch_count,
                 no_ack=False,
                 on_decode_error=self.on_decode_error,
@@ -381,14 +381,17 @@ class Subscriber(BulkConsumerMixin):
             channel.close()
 
     def _on_message(self, message: amqp.Message) -> None:
-        decision = self.dispatcher.dispatch(message.body)
+        self._on_delivery(message.channel, message.delivery_info["delivery_tag"], message.body)
+
+    def _on_delivery(self, channel: amqp.Channel, delivery_tag: int, body: bytes | str) -> None:
+        decision = self.dispatcher.dispatch(body)
         if decision is Decision.ACK:
-            self._acks.handled(message.channel, message.delivery_info["delivery_tag"])
+            self._acks.handled(channel, delivery_tag)
             return
         # Never let a later multiple ack cover what was not handled.
         self._acks.flush()
         if decision is Decision.REJECT:
-            message.channel.basic_reject(message.delivery_info["delivery_tag"], requeue=False)
+            channel.basic_reject(delivery_tag, requeue=False)
         elif decision is Decision.REDELIVER:
             raise _Redeliver
         # LEAVE: unacked, requeued in order when the connection closes.

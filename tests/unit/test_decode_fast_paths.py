@@ -2,7 +2,10 @@
 
 ``LifecycleEvent.from_payload`` takes a fast path for a plain ``dict``
 (the checked path runs for any other mapping, and names the fault);
-``wire._json`` is ``json.loads`` without its per-call overhead. Each is
+``wire._json`` is ``json.loads`` without its per-call overhead; an envelope
+exactly as ``wire.encode`` writes it is unwrapped without decoding the
+outer object (a ``str`` body, as py-amqp hands over with a content
+encoding, always is decoded whole). Each is
 compared with the path it shortcuts on valid and hostile inputs: the same
 event, or the same refusal.
 """
@@ -60,6 +63,8 @@ def same(payload: dict[str, Any]) -> None:
     result, expected = fast(payload), checked(payload)
     assert repr(result) == repr(expected)  # repr: a NaN is not equal to itself
     if isinstance(result, LifecycleEvent):
+        # The fast path fills the instance's dict itself: the same keys, in the same order.
+        assert repr(vars(result)) == repr(vars(expected))
         # == does not see an int where a PowerState belongs.
         assert [type(getattr(result, f)) for f in FIELDS] == [
             type(getattr(expected, f)) for f in FIELDS
@@ -171,3 +176,39 @@ def test_the_json_reader_refuses_what_json_loads_refuses_naming_the_part(value):
             wire._json(value, "oslo.message")
     else:
         assert wire._json(value, "oslo.message") == expected[1]
+
+
+def unwrapped(body: bytes | str) -> object:
+    try:
+        return wire._notification(body)
+    except MalformedEvent as exc:
+        return f"MalformedEvent: {exc}"
+
+
+ENVELOPE = wire.encode(make_event())
+HEAD = wire._ENVELOPE_HEAD.decode()
+
+
+@settings(max_examples=400)
+@given(
+    message=st.text(max_size=12) | st.sampled_from(['{"event_type": "x"}', '{"payload": 1}']),
+    tail=st.sampled_from(['"}', '" }', '"} ', '", "oslo.message": "{}"}', '"}"}', '\\"}', "}"]),
+    head=st.sampled_from([HEAD, HEAD.replace("2.0", "3.0"), HEAD.replace(": ", ":"), ""]),
+)
+def test_an_envelope_is_unwrapped_as_decoding_it_whole_would(message, tail, head):
+    escaped = json.dumps(message)[1:-1]
+    text = head + escaped + tail
+    body = text.encode("utf-8", "surrogatepass")
+
+    # The str body is never taken for the encoder's envelope: decoded whole.
+    assert unwrapped(body) == unwrapped(text)
+
+
+def test_the_encoders_envelope_is_unwrapped_to_its_event_type_and_payload():
+    event = make_event()
+
+    assert wire._as_encoded(ENVELOPE) is not None
+    assert unwrapped(wire.encode(event)) == (event.event_type, event.to_payload())
+    assert unwrapped(ENVELOPE + b" ") == unwrapped(ENVELOPE.decode() + " ")
+    assert wire._as_encoded(ENVELOPE + b" ") is None
+    assert wire._as_encoded(ENVELOPE.replace(b"{", b"\xff", 1)) is None
