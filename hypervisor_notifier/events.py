@@ -376,27 +376,15 @@ def _from_json_object(
         moment = parse_time(occurred_at)
     except (ValueError, OverflowError):
         return None
-    # A frozen dataclass's __init__ sets each of the 15 fields through
-    # object.__setattr__; the instance's dict filled at once holds the same
-    # in __init__'s order (a test compares them with the checked path's).
+    # The dict filled at once, in __init__'s order (a test compares it with the checked
+    # path's): not 15 object.__setattr__ calls of a frozen dataclass's __init__.
     event = object.__new__(cls)
     event.__dict__.update(
-        event_id=event_id,
-        host=host,
-        hypervisor=hypervisor,
-        seq=seq,
-        schema_version=version,
-        verified=verified,
-        instance_uuid=instance_uuid,
-        instance_name=instance_name,
-        transition=transition,
-        power_state=power_state,
-        reason=reason,
-        detail=detail,
-        occurred_at=moment,
-        details=details,
-        resync=resync,
-    )
+        event_id=event_id, host=host, hypervisor=hypervisor, seq=seq, schema_version=version,
+        verified=verified, occurred_at=moment, details=details, instance_uuid=instance_uuid,
+        instance_name=instance_name, transition=transition, power_state=power_state,
+        reason=reason, detail=detail, resync=resync,
+    )  # fmt: skip
     return event
 
 

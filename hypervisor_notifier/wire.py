@@ -133,8 +133,9 @@ _NOTIFICATION = (
     '{"message_id": %s, "_unique_id": %s, "publisher_id": %s, "event_type": %s, '
     '"priority": "' + PRIORITY.upper() + '", "payload": %s, "timestamp": %s}'
 )
-#: The ``messagingv2`` envelope, as ``json.dumps`` would write it: the notification as a string.
-_ENVELOPE = b'{"oslo.version": "' + OSLO_VERSION.encode() + b'", "oslo.message": %s}'
+#: The ``messagingv2`` envelope as ``json.dumps`` writes it, up to the opening quote of the
+#: notification's JSON, held as a string (the decoder reads such a body's string directly).
+_ENVELOPE_HEAD = b'{"oslo.version": "' + OSLO_VERSION.encode() + b'", "oslo.message": "'
 
 
 def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
@@ -161,7 +162,7 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
         # formatted once (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
         _quoted(payload["occurred_at"][:-1].replace("T", " ")),
     )
-    return _ENVELOPE % _quoted(notification).encode("ascii")
+    return _ENVELOPE_HEAD[:-1] + _quoted(notification).encode("ascii") + b"}"
 
 
 #: Every ``event_type`` of ours, and the kind of event it names.
@@ -244,8 +245,6 @@ def _event_type_and_payload(inner: object) -> tuple[str, object]:
     return event_type, inner.get("payload")
 
 
-#: The envelope as :func:`encode` writes it, up to the opening quote of the inner JSON.
-_ENVELOPE_HEAD = b'{"oslo.version": "%s", "oslo.message": "' % OSLO_VERSION.encode()
 _scan_string = json.decoder.scanstring
 
 
