@@ -110,14 +110,17 @@ def test_malformed_messages_are_rejected_counted_and_consumption_goes_on(broker,
     subscriber, collector = subscribe()
     key = wire.routing_key(TOPIC, names["host"])
     good = make_event(host=names["host"])
+    encoded = wire.encode(good)
+    seq_as_text = encoded.replace(b'\\"seq\\":', b'\\"seq\\":\\"x')
+    assert seq_as_text != encoded  # the edit found the field
     bad_bodies = [
         b"\xff\xfe not json",
         b"[1, 2, 3]",
         json.dumps({"oslo.version": "2.0", "oslo.message": "{not json"}).encode(),
         json.dumps({"event_type": "compute.instance.update", "payload": {}}).encode(),
-        wire.encode(good).replace(b'\\"seq\\": ', b'\\"seq\\": \\"x'),
+        seq_as_text,
     ]
-    for body in [*bad_bodies, wire.encode(good)]:
+    for body in [*bad_bodies, encoded]:
         broker.basic_publish(amqp.Message(body, delivery_mode=2), names["exchange"], key)
 
     assert collector.wait_for(lambda e: e.event_id == good.event_id) == good

@@ -35,6 +35,17 @@ def captured(broker, names):
     broker.queue_delete(queue)
 
 
+def inject(broker: amqp.Channel, body: bytes, names: dict[str, str]) -> None:
+    """Publish ``body`` to the test host's routing key as an attacker would, confirmed.
+
+    Confirmed: it is in the queue before anything the test sends next, on any
+    connection (an unconfirmed publish may reach the queue after them).
+    """
+    broker.confirm_select()
+    broker.basic_publish_confirm(amqp.Message(body, delivery_mode=2), names["exchange"],
+                                 wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+
+
 def forged(body: bytes, **changes: object) -> bytes:
     """A captured body with payload fields changed (and the event_type to match)."""
     outer = json.loads(body)
@@ -67,15 +78,12 @@ def test_injected_forged_and_replayed_events_are_rejected_counted_and_never_deli
     for publisher in attacks.values():
         publisher.send(make_event(host=names["host"], instance_uuid=instance, seq=2))
     captured_payload = json.loads(json.loads(body)["oslo.message"])["payload"]
-    inject = broker.basic_publish
     # A captured event replayed as it is, and one edited into a "stopped".
-    inject(amqp.Message(body, delivery_mode=2), names["exchange"],
-           wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+    inject(broker, body, names)
     edited = forged(
         body, transition="stopped", power_state=4, event_id=captured_payload["event_id"] + "x"
     )
-    inject(amqp.Message(edited, delivery_mode=2), names["exchange"],
-           wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+    inject(broker, edited, names)
 
     # A signed event after them all passes (and so does the previous key's).
     old_key = start_publisher(signer=Signer("1", PREVIOUS_KEY))
@@ -124,8 +132,7 @@ def test_a_captured_paused_event_replayed_after_a_consumer_restart_is_refused(
 
     # A new consumer process: a fresh verifier (no memory), the same state file.
     restarted, after_restart = subscribe(verifier=Verifier({"2": KEY}), state_file=state_file)
-    broker.basic_publish(amqp.Message(body, delivery_mode=2), names["exchange"],
-                         wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+    inject(broker, body, names)
     marker = make_event(host=names["host"], seq=3)
     notifier.send(marker)
     after_restart.wait_for(lambda e: e.event_id == marker.event_id)
@@ -142,8 +149,7 @@ def test_another_hosts_signed_event_injected_into_this_hosts_queue_is_refused(
     signer = Signer("2", KEY)
     # Validly signed by host A's notifier (the key is the deployment's), routed to B.
     theirs = make_event(host=f"other-{names['host']}", reason="VmGuestShutdownEvent")
-    broker.basic_publish(amqp.Message(wire.encode(theirs, signer), delivery_mode=2),
-                         names["exchange"], wire.routing_key(TOPIC, names["host"]))  # fmt: skip
+    inject(broker, wire.encode(theirs, signer), names)
     marker = make_event(host=names["host"])
     start_publisher(signer=signer).send(marker)
     collector.wait_for(lambda e: e.event_id == marker.event_id)
