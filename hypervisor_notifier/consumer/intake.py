@@ -2,14 +2,10 @@
 
 What a consumer pays per message before its own work, cut to what is needed:
 
-- :class:`FrameReader`. py-amqp reads each frame with three ``recv`` calls of exactly the bytes it
-needs (header, payload, end octet), each under a timeout set and reset on
-  the socket: nine system calls and six timeout changes for every message.
-  The reader reads whatever the socket holds (up to :data:`READ_SIZE`), cuts
-  it into frames and hands each to py-amqp's own frame handler
-  (``Connection.on_inbound_frame``), as ``drain_events`` would: methods,
-  content, heartbeats and errors are handled by py-amqp exactly as before.
-  While it runs it owns the socket's input; :meth:`FrameReader.release` gives
+- :class:`~hypervisor_notifier.amqpframes.FrameReader`: frames read in bulk
+  (one ``recv`` for many messages, where py-amqp makes three per frame) and
+  handed to py-amqp's own frame handler. While it runs it owns the socket's
+  input; :meth:`~hypervisor_notifier.amqpframes.FrameReader.release` gives
   what it read but did not hand over back to py-amqp's transport, so the
   synchronous calls after it (cancelling the consumer, closing the channel)
   read on where it stopped.
@@ -20,113 +16,16 @@ needs (header, payload, end octet), each under a timeout set and reset on
 
 from __future__ import annotations
 
-import ssl
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 import amqp
-import amqp.exceptions
 import kombu
 import kombu.mixins
 
-from hypervisor_notifier.fdwait import readable
+from hypervisor_notifier.amqpframes import FrameReader
 
-#: Bytes read at most per ``recv``: some seventy events of a few hundred bytes.
-READ_SIZE = 65536
-#: Frame header (type, channel, size) and the octet that ends every frame.
-_HEADER = struct.Struct(">BHI")
-_FRAME_END = 0xCE
-
-
-class FrameReader:
-    """Read one py-amqp connection's frames in bulk and hand them to py-amqp.
-
-    Arguments:
-        connection: An open py-amqp connection (kombu's ``connection.connection``).
-
-    """
-
-    def __init__(self, connection: amqp.Connection) -> None:
-        self._connection = connection
-        self._transport = connection.transport
-        self._sock = connection.sock
-        # What py-amqp had read ahead already (nothing, usually) comes first.
-        self._buffer: bytes = getattr(self._transport, "_read_buffer", b"")
-        self._transport._read_buffer = b""
-        self._pos = 0
-
-    def waiting(self) -> bool:
-        """Whether a frame can be handled without blocking (buffered, or bytes on the socket)."""
-        if self._whole_frame():
-            return True
-        sock = self._sock
-        # TLS: decrypted bytes wait in the TLS object, not on the socket
-        # (duck-typed: eventlet's green TLS socket is not an ssl.SSLSocket).
-        pending = getattr(sock, "pending", None)
-        if pending is not None and pending():
-            return True
-        return bool(readable([sock], 0))
-
-    def drain(self, timeout: float | None) -> None:
-        """Hand over every whole frame buffered, reading first (up to ``timeout``) if none is.
-
-        Raises:
-            socket.timeout: Nothing came within ``timeout`` seconds.
-            OSError: The connection failed or was closed by the broker.
-            amqp.exceptions.UnexpectedFrame: A frame does not end as AMQP says.
-
-        """
-        while not self._whole_frame():
-            self._fill(timeout)
-        handle = self._connection.on_inbound_frame
-        while (frame := self._next_frame()) is not None:
-            # The position is past the frame before py-amqp (and the
-            # application's callback) sees it: an exception leaves the
-            # rest buffered, for release() to hand back.
-            handle(frame)
-
-    def release(self) -> None:
-        """Give back what was read but not handed over: py-amqp reads on from there."""
-        rest = self._buffer[self._pos :]
-        self._transport._read_buffer = rest + self._transport._read_buffer
-        self._buffer, self._pos = b"", 0
-
-    def _whole_frame(self) -> bool:
-        available = len(self._buffer) - self._pos
-        if available < _HEADER.size:
-            return False
-        _, _, size = _HEADER.unpack_from(self._buffer, self._pos)
-        return available > _HEADER.size + size
-
-    def _next_frame(self) -> tuple[int, int, bytes] | None:
-        buffer, pos = self._buffer, self._pos
-        if len(buffer) - pos < _HEADER.size:
-            return None
-        frame_type, channel, size = _HEADER.unpack_from(buffer, pos)
-        end = pos + _HEADER.size + size
-        if len(buffer) <= end:
-            return None
-        if buffer[end] != _FRAME_END:
-            raise amqp.exceptions.UnexpectedFrame(f"frame ends with {buffer[end]:#04x}, not 0xce")
-        self._pos = end + 1
-        return frame_type, channel, buffer[pos + _HEADER.size : end]
-
-    def _fill(self, timeout: float | None) -> None:
-        sock = self._sock
-        previous = sock.gettimeout()
-        sock.settimeout(timeout)
-        try:
-            data = sock.recv(READ_SIZE)
-        except ssl.SSLWantReadError:
-            raise TimeoutError() from None
-        finally:
-            sock.settimeout(previous)
-        if not data:
-            self._transport.connected = False
-            raise OSError("Server unexpectedly closed connection")
-        self._buffer = self._buffer[self._pos :] + data
-        self._pos = 0
+__all__ = ["BulkConsumerMixin", "FrameReader", "RawConsumer"]
 
 
 class RawConsumer(kombu.Consumer):
