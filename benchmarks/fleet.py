@@ -2,22 +2,28 @@
 
 Usage: ``python benchmarks/fleet.py [--runs 100:classic,100:quorum,1000:quorum]
 [--duration 60] [--rate 1] [--processes 2] [--burst-phase spread|together]
-[--subscriber-connections shared|per-host] [--transport-url URL]`` (or ``tox -e bench``).
+[--subscriber-connections shared|per-host] [--idle 15] [--profile idle|loaded|none]
+[--leader-locator client-local] [--erl-args "+S 1:1"] [--conf LINES] [--advanced TERMS]
+[--transport-url URL]`` (or ``tox -e bench``).
 
 A benchmark, not a test. It starts a 3-node cluster of its own
 (``tests/functional/cluster.py``: own node names, ports, data directories and
-cookie; ``pause_minority``), unless ``--transport-url`` names one. For each
-run (N hosts, a queue type) it starts ``--processes`` publishing and as many
+cookie; ``pause_minority``) with an operator's settings at scale (below; the
+options change them), unless ``--transport-url`` names one. For each run (N
+hosts, a queue type) it starts ``--processes`` publishing and as many
 consuming processes (``fleet_worker.py``), each with its share of the N
 hosts: per host, the project's real :class:`Publisher` (memory outbox; its
 own durable host queue of that type; a connection of its own, as on a real
 host) in a publishing process, and a real :class:`Subscriber` of that queue
 in a consuming one (a host's notifier and its nova-compute adapter are
 separate processes too), both with the transport URL naming all three
-nodes. The subscribers of a process share one connection and thread per 500
-(:class:`SubscriberGroup`, a channel each) unless ``--subscriber-connections
-per-host``. Once every subscriber consumes, each host publishes one event
-per second (``--rate``) with a burst of ``--burst`` events every
+nodes, rotated to start at the host's own node. The subscribers of a
+process whose hosts start at the same node share one connection to it and a
+thread (:class:`SubscriberGroup`, a channel each) unless
+``--subscriber-connections per-host``. Once every subscriber consumes, the
+fleet idles ``--idle`` seconds (its CPU measured: what connections, queues
+and timers cost without events), then each host publishes one event per
+second (``--rate``) with a burst of ``--burst`` events every
 ``--burst-every`` seconds, for ``--duration`` seconds; hosts are spread
 evenly over each second, and so are their bursts over the burst period
 (``--burst-phase spread``; ``together``: every host's burst in the same
@@ -29,10 +35,12 @@ events and the worst host's p99 (``occurred_at`` is stamped when the event is
 put into the publisher's outbox; the callback reads the wall clock: one
 clock, one machine), how late the event generator ran (apart: not latency),
 whether any host lost an event or received another host's, the broker's
-connections per node, its memory per host queue (``rabbitmqctl list_queues
-memory``, read while the fleet runs), each node's Erlang run queue (sampled
-mid-run), the machine's run queue, and the CPU seconds of each node, of the
-workers and of everything else on the machine (other processes load it).
+connections per node and its memory per host queue (``rabbitmqctl``, idle
+and after the run: never while it runs, each call boots an Erlang VM), the
+machine's run queue, the CPU of each node, of the publishing and consuming
+workers and of everything else, idle and from the go to the last callback,
+and that CPU per event (less the idle fleet's share). ``--profile`` adds
+each node's busiest kinds of Erlang process (reductions over 5 s).
 
 Goals (issue): 1,000 hosts at one event per second with bursts, p99
 publish-to-callback under 50 ms, nothing lost.
@@ -41,28 +49,26 @@ publish-to-callback under 50 ms, nothing lost.
 from __future__ import annotations
 
 import argparse
-import collections
+import dataclasses
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import amqp
-from harness import (
-    Cpu,
-    Stats,
-    machine_line,
-    package_state,
-    progress,
-    verdict,
-    versions,
+from fleet_probe import (
+    SETTINGS_APPLIED,
+    CpuSample,
+    RunQueue,
+    busiest,
+    cluster_ctl,
+    connections_per_node,
+    queue_memory,
 )
+from harness import Stats, machine_line, package_state, progress, verdict, versions
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the tests' cluster, imported by its package path
@@ -74,12 +80,18 @@ WORKER = Path(__file__).with_name("fleet_worker.py")
 TOPIC = "hypervisor_events"
 GOAL_P99_MS = 50.0
 #: What an operator of a cluster holding thousands of host queues sets (doc/source/scale.rst):
-#: quorum queue leaders spread over the nodes rather than on the declaring client's node,
-#: and the per-object statistics (every connection, channel and queue) emitted every
-#: minute rather than every 5 s.
-CLUSTER_SETTINGS = "queue_leader_locator = balanced\ncollect_statistics_interval = 60000\n"
+#: the per-object statistics (every connection, channel and queue) emitted every minute
+#: rather than every 5 s.
+CLUSTER_SETTINGS = "collect_statistics_interval = 60000\n"
 #: And each quorum queue member's housekeeping tick (metrics) every 30 s rather than 5 s.
 CLUSTER_ADVANCED = "[{rabbit, [{quorum_tick_interval, 30000}]}].\n"
+#: A quorum queue's leader on the node its declaring client (the host's publisher) is
+#: connected to: with each host's URL starting at a node of its own, the leaders are spread,
+#: and a publish and its confirm stay on one node (``balanced``: two thirds cross nodes).
+LEADER_LOCATOR = "client-local"
+#: One scheduler thread per node: the three nodes share this machine's 2 cores, and the
+#: default (a scheduler per core, 6 for 2 cores) costs about 30% more broker CPU per event.
+CLUSTER_ERL_ARGS = "+S 1:1"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,74 +108,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default="shared", help="one per process (a channel each)")  # fmt: skip
     parser.add_argument("--processes", type=int, default=2,
                         help="worker processes of each role (publish, consume)")  # fmt: skip
+    parser.add_argument("--idle", type=float, default=15.0,
+                        help="seconds of CPU measured with the fleet connected, idle")  # fmt: skip
+    parser.add_argument("--profile", choices=("idle", "loaded", "none"), default="idle",
+                        help="each node's busiest Erlang processes: when")  # fmt: skip
+    parser.add_argument("--erl-args", default=CLUSTER_ERL_ARGS, help="the nodes' VM flags")
+    parser.add_argument("--leader-locator", default=LEADER_LOCATOR, help="queue_leader_locator")
+    parser.add_argument("--conf", default="", help="more rabbitmq.conf lines (\\n-separated)")
+    parser.add_argument("--advanced", default=CLUSTER_ADVANCED, help="advanced.config")
     parser.add_argument("--transport-url", help="an existing cluster (default: start one)")
     args = parser.parse_args(argv)
     args.runs = [(int(n), kind) for n, kind in (run.split(":") for run in args.runs.split(","))]
     return args
-
-
-def cluster_ctl(cluster: RabbitCluster | None, *args: str) -> str:
-    if cluster is None:
-        return ""
-    # eval takes no table options: it prints an Erlang term.
-    table = () if args[0] == "eval" else ("--no-table-headers",)
-    return cluster.any_running().ctl(*args, *table)
-
-
-def node_cpu(cluster: RabbitCluster | None) -> list[float]:
-    """CPU seconds of each of the cluster's Erlang VMs (their pid files)."""
-    if cluster is None:
-        return []
-    return [Cpu.now([int(node.pid_file.read_text())]).broker for node in cluster.nodes]
-
-
-#: What the nodes run with, read back from one of them.
-SETTINGS_APPLIED = (
-    "[element(2, application:get_env(rabbit, K)) || K <- [queue_leader_locator,"
-    " collect_statistics_interval, quorum_tick_interval]]."
-)
-
-#: One rabbitmqctl call (each boots an Erlang VM: costly on a busy machine):
-#: 5 samples, 1 s apart, of each node's Erlang run queue (processes ready to run).
-RUN_QUEUES = (
-    "[{N, [begin timer:sleep(1000), rpc:call(N, erlang, statistics,"
-    " [total_run_queue_lengths_all]) end || _ <- lists:seq(1, 5)]}"
-    " || N <- rabbit_nodes:all_running()]."
-)
-
-
-def broker_load(cluster: RabbitCluster | None) -> tuple[dict[str, int], str]:
-    """Client connections per node (by the port they reached), and the nodes' run queues."""
-    if cluster is None:
-        return {}, "(not our cluster)"
-    try:
-        ports = cluster_ctl(cluster, "list_connections", "port").split()
-        run_queues = " ".join(cluster_ctl(cluster, "eval", RUN_QUEUES).split())
-    except RuntimeError as exc:  # a busy node's CLI timed out: the run's figures still count
-        return {}, f"(not read: {str(exc).splitlines()[0]})"
-    nodes = collections.Counter(cluster.node_on_port(int(port)).node for port in ports)
-    return dict(sorted(nodes.items())), run_queues
-
-
-class RunQueue(threading.Thread):
-    """Samples the machine's runnable threads (``procs_running``) twice a second."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.samples: list[int] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.5):
-            stat = open("/proc/stat").read().split("procs_running ")[1]  # noqa: SIM115
-            self.samples.append(int(stat.split()[0]) - 1)  # less this sampler
-
-    def line(self) -> str:
-        self.done.set()
-        samples = sorted(self.samples) or [0]
-        return (f"machine run queue (runnable threads, {os.cpu_count()} cores): mean "
-                f"{sum(samples) / len(samples):.1f}, p90 {samples[len(samples) * 9 // 10]}, "
-                f"max {samples[-1]}")  # fmt: skip
 
 
 def delete_fleet(url: str, exchange: str, queues: list[str]) -> None:
@@ -235,53 +191,76 @@ def measure_fleet(args: argparse.Namespace, url: str, cluster: RabbitCluster | N
     publishers = start_workers(args, settings, names, "publish", workers)
     subscribers = start_workers(args, settings, names, "consume", workers)
     setup = time.monotonic() - started
-    progress(f"{hosts} hosts ({queue_type}) ready in {setup:.1f} s; publishing")
-    cpu_before, machine_before = node_cpu(cluster), Cpu.now([])
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pids = [worker.pid for worker in publishers], [worker.pid for worker in subscribers]
+    progress(f"{hosts} hosts ({queue_type}) ready in {setup:.1f} s; idle for {args.idle:g} s")
+    # Idle: every connection open, every queue consumed, no event. What the fleet costs
+    # by just being there (heartbeats, Raft ticks, timers), apart from what events cost.
+    before = CpuSample.now(cluster, *pids)
+    time.sleep(args.idle)
+    idle = CpuSample.now(cluster, *pids).since(before)
+    lines = [f"  {idle.line('idle (connected, no events)')}"]
+    memory_idle = queue_memory(cluster, f"{TOPIC}.fleet-{run_id}")
+    nodes = connections_per_node(cluster)
+    if args.profile == "idle":
+        lines.append(f"  busiest Erlang processes idle (reductions in 5 s): {busiest(cluster)}")
+    progress(f"{lines[0].strip()}; publishing")
     run_queue = RunQueue()
     run_queue.start()
+    before = CpuSample.now(cluster, *pids)
     for worker in publishers:
         assert worker.stdin is not None
         worker.stdin.write("go\n")
         worker.stdin.flush()
-    time.sleep(min(args.duration / 2, 30))  # mid-run: what the broker holds while it runs
-    listed = cluster_ctl(cluster, "list_queues", "name", "type", "memory").splitlines()
-    queues = [line.split("\t") for line in listed]
-    memory = [int(m) for name, kind, m in queues if name.startswith(f"{TOPIC}.fleet-{run_id}")]
-    nodes, run_queues = broker_load(cluster)
-    sent, late = {}, []
+    if args.profile == "loaded":  # a rabbitmqctl VM mid-run: its latency suffers
+        time.sleep(args.duration / 2)
+        lines.append(f"  busiest Erlang processes loaded (5 s): {busiest(cluster)}")
+    # No rabbitmqctl until every event arrived: each boots an Erlang VM, a core-second.
+    sent, late, cpu = {}, [], [0.0, 0.0]
     for worker in publishers:
         result = finish(worker, args, "")
         sent.update((host["host"], host) for host in result["hosts"])
         late += result["late_ms"]
+        cpu[0] += result["cpu_s"]
     expected = json.dumps({host: report["sent"] for host, report in sent.items()}) + "\n"
     reports = []
     for worker in subscribers:
-        for host in finish(worker, args, expected)["hosts"]:
-            reports.append({**sent[host["host"]], **host})
-    machine = Cpu.now([])
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_workers = (children.ru_utime + children.ru_stime) - (
-        children_before.ru_utime + children_before.ru_stime
-    )
-    cpu_nodes = [
-        after - before for after, before in zip(node_cpu(cluster), cpu_before, strict=True)
-    ]
-    wall = machine.wall - machine_before.wall
-    others = machine.busy - machine_before.busy - sum(cpu_nodes) - cpu_workers
+        result = finish(worker, args, expected)
+        reports += [{**sent[host["host"]], **host} for host in result["hosts"]]
+        cpu[1] += result["cpu_s"]
+    # From the go to the last event received; the workers reported their own CPU.
+    after = CpuSample.now(cluster, [], [])
+    loaded = dataclasses.replace(after, publishers=cpu[0], subscribers=cpu[1]).since(before)
+    lines += [f"  {run_queue.line()}", f"  {loaded.line('from the go to the last callback')}"]
+    memory = queue_memory(cluster, f"{TOPIC}.fleet-{run_id}")
     delete_fleet(url, exchange, [f"{TOPIC}.{name}" for name in names])
-    lines = report(args, hosts, queue_type, setup, reports, late, memory)
+    figures = report(args, hosts, queue_type, setup, reports, late, memory)
+    events = sum(r["sent"] for r in reports) or 1
     return [
-        *lines[:-1],
-        f"  broker connections per node (mid-run): {nodes}",
-        f"  Erlang run queue per node (5 samples mid-run): {run_queues}",
-        f"  {run_queue.line()}",
-        f"  CPU over {wall:.0f} s: cluster nodes "
-        + " + ".join(f"{cpu:.0f}" for cpu in cpu_nodes)
-        + f" s, fleet workers {cpu_workers:.0f} s, other processes {max(0.0, others):.0f} s "
-        f"(the machine has {len(os.sched_getaffinity(0)) * wall:.0f} core-s)",
-        lines[-1],
+        *figures[:-1],
+        f"  memory {per_queue(memory_idle):.1f} KiB per host queue idle (before publishing)",
+        f"  broker connections per node (idle): {nodes}",
+        *lines,
+        f"  {cost_per_event(idle, loaded, events)}",
+        figures[-1],
     ]
+
+
+def per_queue(memory: list[int]) -> float:
+    """The mean of ``memory`` (bytes per queue), in KiB."""
+    return sum(memory) / len(memory) / 1024 if memory else 0.0
+
+
+def cost_per_event(idle: CpuSample, loaded: CpuSample, events: int) -> str:
+    """CPU ms per event, go to last callback: all of it, and less what the idle fleet costs."""
+
+    def ms(loaded_s: float, idle_s: float) -> str:
+        extra = loaded_s - idle_s / idle.wall * loaded.wall if idle.wall else loaded_s
+        return f"{loaded_s / events * 1000:.2f} ({extra / events * 1000:.2f})"
+
+    return (f"CPU ms per event, all (less the idle fleet's): nodes "
+            f"{ms(sum(loaded.nodes), sum(idle.nodes))}, publishers "
+            f"{ms(loaded.publishers, idle.publishers)}, subscribers "
+            f"{ms(loaded.subscribers, idle.subscribers)}; {events:,} events")  # fmt: skip
 
 
 def report(args: argparse.Namespace, hosts: int, queue_type: str, setup: float,
@@ -294,13 +273,13 @@ def report(args: argparse.Namespace, hosts: int, queue_type: str, setup: float,
     confirms = Stats.of([ms for r in reports for ms in r["confirms_ms"]] or [0.0])
     worst = max((Stats.of(r["latencies_ms"]).p99 for r in reports if r["latencies_ms"]),
                 default=0.0)  # fmt: skip
-    per_queue = sum(memory) / len(memory) / 1024 if memory else 0.0
     behind = Stats.of(late or [0.0])
     return [
         f"{hosts:,} hosts, {queue_type} host queues, {args.processes} + {args.processes} "
-        f"processes (publishers, subscribers), subscribers' "
-        f"connections {args.subscriber_connections}, {args.rate:g} event/s per host + a burst "
-        f"of {args.burst} every {args.burst_every} s ({args.burst_phase}), {args.duration:g} s:",
+        f"processes (publishers, subscribers), subscribers' connections "
+        f"{args.subscriber_connections}, {args.rate:g} event/s "
+        f"per host + a burst of {args.burst} every {args.burst_every} s ({args.burst_phase}), "
+        f"{args.duration:g} s:",
         f"  setup (connections, declarations, consumers) {setup:.1f} s; events sent {sent:,}, "
         f"received {received:,} ({received / args.duration:,.0f}/s aggregate)",
         f"  publish -> callback ms: p50 {every.p50:.1f}, p99 {every.p99:.1f}, max "
@@ -311,7 +290,8 @@ def report(args: argparse.Namespace, hosts: int, queue_type: str, setup: float,
         f"resent: {sum(r['resent'] for r in reports)}",
         f"  event generator late (not counted as latency): {len(late):,} of the hosts' turns, "
         f"p99 {behind.p99:.1f} ms, max {behind.max:.1f} ms",
-        f"  {len(memory)} host queues, memory {per_queue:.1f} KiB per queue (mid-run)",
+        f"  {len(memory)} host queues, memory {per_queue(memory):.1f} KiB per queue (after the "
+        f"run, drained)",
         f"  goal: p99 < {GOAL_P99_MS:g} ms: {verdict(every.p99 < GOAL_P99_MS)}; nothing lost: "
         f"{verdict(not lossy and received == sent)}; each host only its own events: "
         f"{verdict(foreign == 0)}",
@@ -325,14 +305,18 @@ def main(argv: list[str] | None = None) -> int:
         cluster = None
         if args.transport_url is None:
             progress("starting a 3-node RabbitMQ cluster")
-            cluster = RabbitCluster(Path(tmp), CLUSTER_SETTINGS, CLUSTER_ADVANCED)
+            extra = "".join(f"{line}\n" for line in args.conf.split("\\n") if line)
+            conf = f"queue_leader_locator = {args.leader_locator}\n{CLUSTER_SETTINGS}{extra}"
+            cluster = RabbitCluster(Path(tmp), conf, args.advanced, args.erl_args)
             started = time.monotonic()
             cluster.start()
             lines.append(f"3-node cluster started in {time.monotonic() - started:.1f} s")
         try:
             if cluster is not None:
                 applied = cluster_ctl(cluster, "eval", SETTINGS_APPLIED).strip()
-                lines.append(f"cluster settings (leader locator, statistics, tick ms): {applied}")
+                lines.append(f"cluster settings (leader locator, statistics, tick ms): {applied}; "
+                             f"rabbitmq.conf {conf!r}, advanced.config {args.advanced!r}, "
+                             f"Erlang flags {args.erl_args!r}")  # fmt: skip
             url = args.transport_url or cluster.transport_url  # type: ignore[union-attr]
             for hosts, queue_type in args.runs:
                 figures = run_fleet(args, url, cluster, hosts, queue_type)

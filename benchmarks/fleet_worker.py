@@ -9,7 +9,7 @@ phase, the duration, and whether the hosts' subscribers share a connection.
   ``ready``, waits for ``go``, publishes for the duration, waits for the
   confirms, and prints per host what it sent and each event's put-to-confirm
   time, and how late the event generator ran (not latency: an event's clock
-  starts when it is put).
+  starts when it is put). Both roles report the CPU seconds they used.
 - ``consume``: starts each host's Subscriber, prints ``ready``, reads the
   counts each host sent (a JSON line), waits until its subscribers received
   them, and prints per host what it received, whether any event was
@@ -21,8 +21,9 @@ process whose other threads keep the GIL busy gets it back only every
 switch interval (5 ms), and a subscriber group's one thread then falls
 behind. Each host's Publisher has a connection of its own, as on a real
 compute host. Its Subscriber is consumed over a connection of its own too,
-or, with ``shared``, through one :class:`SubscriberGroup` per 500 hosts: a
-channel each on one connection and one thread.
+or, with ``shared``, through a :class:`SubscriberGroup` per node (of the
+hosts whose URL starts there, 500 at most): a channel each on one connection
+to that node and one thread.
 """
 
 from __future__ import annotations
@@ -181,18 +182,26 @@ def start_publishers(hosts: list[SimulatedHost]) -> None:
 
 
 def start_subscribers(hosts: list[SimulatedHost], settings: dict) -> list[Subscriber]:
-    """Start the hosts' subscribers: each alone, or in groups sharing a connection."""
+    """Start the hosts' subscribers: each alone, or in groups sharing a connection.
+
+    A group's members are hosts whose URL starts at the same node, and the
+    group connects there too: where each host's publisher connects (and, with
+    ``client-local``, its queue's leader is), as a host's own consumer would.
+    """
     if not settings["shared"]:
         for host in hosts:
             host.subscriber.start()
         return [host.subscriber for host in hosts]
+    nodes = len(TransportURL.parse(settings["transport_url"]).hosts)
     groups = []
-    for first in range(0, len(hosts), GROUP_SIZE):
-        members = [host.subscriber for host in hosts[first : first + GROUP_SIZE]]
-        url = starting_at(settings["transport_url"], settings["process"] + first // GROUP_SIZE)
-        group = SubscriberGroup(url, members, poll_interval=POLL_INTERVAL)
-        group.start()
-        groups.append(group)
+    for node in range(nodes):
+        same_node = hosts[node::nodes]
+        for first in range(0, len(same_node), GROUP_SIZE):
+            members = [host.subscriber for host in same_node[first : first + GROUP_SIZE]]
+            group = SubscriberGroup(starting_at(settings["transport_url"], node), members,
+                                    poll_interval=POLL_INTERVAL)  # fmt: skip
+            group.start()
+            groups.append(group)
     return groups
 
 
@@ -204,7 +213,8 @@ def publish(hosts: list[SimulatedHost], settings: dict) -> dict:
     late = drive(hosts, settings)
     for host in hosts:
         host.publisher.stop(timeout=SETTLE_TIMEOUT)  # what is still unconfirmed
-    return {"hosts": [host.report("publish") for host in hosts], "late_ms": late}
+    return {"hosts": [host.report("publish") for host in hosts], "late_ms": late,
+            "cpu_s": time.process_time()}  # fmt: skip
 
 
 def consume(hosts: list[SimulatedHost], settings: dict) -> dict:
@@ -222,7 +232,7 @@ def consume(hosts: list[SimulatedHost], settings: dict) -> dict:
         stop.start()
     for stop in stops:
         stop.join()
-    return {"hosts": [host.report("consume") for host in hosts]}
+    return {"hosts": [host.report("consume") for host in hosts], "cpu_s": time.process_time()}
 
 
 def main() -> int:

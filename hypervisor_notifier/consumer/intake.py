@@ -2,14 +2,10 @@
 
 What a consumer pays per message before its own work, cut to what is needed:
 
-- :class:`FrameReader`. py-amqp reads each frame with three ``recv`` calls of exactly the bytes it
-needs (header, payload, end octet), each under a timeout set and reset on
-  the socket: nine system calls and six timeout changes for every message.
-  The reader reads whatever the socket holds (up to :data:`READ_SIZE`), cuts
-  it into frames and hands each to py-amqp's own frame handler
-  (``Connection.on_inbound_frame``), as ``drain_events`` would: methods,
-  content, heartbeats and errors are handled by py-amqp exactly as before.
-  While it runs it owns the socket's input; :meth:`FrameReader.release` gives
+- :class:`~hypervisor_notifier.amqpframes.FrameReader`: frames read in bulk
+  (one ``recv`` for many messages, where py-amqp makes three per frame) and
+  handed to py-amqp's own frame handler. While it runs it owns the socket's
+  input; :meth:`~hypervisor_notifier.amqpframes.FrameReader.release` gives
   what it read but did not hand over back to py-amqp's transport, so the
   synchronous calls after it (cancelling the consumer, closing the channel)
   read on where it stopped.
@@ -28,23 +24,16 @@ needs (header, payload, end octet), each under a timeout set and reset on
 
 from __future__ import annotations
 
-import ssl
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import amqp
-import amqp.exceptions
 import kombu
 import kombu.mixins
 
-from hypervisor_notifier.fdwait import readable
+from hypervisor_notifier.amqpframes import FRAME_END, FRAME_HEADER, FrameReader
 
-#: Bytes read at most per ``recv``: some seventy events of a few hundred bytes.
-READ_SIZE = 65536
-#: Frame header (type, channel, size) and the octet that ends every frame.
-_HEADER = struct.Struct(">BHI")
-_FRAME_END = 0xCE
 #: A Basic.Deliver method frame's payload starts with its class and method ids (60, 60).
 _DELIVER = b"\x00\x3c\x00\x3c"
 _METHOD, _CONTENT_HEADER, _CONTENT_BODY = 1, 2, 3
@@ -57,84 +46,20 @@ _ENCODED, _MORE_FLAGS = 0x4000, 0x0001
 #: What a :class:`RawConsumer` is handed for each message: its channel, delivery tag and body.
 DeliveryCallback = Callable[[amqp.Channel, int, "bytes | str"], None]
 
+__all__ = ["BulkConsumerMixin", "DeliveryReader", "RawConsumer"]
 
-class FrameReader:
-    """Read one py-amqp connection's frames in bulk and hand them to py-amqp.
+
+class DeliveryReader(FrameReader):
+    """A :class:`FrameReader` that hands a delivery read whole straight to its consumer.
 
     Arguments:
-        connection: An open py-amqp connection (kombu's ``connection.connection``).
+        connection: See :class:`FrameReader`.
 
     """
 
-    def __init__(self, connection: amqp.Connection) -> None:
-        self._connection = connection
-        self._transport = connection.transport
-        self._sock = connection.sock
-        # What py-amqp had read ahead already (nothing, usually) comes first.
-        self._buffer: bytes = getattr(self._transport, "_read_buffer", b"")
-        self._transport._read_buffer = b""
-        self._pos = 0
-
-    def waiting(self) -> bool:
-        """Whether a frame can be handled without blocking (buffered, or bytes on the socket)."""
-        if self._whole_frame():
-            return True
-        sock = self._sock
-        # TLS: decrypted bytes wait in the TLS object, not on the socket
-        # (duck-typed: eventlet's green TLS socket is not an ssl.SSLSocket).
-        pending = getattr(sock, "pending", None)
-        if pending is not None and pending():
-            return True
-        return bool(readable([sock], 0))
-
-    def drain(self, timeout: float | None) -> None:
-        """Hand over every whole frame buffered, reading first (up to ``timeout``) if none is.
-
-        Raises:
-            socket.timeout: Nothing came within ``timeout`` seconds.
-            OSError: The connection failed or was closed by the broker.
-            amqp.exceptions.UnexpectedFrame: A frame does not end as AMQP says.
-
-        """
-        while not self._whole_frame():
-            self._fill(timeout)
-        handle = self._connection.on_inbound_frame
-        while True:
-            # The position is past the frame (or delivery) before py-amqp (and
-            # the application's callback) sees it: an exception leaves the
-            # rest buffered, for release() to hand back.
-            if self._buffer[self._pos + 7 : self._pos + 11] == _DELIVER and self._deliver():
-                continue
-            frame = self._next_frame()
-            if frame is None:
-                return
-            handle(frame)
-
-    def release(self) -> None:
-        """Give back what was read but not handed over: py-amqp reads on from there."""
-        rest = self._buffer[self._pos :]
-        self._transport._read_buffer = rest + self._transport._read_buffer
-        self._buffer, self._pos = b"", 0
-
-    def _whole_frame(self) -> bool:
-        available = len(self._buffer) - self._pos
-        if available < _HEADER.size:
-            return False
-        _, _, size = _HEADER.unpack_from(self._buffer, self._pos)
-        return available > _HEADER.size + size
-
-    def _next_frame(self) -> tuple[int, int, bytes] | None:
-        buffer, pos = self._buffer, self._pos
-        if len(buffer) - pos < _HEADER.size:
-            return None
-        frame_type, channel, size = _HEADER.unpack_from(buffer, pos)
-        end = pos + _HEADER.size + size
-        if len(buffer) <= end:
-            return None
-        if buffer[end] != _FRAME_END:
-            raise amqp.exceptions.UnexpectedFrame(f"frame ends with {buffer[end]:#04x}, not 0xce")
-        self._pos = end + 1
-        return frame_type, channel, buffer[pos + _HEADER.size : end]
+    def _take_whole(self) -> bool:
+        """See :meth:`FrameReader._take_whole`: a Basic.Deliver, when :meth:`_deliver` can."""
+        return self._buffer[self._pos + 7 : self._pos + 11] == _DELIVER and self._deliver()
 
     def _deliver(self) -> bool:
         """Hand the Basic.Deliver at the position to its consumer's ``on_delivery``, if it can.
@@ -174,35 +99,19 @@ class FrameReader:
         consumer.on_delivery(channel, delivery_tag, buffer[body[1] : body[2]])
         return True
 
-    def _fill(self, timeout: float | None) -> None:
-        sock = self._sock
-        previous = sock.gettimeout()
-        sock.settimeout(timeout)
-        try:
-            data = sock.recv(READ_SIZE)
-        except ssl.SSLWantReadError:
-            raise TimeoutError() from None
-        finally:
-            sock.settimeout(previous)
-        if not data:
-            self._transport.connected = False
-            raise OSError("Server unexpectedly closed connection")
-        self._buffer = self._buffer[self._pos :] + data
-        self._pos = 0
-
 
 def _frame_at(buffer: bytes, pos: int, frame_type: int) -> tuple[int, int, int] | None:
     """A whole frame of ``frame_type`` at ``pos``: (channel, payload start, payload end); or None.
 
     None too if it does not end as AMQP says (py-amqp's handler then refuses it).
     """
-    if len(buffer) - pos < _HEADER.size:
+    if len(buffer) - pos < FRAME_HEADER.size:
         return None
-    kind, channel, size = _HEADER.unpack_from(buffer, pos)
-    end = pos + _HEADER.size + size
-    if kind != frame_type or len(buffer) <= end or buffer[end] != _FRAME_END:
+    kind, channel, size = FRAME_HEADER.unpack_from(buffer, pos)
+    end = pos + FRAME_HEADER.size + size
+    if kind != frame_type or len(buffer) <= end or buffer[end] != FRAME_END:
         return None
-    return channel, pos + _HEADER.size, end
+    return channel, pos + FRAME_HEADER.size, end
 
 
 class RawConsumer(kombu.Consumer):
@@ -243,7 +152,7 @@ class BulkConsumerMixin(kombu.mixins.ConsumerMixin):
     ``amqp://`` and ``amqps://``).
     """
 
-    _reader: FrameReader | None = None
+    _reader: DeliveryReader | None = None
 
     def consume(
         self, limit: int | None = None, timeout: float | None = None, safety_interval: float = 1,
@@ -257,7 +166,7 @@ class BulkConsumerMixin(kombu.mixins.ConsumerMixin):
         if limit is not None or timeout is not None:
             raise TypeError("limit and timeout are not supported")
         with self.consumer_context(**kwargs) as (connection, _channel, _consumers):
-            self._reader = reader = FrameReader(connection.connection)
+            self._reader = reader = DeliveryReader(connection.connection)
             try:
                 while not self.should_stop:
                     self.on_iteration()

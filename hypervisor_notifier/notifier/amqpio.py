@@ -12,6 +12,7 @@ from typing import Any
 import amqp
 
 from hypervisor_notifier import wire
+from hypervisor_notifier.amqpframes import FrameReader, reads_in_bulk
 from hypervisor_notifier.notifier import publishframes
 from hypervisor_notifier.notifier.framewriter import BatchingWriter, FrameWriterFactory
 from hypervisor_notifier.notifier.outbox import Entry
@@ -89,7 +90,22 @@ def publish(
 
 
 def drain(connection: amqp.Connection) -> None:
-    """Handle every frame already received (acks, returns, heartbeats), without blocking."""
+    """Handle every frame already received (acks, returns, heartbeats), without blocking.
+
+    On plain TCP, what the socket holds is read at once (:class:`FrameReader`):
+    one ``recv`` for the acks of a window, where py-amqp makes three per frame
+    and a fourth to find nothing more; what is left of a frame not whole yet
+    goes back to py-amqp's buffer, where the next read continues it.
+    """
+    if reads_in_bulk(connection.sock):
+        reader = FrameReader(connection)
+        try:
+            reader.drain(0)
+        except TimeoutError:
+            pass  # the socket was readable but held no whole frame: its rest comes later
+        finally:
+            reader.release()
+        return
     while True:
         try:
             connection.drain_events(timeout=0)

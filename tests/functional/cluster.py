@@ -32,18 +32,26 @@ class ClusterNode(PrivateRabbit):
         settings: More lines of its ``rabbitmq.conf``.
         advanced: Its ``advanced.config`` (Erlang terms, for what ``rabbitmq.conf``
             cannot set); empty: none.
+        erl_args: More flags of its Erlang VM (``RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS``).
 
     """
 
     extra_config = "loopback_users = none\ncluster_partition_handling = pause_minority\n"
 
     def __init__(
-        self, name: str, directory: Path, home: Path, settings: str = "", advanced: str = ""
+        self,
+        name: str,
+        directory: Path,
+        home: Path,
+        settings: str = "",
+        advanced: str = "",
+        erl_args: str = "",
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(directory, tls=False)
         self.extra_config = ClusterNode.extra_config + settings
         self.advanced = advanced
+        self.erl_args = erl_args
         self.node = name
         self.home = home
         #: Cut off from the others by :meth:`RabbitCluster.partition`.
@@ -51,8 +59,12 @@ class ClusterNode(PrivateRabbit):
 
     @property
     def env(self) -> dict[str, str]:
-        advanced = {"RABBITMQ_ADVANCED_CONFIG_FILE": self.path("advanced.config")}
-        return {**super().env, "HOME": str(self.home), **(advanced if self.advanced else {})}
+        extra = {}
+        if self.advanced:
+            extra["RABBITMQ_ADVANCED_CONFIG_FILE"] = self.path("advanced.config")
+        if self.erl_args:
+            extra["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = self.erl_args
+        return {**super().env, "HOME": str(self.home), **extra}
 
     def start(self) -> None:
         if self.advanced:
@@ -76,10 +88,13 @@ class RabbitCluster:
         directory: Where the nodes' directories and their shared HOME go.
         settings: More lines of every node's ``rabbitmq.conf`` (a benchmark's tuning).
         advanced: Every node's ``advanced.config`` (empty: none).
+        erl_args: More flags of every node's Erlang VM (empty: none).
 
     """
 
-    def __init__(self, directory: Path, settings: str = "", advanced: str = "") -> None:
+    def __init__(
+        self, directory: Path, settings: str = "", advanced: str = "", erl_args: str = ""
+    ) -> None:
         run = uuid.uuid4().hex[:6]
         home = directory / "home"
         home.mkdir(parents=True)
@@ -94,6 +109,7 @@ class RabbitCluster:
                 home,
                 settings,
                 advanced,
+                erl_args,
             )
             for index in range(1, SIZE + 1)
         ]

@@ -2,7 +2,7 @@
 
 - ``conf/`` is a leaf: it imports nothing of the package but itself.
 - The shared contract (events, wire, signing, tls, transport URLs, backoff,
-  logs, fdwait) imports nothing of backends, the notifier, the consumer, cmd or conf.
+  logs, fdwait, amqpframes) imports nothing of backends, the notifier, the consumer, cmd or conf.
 - ``consumer/`` (the nova adapter included) reaches neither ``backends/`` nor
   ``notifier/``, not even through another module.
 - ``backends/`` reaches nothing of ``notifier/``.
@@ -32,6 +32,7 @@ CONTRACT = (
     "backoff",
     "logs",
     "fdwait",
+    "amqpframes",
 )
 
 

@@ -2,7 +2,9 @@
 
 A real socket pair carries the bytes; py-amqp's side (its transport's read
 buffer and frame handler) is a recorder. The real py-amqp behind it is
-exercised by the functional tests of the Subscriber.
+exercised by the functional tests of the Subscriber and the publisher. Each
+test runs on a plain socket (read with a non-blocking ``recv``) and on one
+of another type (TLS, eventlet's: read under a timeout set on the socket).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import threading
 import amqp.exceptions
 import pytest
 
-from hypervisor_notifier.consumer.intake import FrameReader
+from hypervisor_notifier.amqpframes import FrameReader
+from hypervisor_notifier.notifier.amqpio import drain
 
 
 def frame(frame_type: int, channel: int, payload: bytes, end: int = 0xCE) -> bytes:
@@ -43,9 +46,15 @@ class Connection:
         self.frames.append(received)
 
 
-@pytest.fixture
-def pair():
+class OtherSocket(socket.socket):
+    """A socket of another type than ``socket.socket``, as a TLS or a green one is."""
+
+
+@pytest.fixture(params=["plain", "other"])
+def pair(request):
     ours, broker = socket.socketpair()
+    if request.param == "other":
+        ours = OtherSocket(ours.family, ours.type, fileno=ours.detach())
     yield ours, broker
     ours.close()
     broker.close()
@@ -151,3 +160,22 @@ def test_a_connection_closed_by_the_broker_is_an_error_and_marks_the_transport(p
     with pytest.raises(OSError, match="closed"):
         reader.drain(5)
     assert connection.transport.connected is False
+
+
+def test_the_publisher_reads_every_whole_frame_at_once_and_keeps_a_partial_one():
+    # Plain TCP only: on another socket the publisher lets py-amqp read (drain_events).
+    ours, broker = socket.socketpair()
+    with ours, broker:
+        connection = Connection(ours)
+        acks = [frame(1, 1, b"ack%d" % n) for n in range(5)]
+        broker.sendall(b"".join(acks[:4]) + acks[4][:6])
+        while len(connection.frames) < 4:
+            drain(connection)  # type: ignore[arg-type]
+        drain(connection)  # type: ignore[arg-type] # nothing more: returns, keeps the part
+
+        broker.sendall(acks[4][6:])
+        while len(connection.frames) < 5:
+            drain(connection)  # type: ignore[arg-type]
+
+    assert [payload for _, _, payload in connection.frames] == [b"ack%d" % n for n in range(5)]
+    assert connection.transport._read_buffer == b""

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypervisor_notifier.consumer.intake import FrameReader, RawConsumer
+from hypervisor_notifier.consumer.intake import DeliveryReader, RawConsumer
 
 CHANNEL = 1
 OURS, PLAIN = "ctag-ours", "ctag-plain"
@@ -97,7 +97,7 @@ class Broker:
     def read(self, chunks: list[bytes]) -> None:
         sock = ChunkedSocket(list(chunks))
         self.connection.transport = Transport(sock)  # type: ignore[assignment]
-        reader = FrameReader(self.connection)  # the real connection's sock is its transport's
+        reader = DeliveryReader(self.connection)  # the real connection's sock is its transport's
         while True:
             try:
                 reader.drain(0)
@@ -205,7 +205,7 @@ def test_a_failing_consumer_leaves_the_later_deliveries_for_py_amqp():
     broker.channel.callbacks[OURS].__self__.on_delivery = fail
     first, second = delivery(OURS, 1, b"one"), delivery(OURS, 2, b"two")
     broker.connection.transport = Transport(ChunkedSocket([first + second]))
-    reader = FrameReader(broker.connection)
+    reader = DeliveryReader(broker.connection)
 
     with pytest.raises(RuntimeError):
         reader.drain(0)
