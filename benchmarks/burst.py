@@ -1,7 +1,7 @@
 """The burst window: events a crash would lose just after a burst, group commit beside one by one.
 
 Usage: ``python benchmarks/burst.py [--changes 5000] [--guests 50] [--rounds 2]
-[--paths group,one-by-one]`` (or ``tox -e bench``).
+[--paths group,one-by-one] [--rate CALLS_PER_S]`` (or ``tox -e bench``).
 
 A benchmark, not a test. In this process, the service's real pipeline:
 :class:`LibvirtBackend` watching the test driver of a libvirtd of the
@@ -14,7 +14,9 @@ host queue, deleted after). A driver child process (this script with
 ``--drive``) makes ``--changes`` libvirt calls as fast as libvirtd takes them,
 suspending and resuming ``--guests`` guests of its own in turn, one call
 after the other, and prints the ``time.monotonic()`` of its last
-call's return (one clock for every process on Linux). Then, per path:
+call's return (one clock for every process on Linux). With ``--rate`` it
+paces its calls to that many a second (a burst's rate set, not found: the
+same load for every path and every version of the code). Then, per path:
 
 - **in memory 0.2 s after the burst**: the events of the burst that the
   libvirt callbacks had received but the outbox had not committed at that
@@ -86,13 +88,17 @@ TIMEOUT = 120.0
 # -- the driver child process --------------------------------------------------
 
 
-def drive(uri: str, names: list[str], changes: int) -> None:
-    """Suspend/resume ``names`` in turn, ``changes`` calls in all; print the end's monotonic."""
+def drive(uri: str, names: list[str], changes: int, rate: float) -> None:
+    """Suspend/resume ``names`` in turn, ``changes`` calls in all (``rate`` a second at most,
+    0: as fast as libvirtd takes them); print the start's and end's monotonic."""
     conn = libvirt.open(uri)
     doms = [conn.lookupByName(name) for name in names]
     paused = [dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED for dom in doms]
     started = time.monotonic()
     for call in range(changes):
+        # Ahead of the pace by a millisecond or more: wait (a shorter sleep overshoots).
+        if rate and (ahead := started + call / rate - time.monotonic()) > 0.001:
+            time.sleep(ahead)
         i = call % len(doms)
         (doms[i].resume if paused[i] else doms[i].suspend)()
         paused[i] = not paused[i]
@@ -215,12 +221,20 @@ def wait_until(condition: object, what: str) -> None:
         time.sleep(0.01)
 
 
-def burst(uri: str, workdir: Path, names: list[str], uuids: set[str], changes: int, one: bool):
+def burst(
+    uri: str,
+    workdir: Path,
+    names: list[str],
+    uuids: set[str],
+    changes: int,
+    one: bool,
+    rate: float,
+):
     """One burst on one path: (in memory, not yet received, latencies, calls/s, lateness)."""
     counts = Counts(uuids)
     with service_running(uri, workdir, counts, one):
         with subprocess.Popen(
-            [sys.executable, __file__, "--drive", uri, str(changes), *names],
+            [sys.executable, __file__, "--drive", uri, str(changes), str(rate), *names],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -319,20 +333,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--uri", help="a libvirt URI to use instead of a private libvirtd (test driver)"
     )
+    parser.add_argument(
+        "--rate", type=float, default=0, help="calls a second (default 0: as fast as they go)"
+    )
     parser.add_argument("--drive", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.paths = [p for p in args.paths.split(",") if p]
     if unknown := set(args.paths) - set(PATHS):
         parser.error(f"unknown paths: {', '.join(sorted(unknown))}")
-    if args.changes < 1 or args.guests < 1 or args.rounds < 1:
-        parser.error("--changes, --guests and --rounds must be at least 1")
+    if args.changes < 1 or args.guests < 1 or args.rounds < 1 or args.rate < 0:
+        parser.error("--changes, --guests and --rounds must be at least 1, --rate at least 0")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.drive:
-        drive(args.drive[0], args.drive[2:], int(args.drive[1]))
+        drive(args.drive[0], args.drive[3:], int(args.drive[1]), float(args.drive[2]))
         return 0
     header = [
         f"machine: nproc {os.cpu_count()}, {platform.machine()}, Linux {platform.release()}, "
@@ -350,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             for label in args.paths if round_ % 2 == 0 else args.paths[::-1]:
                 progress(f"round {round_ + 1}, {label}: a burst of {args.changes} calls")
                 results[label].append(
-                    burst(uri, Path(workdir), names, uuids, args.changes, PATHS[label])
+                    burst(uri, Path(workdir), names, uuids, args.changes, PATHS[label], args.rate)
                 )
     header.append(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     # The latencies are wall time: on a loaded machine a descheduled thread shows as a stall.
