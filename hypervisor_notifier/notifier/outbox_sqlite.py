@@ -23,8 +23,11 @@ from hypervisor_notifier.signing import Signer
 
 LOG = logging.getLogger(__name__)
 
-#: Rows of one INSERT statement (two values each: far below SQLite's 32,766 variables).
-INSERT_ROWS = 64
+#: Rows of one statement (three values at most each: far below SQLite's 32,766 variables).
+#: sqlite3 lets go of the GIL around every statement step: executemany makes one per
+#: row, each then a wait to get the interpreter back from a busy thread (the
+#: publisher's, or the dispatch's) while the outbox's lock is held.
+STATEMENT_ROWS = 64
 
 #: The ``meta`` row holding the highest ``seq`` of the events that left the outbox.
 LAST_SEQ = "last_seq"
@@ -198,32 +201,25 @@ class SQLiteOutbox(MemoryOutbox):
             self._transaction(("DELETE FROM states WHERE uuid = ?", [(uuid,) for uuid in uuids]))
 
     def _store(self, entries: list[Entry]) -> None:
-        # The only write before publishing: the whole batch in one transaction, a
-        # statement per INSERT_ROWS rows (sqlite3 lets go of the GIL around every
-        # statement step: one per row with executemany, each a wait behind the
-        # publisher's thread when it is busy).
-        statements = []
-        for start in range(0, len(entries), INSERT_ROWS):
-            rows = entries[start : start + INSERT_ROWS]
-            values = ", ".join(["(?, ?)"] * len(rows))
-            flat = [value for e in rows for value in (e.entry_id, e.body)]
-            sql = f"INSERT INTO events VALUES {values}"  # noqa: S608 - placeholders only
-            statements.append((sql, [tuple(flat)]))
-        self._transaction(*statements)
+        # The only write before publishing: the whole batch in one transaction.
+        rows = [(entry.entry_id, entry.body) for entry in entries]
+        self._transaction(*_statements("INSERT INTO events VALUES ", "(?, ?)", rows))
 
     def _confirmed(self, entries: list[Entry]) -> None:
         # Off the latency path: the last state of an instance is recorded once its
         # event is confirmed; known_states() adds those still waiting.
         if entries:
             self._transaction(
-                _deletion(entries),
-                ("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", _state_rows(entries)),
+                *_deletion(entries),
+                *_statements(
+                    "INSERT OR REPLACE INTO states VALUES ", "(?, ?, ?)", _state_rows(entries)
+                ),
                 _seq_row(entries),
             )
 
     def _dropped(self, entries: list[Entry]) -> None:
         if entries:
-            self._transaction(_deletion(entries), _seq_row(entries))
+            self._transaction(*_deletion(entries), _seq_row(entries))
 
     def _query(self, sql: str) -> list[Any]:
         """The rows of a query; none once degraded (a failure degrades the outbox)."""
@@ -290,9 +286,25 @@ class SQLiteOutbox(MemoryOutbox):
         super().close()
 
 
-def _deletion(entries: list[Entry]) -> tuple[str, list[tuple[object, ...]]]:
-    """The statement that deletes ``entries`` from the events table."""
-    return "DELETE FROM events WHERE id = ?", [(entry.entry_id,) for entry in entries]
+Statement = tuple[str, list[tuple[object, ...]]]
+
+
+def _statements(
+    head: str, marks: str, rows: list[tuple[object, ...]], tail: str = ""
+) -> list[Statement]:
+    """``head``, the ``marks`` of each row and ``tail``: a statement per STATEMENT_ROWS rows."""
+    statements = []
+    for start in range(0, len(rows), STATEMENT_ROWS):
+        chunk = rows[start : start + STATEMENT_ROWS]
+        sql = head + ", ".join([marks] * len(chunk)) + tail
+        statements.append((sql, [tuple(value for row in chunk for value in row)]))
+    return statements
+
+
+def _deletion(entries: list[Entry]) -> list[Statement]:
+    """The statements that delete ``entries`` from the events table."""
+    ids = [(entry.entry_id,) for entry in entries]
+    return _statements("DELETE FROM events WHERE id IN (", "?", ids, ")")
 
 
 def _seq_floor(seq: int) -> tuple[str, tuple[object, ...]]:
