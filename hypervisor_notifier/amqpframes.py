@@ -32,6 +32,20 @@ FRAME_HEADER = struct.Struct(">BHI")
 FRAME_END = 0xCE
 
 
+def frame_at(buffer: bytes, pos: int) -> tuple[int, int, int, int] | None:
+    """The frame at ``pos`` if ``buffer`` holds all of it: (type, channel, payload start, end).
+
+    ``end`` is the position of its last octet, which must be :data:`FRAME_END`
+    (not checked here); None while part of the frame is still to be read.
+    """
+    if len(buffer) - pos < FRAME_HEADER.size:
+        return None
+    frame_type, channel, size = FRAME_HEADER.unpack_from(buffer, pos)
+    start = pos + FRAME_HEADER.size
+    end = start + size
+    return None if len(buffer) <= end else (frame_type, channel, start, end)
+
+
 def reads_in_bulk(sock: object) -> bool:
     """Whether ``sock`` is the standard library's own socket, read without blocking by a flag.
 
@@ -111,24 +125,18 @@ class FrameReader:
         self._buffer, self._pos = b"", 0
 
     def _whole_frame(self) -> bool:
-        available = len(self._buffer) - self._pos
-        if available < FRAME_HEADER.size:
-            return False
-        _, _, size = FRAME_HEADER.unpack_from(self._buffer, self._pos)
-        return available > FRAME_HEADER.size + size
+        return frame_at(self._buffer, self._pos) is not None
 
     def _next_frame(self) -> tuple[int, int, bytes] | None:
-        buffer, pos = self._buffer, self._pos
-        if len(buffer) - pos < FRAME_HEADER.size:
+        buffer = self._buffer
+        frame = frame_at(buffer, self._pos)
+        if frame is None:
             return None
-        frame_type, channel, size = FRAME_HEADER.unpack_from(buffer, pos)
-        end = pos + FRAME_HEADER.size + size
-        if len(buffer) <= end:
-            return None
+        frame_type, channel, start, end = frame
         if buffer[end] != FRAME_END:
             raise amqp.exceptions.UnexpectedFrame(f"frame ends with {buffer[end]:#04x}, not 0xce")
         self._pos = end + 1
-        return frame_type, channel, buffer[pos + FRAME_HEADER.size : end]
+        return frame_type, channel, buffer[start:end]
 
     def _fill(self, timeout: float | None) -> None:
         sock = self._sock

@@ -32,7 +32,7 @@ import amqp
 import kombu
 import kombu.mixins
 
-from hypervisor_notifier.amqpframes import FRAME_END, FRAME_HEADER, FrameReader
+from hypervisor_notifier.amqpframes import FRAME_END, FrameReader, frame_at
 
 #: A Basic.Deliver method frame's payload starts with its class and method ids (60, 60).
 _DELIVER = b"\x00\x3c\x00\x3c"
@@ -105,13 +105,10 @@ def _frame_at(buffer: bytes, pos: int, frame_type: int) -> tuple[int, int, int] 
 
     None too if it does not end as AMQP says (py-amqp's handler then refuses it).
     """
-    if len(buffer) - pos < FRAME_HEADER.size:
+    frame = frame_at(buffer, pos)
+    if frame is None or frame[0] != frame_type or buffer[frame[3]] != FRAME_END:
         return None
-    kind, channel, size = FRAME_HEADER.unpack_from(buffer, pos)
-    end = pos + FRAME_HEADER.size + size
-    if kind != frame_type or len(buffer) <= end or buffer[end] != FRAME_END:
-        return None
-    return channel, pos + FRAME_HEADER.size, end
+    return frame[1:]
 
 
 class RawConsumer(kombu.Consumer):
