@@ -146,9 +146,10 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
     encoding; the ``signature`` object is appended to it.
     """
     payload = event.to_payload()
-    text = canonical(payload).decode("ascii")
+    signed = canonical(payload)
+    text = signed.decode("ascii")
     if signer is not None:
-        signature = canonical(signer.signature(text.encode("ascii"))).decode("ascii")
+        signature = canonical(signer.signature(signed)).decode("ascii")
         text = f'{text[:-1]},"{SIGNATURE_FIELD}":{signature}}}'
     event_id = _quoted(event.event_id)
     notification = _NOTIFICATION % (
