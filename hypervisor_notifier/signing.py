@@ -70,7 +70,7 @@ class Replayed(Unverified):
 
 
 #: The canonical encoder, made once (``json.dumps`` with options makes one per call).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def canonical(payload: Mapping[str, Any]) -> bytes:
@@ -85,7 +85,7 @@ def canonical(payload: Mapping[str, Any]) -> bytes:
         unsigned = dict(payload)  # a copy without it (C's copy, not a comprehension)
         del unsigned[SIGNATURE_FIELD]
     try:
-        text = _CANONICAL.encode(unsigned)
+        text = CANONICAL_ENCODER.encode(unsigned)
     except (TypeError, ValueError, RecursionError) as exc:
         raise Unverified(f"payload cannot be encoded canonically: {type(exc).__name__}") from None
     return text.encode("ascii")
@@ -183,6 +183,9 @@ class Signer:
 
     def __init__(self, key_id: str, key: bytes) -> None:
         self._key = _Key(key_id, key)
+        # Canonical: keys sorted (alg, key_id, value); the digest is hex, nothing to escape.
+        key_id_json = json.encoder.encode_basestring_ascii(key_id).replace("%", "%%")
+        self._signature_template = f'{{"alg":"{ALGORITHM}","key_id":{key_id_json},"value":"%s"}}'
 
     @property
     def key_id(self) -> str:
@@ -211,6 +214,10 @@ class Signer:
     def signature(self, text: bytes) -> dict[str, str]:
         """The ``signature`` field of a payload whose :func:`canonical` form is ``text``."""
         return {"key_id": self._key.key_id, "alg": ALGORITHM, "value": self._key.digest(text)}
+
+    def signature_text(self, text: bytes) -> str:
+        """:func:`canonical` of :meth:`signature`, written without the dict (its keys sorted)."""
+        return self._signature_template % self._key.digest(text)
 
 
 class Verifier:

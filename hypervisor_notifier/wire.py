@@ -18,16 +18,18 @@ import json
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import TYPE_CHECKING, Any
 
+from hypervisor_notifier.canonical_text import canonical_text
 from hypervisor_notifier.events import (
     HOST_EVENT_PREFIX,
     INSTANCE_EVENT_PREFIX,
     LifecycleEvent,
     MalformedEvent,
     Transition,
+    format_time,
 )
 from hypervisor_notifier.faults import Fault, FaultEvent
 from hypervisor_notifier.host_events import HostChange, HostEvent
-from hypervisor_notifier.signing import SIGNATURE_FIELD, canonical
+from hypervisor_notifier.signing import SIGNATURE_FIELD
 
 if TYPE_CHECKING:
     from hypervisor_notifier.signing import Signer, Verifier
@@ -145,11 +147,9 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
     very text a signature covers: signing costs one HMAC, not a second
     encoding; the ``signature`` object is appended to it.
     """
-    payload = event.to_payload()
-    signed = canonical(payload)
-    text = signed.decode("ascii")
+    text = canonical_text(event)
     if signer is not None:
-        signature = canonical(signer.signature(signed)).decode("ascii")
+        signature = signer.signature_text(text.encode("ascii"))
         text = f'{text[:-1]},"{SIGNATURE_FIELD}":{signature}}}'
     event_id = _quoted(event.event_id)
     notification = _NOTIFICATION % (
@@ -159,9 +159,9 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
         _quoted(PUBLISHER_PREFIX + event.host),
         _quoted(event.event_type),
         text,
-        # oslo.messaging's own format, str(datetime.utcnow()): the payload's time,
-        # formatted once (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
-        _quoted(payload["occurred_at"][:-1].replace("T", " ")),
+        # oslo.messaging's own format, str(datetime.utcnow()), of the payload's
+        # time (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
+        _quoted(format_time(event.occurred_at)[:-1].replace("T", " ")),
     )
     return _ENVELOPE_HEAD[:-1] + _quoted(notification).encode("ascii") + b"}"
 
