@@ -1,7 +1,7 @@
 """Throughput of a burst of events to the broker's confirm and to a consumer.
 
-Usage: ``python benchmarks/throughput.py [--events N] [--paths ours,signed,...]`` (or
-``tox -e bench``).
+Usage: ``python benchmarks/throughput.py [--events N] [--paths ours,signed,...]
+[--rounds R]`` (or ``tox -e bench``).
 
 A benchmark, not a test: it prints msg/s for a burst of N events (default
 20,000, after 200 uncounted warm-up events), path after path in one run,
@@ -9,7 +9,9 @@ against the RabbitMQ at 127.0.0.1:5672, each path on its own uniquely named
 exchange and durable queue (deleted after):
 
 1. **raw py-amqp** (``raw_amqp.py``), the ceiling: the same bodies, persistent,
-   pipelined confirms with a window of 256, then of 1,024; nothing else.
+   pipelined confirms with a window of 256, then of 1,024; nothing else. The
+   signed path is compared with the same publisher sending the signed bodies
+   (``raw-signed``): the same body size, as the goal says.
 2. **hypervisor-notifier**, in this process: what the service runs between
    the backend and the broker, :class:`SQLiteOutbox` (a file in a temporary
    directory) and :class:`Publisher` (durable topic exchange, persistent
@@ -32,10 +34,14 @@ shown too: the consumer competes for the GIL and the 2 cores).
 
 The figures are only as good as the machine was quiet: each path runs under
 the harness's :class:`Watch`, which prints a WARNING for a broker restart or
-alarm, or busy neighbours. The service's memory is ``memory.py``.
+alarm, or busy neighbours. With ``--rounds R`` the paths run R times,
+alternating (A B C, C B A, ...) so a drift of the machine weighs on each
+alike; the figures are the medians, and each goal's share is the median of
+its rounds' shares, with their range. The service's memory is ``memory.py``.
 
 Goals (issue): signed hypervisor-notifier at least 0.9 x raw py-amqp with the
-same window (256), and at least 6 x the oslo Notifier, both in the same run.
+same window (256) and body size, and at least 6 x the oslo Notifier, both in
+the same run.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -90,16 +97,20 @@ GOAL_VS_RAW = 0.90
 LABELS = {
     "raw": f"raw py-amqp, window {CONFIRM_WINDOW}",
     "raw1024": "raw py-amqp, window 1024",
+    "raw-signed": f"raw py-amqp, window {CONFIRM_WINDOW}, signed",
     "ours": "hypervisor-notifier, SQLiteOutbox",
     "memory": "hypervisor-notifier, MemoryOutbox",
     "signed": "hypervisor-notifier, SQLite, signed",
     "oslo": "oslo.messaging Notifier",
 }
+#: Each path's goal: the raw path it is held against (same window, same body size).
+CEILINGS = {"ours": "raw", "signed": "raw-signed"}
 #: The signing key of the "signed" path (HMAC-SHA256; the Subscriber verifies).
 SIGNING_KEY = b"throughput-benchmark-signing-key"
 ANCHORS = {
     "raw": "anchor ~9,600 msg/s (issue)",
     "raw1024": "anchor ~12,000 msg/s (issue)",
+    "raw-signed": "the signed path's bodies",
     "ours": "anchor ~0.5 x raw (issue)",
     "signed": "anchor 0.44-0.5 x raw (issue)",
     "oslo": "anchor ~1,400 msg/s",
@@ -109,15 +120,15 @@ ANCHORS = {
 # -- 1. raw py-amqp -----------------------------------------------------------------
 
 
-def measure_raw(run_id: str, count: int, window: int) -> Result:
-    """The ceiling: the same bodies, ``window`` unconfirmed at most, to broker confirm."""
-    host = f"tbench-{run_id}-raw{window}"
-    exchange = f"tbench_raw_{run_id}_{window}"
+def measure_raw(run_id: str, count: int, window: int, signer: Signer | None = None) -> Result:
+    """The ceiling: the same bodies (signed by ``signer``), ``window`` unconfirmed at most."""
+    host = f"tbench-{run_id}-raw{window}{'s' if signer else ''}"
+    exchange = f"tbench_raw_{run_id}_{window}{'s' if signer else ''}"
     queue = wire.host_queue_name(TOPIC, host)
     key = wire.routing_key(TOPIC, host)
     events = EventMaker(host)
-    warmup = [wire.encode(event) for event in events.make(WARMUP)]
-    bodies = [wire.encode(event) for event in events.make(count)]
+    warmup = [wire.encode(event, signer) for event in events.make(WARMUP)]
+    bodies = [wire.encode(event, signer) for event in events.make(count)]
     try:
         raw_amqp.burst(exchange, queue, key, warmup, window)
         purge(queue)
@@ -203,7 +214,7 @@ def measure_sqlite(
     run_id: str, workdir: Path, count: int, batch: int, *, signed: bool = False
 ) -> Result:
     """:func:`measure_ours` with a SQLiteOutbox (signing); then check its file is empty again."""
-    path = str(workdir / f"outbox-{signed}.sqlite")
+    path = str(workdir / f"outbox-{signed}-{uuid.uuid4().hex[:8]}.sqlite")
     signer = Signer("1", SIGNING_KEY) if signed else None
     label = "signed" if signed else "sqlite"
     result = measure_ours(run_id, label, SQLiteOutbox(path, signer=signer), count, batch)
@@ -220,45 +231,62 @@ def rows_left(path: str) -> int:
 # -- report -----------------------------------------------------------------------
 
 
-def report(count: int, batch: int, results: dict[str, Result]) -> list[str]:
-    sizes = sorted({result.queued.body_bytes for result in results.values()})
+def report(count: int, batch: int, results: dict[str, list[Result]]) -> list[str]:
+    """The figures of every path (medians of its rounds), then the goals and notes."""
+    rounds = max(len(runs) for runs in results.values())
+    sizes = sorted({run.queued.body_bytes for runs in results.values() for run in runs})
     lines = [
         f"burst of N={count:,} events (+{WARMUP} warm-up), bodies of "
-        f"{'/'.join(map(str, sizes))} bytes, put in batches of {batch}, msg/s:",
+        f"{'/'.join(map(str, sizes))} bytes, put in batches of {batch}, msg/s"
+        + (f", medians of {rounds} rounds:" if rounds > 1 else ":"),
         f"{'path':<36}{'to broker':>11}{'to consumer':>13}{'confirms*':>11}  anchor",
     ]
-    for key, result in results.items():
+    for key, runs in results.items():
         lines.append(
-            f"{LABELS[key]:<36}{rate(count, result.to_broker)}"
-            f"{rate(count, result.to_consumer, 13)}{rate(count, result.to_broker_with_consumer)}"
+            f"{LABELS[key]:<36}{rate(count, median(runs, 'to_broker'))}"
+            f"{rate(count, median(runs, 'to_consumer'), 13)}"
+            f"{rate(count, median(runs, 'to_broker_with_consumer'))}"
             f"  {ANCHORS.get(key, '')}".rstrip()
         )
     lines.append("  confirms*: the confirm rate of the burst timed to the consumer")
-    to_broker = {key: count / result.to_broker for key, result in results.items()}
-    suffix = " (figures suspect: see WARNING)" if any(r.problems for r in results.values()) else ""
-    raw = to_broker.get("raw")
-    for key in ("ours", "signed"):
-        if raw and key in to_broker:
-            share = to_broker[key] / raw
+    suspect = any(run.problems for runs in results.values() for run in runs)
+    suffix = " (figures suspect: see WARNING)" if suspect else ""
+    for key, ceiling in CEILINGS.items():
+        if key in results and ceiling in results:
+            shares = shares_of(results[key], results[ceiling])
+            share = statistics.median(shares)
+            spread = f" (rounds {min(shares):.0%}-{max(shares):.0%})" if len(shares) > 1 else ""
             lines.append(
-                f"goal: {LABELS[key]} >= {GOAL_VS_RAW:.0%} of raw py-amqp (same window):"
-                f" {share:.0%}: {verdict(share >= GOAL_VS_RAW)}{suffix}"
+                f"goal: {LABELS[key]} >= {GOAL_VS_RAW:.0%} of {LABELS[ceiling]}:"
+                f" {share:.0%}{spread}: {verdict(share >= GOAL_VS_RAW)}{suffix}"
             )
-    if "ours" in to_broker and "oslo" in to_broker:
-        times = to_broker["ours"] / to_broker["oslo"]
+    if "ours" in results and "oslo" in results:
+        times = 1 / statistics.median(shares_of(results["oslo"], results["ours"]))
         lines.append(
             f"goal: {LABELS['ours']} >= {GOAL_VS_OSLO:g}x oslo Notifier: {times:.1f}x:"
             f" {verdict(times >= GOAL_VS_OSLO)}{suffix}"
         )
-    if "ours" in to_broker and "memory" in to_broker:
+    if "ours" in results and "memory" in results:
         lines.append(
-            f"SQLite file's cost: {to_broker['ours']:,.0f} vs {to_broker['memory']:,.0f} msg/s"
-            " with MemoryOutbox"
+            f"SQLite file's cost: {rate(count, median(results['ours'], 'to_broker'), 0)} vs "
+            f"{rate(count, median(results['memory'], 'to_broker'), 0)} msg/s with MemoryOutbox"
         )
-    for key, result in results.items():
-        lines += [f"  {LABELS[key]}: {note}" for note in result.notes]
-        lines += [f"  WARNING {LABELS[key]}: {problem}" for problem in result.problems]
+    for key, runs in results.items():
+        for run in runs:
+            lines += [f"  {LABELS[key]}: {note}" for note in run.notes]
+            lines += [f"  WARNING {LABELS[key]}: {problem}" for problem in run.problems]
     return lines
+
+
+def median(runs: list[Result], field: str) -> float | None:
+    """The median of a field of the runs (seconds), None if no run measured it."""
+    values = [getattr(run, field) for run in runs if getattr(run, field) is not None]
+    return statistics.median(values) if values else None
+
+
+def shares_of(runs: list[Result], ceilings: list[Result]) -> list[float]:
+    """Each round's rate of ``runs`` as a share of the same round's ``ceilings``."""
+    return [ceiling.to_broker / run.to_broker for run, ceiling in zip(runs, ceilings, strict=True)]
 
 
 # -- the run ----------------------------------------------------------------------
@@ -274,13 +302,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="events put per outbox commit (the dispatch's batch; 1: one commit per event)",
     )
     parser.add_argument(
+        "--rounds", type=int, default=1, help="times each path runs, alternating (default 1)"
+    )
+    parser.add_argument(
         "--paths",
         default=",".join(LABELS),
         help=f"comma-separated paths to measure (default: all: {','.join(LABELS)})",
     )
     args = parser.parse_args(argv)
-    if args.events < 1 or args.batch < 1:
-        parser.error("--events and --batch must be at least 1")
+    if args.events < 1 or args.batch < 1 or args.rounds < 1:
+        parser.error("--events, --batch and --rounds must be at least 1")
     args.paths = args.paths.split(",")
     if unknown := set(args.paths) - set(LABELS):
         parser.error(f"unknown paths: {', '.join(sorted(unknown))}")
@@ -292,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:8]
     count, batch = args.events, args.batch
-    results: dict[str, Result] = {}
+    results: dict[str, list[Result]] = {}
     with tempfile.TemporaryDirectory(prefix="hn-throughput-") as tmp:
         workdir = Path(tmp)
         header = [
@@ -304,20 +335,25 @@ def main(argv: list[str] | None = None) -> int:
         measures: dict[str, Callable[[], Result]] = {
             "raw": lambda: measure_raw(run_id, count, CONFIRM_WINDOW),
             "raw1024": lambda: measure_raw(run_id, count, 1024),
+            "raw-signed": lambda: measure_raw(
+                run_id, count, CONFIRM_WINDOW, Signer("1", SIGNING_KEY)
+            ),
             "ours": lambda: measure_sqlite(run_id, workdir, count, batch),
             "memory": lambda: measure_ours(run_id, "memory", MemoryOutbox(), count, batch),
             "signed": lambda: measure_sqlite(run_id, workdir, count, batch, signed=True),
             "oslo": lambda: measure_oslo(run_id, workdir, count),
         }
-        for key, label in LABELS.items():
-            if key not in args.paths:
-                continue
-            progress(f"measuring {label}: {WARMUP} + {count:,} events")
-            watch = Watch()
-            results[key] = measures[key]()
-            note, problems = watch.finish()
-            results[key].notes.append(note)
-            results[key].problems += problems
+        paths = [key for key in LABELS if key in args.paths]
+        for round_ in range(args.rounds):
+            # Alternating (A B C, C B A): a drift of the machine weighs on each path alike.
+            for key in paths if round_ % 2 == 0 else paths[::-1]:
+                progress(f"round {round_ + 1}, {LABELS[key]}: {WARMUP} + {count:,} events")
+                watch = Watch()
+                result = measures[key]()
+                note, problems = watch.finish()
+                result.notes.append(note)
+                result.problems += problems
+                results.setdefault(key, []).append(result)
     lines = [*header, *report(count, batch, results)]
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     lines.append(f"whole run: {time.perf_counter() - started:.1f} s; load average at end {load}")

@@ -88,8 +88,12 @@ class ConfirmTracker:
 
     def acked(self, tag: int, multiple: bool) -> list[Entry]:
         """Handle a ``basic.ack``; return the entries it confirms, oldest first."""
+        answered = self._answered(tag, multiple)
+        if not self._retrying and not any(returned for _entry, returned in answered):
+            # Nothing refused is pending (the usual case): each answered entry is confirmed.
+            return [entry for entry, _returned in answered]
         confirmed = []
-        for entry, returned in self._answered(tag, multiple):
+        for entry, returned in answered:
             if returned or self._behind_a_resend(entry):
                 self._refuse(entry)
             else:
