@@ -11,7 +11,10 @@ exchange and durable queue (deleted after):
 1. **raw py-amqp** (``raw_amqp.py``), the ceiling: the same bodies, persistent,
    pipelined confirms with a window of 256, then of 1,024; nothing else. The
    signed path is compared with the same publisher sending the signed bodies
-   (``raw-signed``): the same body size, as the goal says.
+   (``raw-signed``): the same body size, as the goal says. ``raw-same``
+   sends the service's very messages: the signed bodies with the wire
+   contract's ``message_id`` and ``timestamp``, ``mandatory``: what is left
+   between it and the service is the service's own cost.
 2. **hypervisor-notifier**, in this process: what the service runs between
    the backend and the broker, :class:`SQLiteOutbox` (a file in a temporary
    directory) and :class:`Publisher` (durable topic exchange, persistent
@@ -98,6 +101,7 @@ LABELS = {
     "raw": f"raw py-amqp, window {CONFIRM_WINDOW}",
     "raw1024": "raw py-amqp, window 1024",
     "raw-signed": f"raw py-amqp, window {CONFIRM_WINDOW}, signed",
+    "raw-same": "raw py-amqp, the service's messages",
     "ours": "hypervisor-notifier, SQLiteOutbox",
     "memory": "hypervisor-notifier, MemoryOutbox",
     "signed": "hypervisor-notifier, SQLite, signed",
@@ -105,12 +109,15 @@ LABELS = {
 }
 #: Each path's goal: the raw path it is held against (same window, same body size).
 CEILINGS = {"ours": "raw", "signed": "raw-signed"}
+#: Not a goal: the signed path beside a raw publisher sending the very same messages.
+SAME_MESSAGES = ("signed", "raw-same")
 #: The signing key of the "signed" path (HMAC-SHA256; the Subscriber verifies).
 SIGNING_KEY = b"throughput-benchmark-signing-key"
 ANCHORS = {
     "raw": "anchor ~9,600 msg/s (issue)",
     "raw1024": "anchor ~12,000 msg/s (issue)",
     "raw-signed": "the signed path's bodies",
+    "raw-same": "signed bodies, message_id, timestamp, mandatory",
     "ours": "anchor ~0.5 x raw (issue)",
     "signed": "anchor 0.44-0.5 x raw (issue)",
     "oslo": "anchor ~1,400 msg/s",
@@ -120,19 +127,34 @@ ANCHORS = {
 # -- 1. raw py-amqp -----------------------------------------------------------------
 
 
-def measure_raw(run_id: str, count: int, window: int, signer: Signer | None = None) -> Result:
-    """The ceiling: the same bodies (signed by ``signer``), ``window`` unconfirmed at most."""
-    host = f"tbench-{run_id}-raw{window}{'s' if signer else ''}"
-    exchange = f"tbench_raw_{run_id}_{window}{'s' if signer else ''}"
+def measure_raw(
+    run_id: str, count: int, window: int, signer: Signer | None = None, *, same: bool = False
+) -> Result:
+    """The ceiling: the same bodies (signed by ``signer``), ``window`` unconfirmed at most.
+
+    ``same``: with the properties and the ``mandatory`` flag the service sends.
+    """
+    name = f"{run_id}-raw{window}{'s' if signer else ''}{'m' if same else ''}"
+    host, exchange = f"tbench-{name}", f"tbench_{name}"
     queue = wire.host_queue_name(TOPIC, host)
     key = wire.routing_key(TOPIC, host)
     events = EventMaker(host)
-    warmup = [wire.encode(event, signer) for event in events.make(WARMUP)]
-    bodies = [wire.encode(event, signer) for event in events.make(count)]
+
+    def messages(made: list[LifecycleEvent]) -> tuple[list[bytes], list[dict[str, object]]]:
+        properties = [
+            {"message_id": e.event_id, "timestamp": int(e.occurred_at.timestamp())} for e in made
+        ]
+        return [wire.encode(event, signer) for event in made], properties if same else []
+
+    (warmup, warmup_properties), (bodies, properties) = (
+        messages(events.make(WARMUP)),
+        messages(events.make(count)),
+    )
     try:
-        raw_amqp.burst(exchange, queue, key, warmup, window)
+        raw_amqp.burst(exchange, queue, key, warmup, window, warmup_properties, mandatory=same)
         purge(queue)
-        return after_burst(raw_amqp.burst(exchange, queue, key, bodies, window), queue, count)
+        seconds = raw_amqp.burst(exchange, queue, key, bodies, window, properties, mandatory=same)
+        return after_burst(seconds, queue, count)
     finally:
         delete_broker_objects(exchanges=[exchange], queues=[queue])
 
@@ -260,6 +282,13 @@ def report(count: int, batch: int, results: dict[str, list[Result]]) -> list[str
                 f"goal: {LABELS[key]} >= {GOAL_VS_RAW:.0%} of {LABELS[ceiling]}:"
                 f" {share:.0%}{spread}: {verdict(share >= GOAL_VS_RAW)}{suffix}"
             )
+    signed, same = SAME_MESSAGES
+    if signed in results and same in results:
+        share = statistics.median(shares_of(results[signed], results[same]))
+        lines.append(
+            f"(not a goal) {LABELS[signed]} vs {LABELS[same]}: {share:.0%}: the service's"
+            " own cost, the broker's cost of the contract's properties set aside"
+        )
     if "ours" in results and "oslo" in results:
         times = 1 / statistics.median(shares_of(results["oslo"], results["ours"]))
         lines.append(
@@ -337,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             "raw1024": lambda: measure_raw(run_id, count, 1024),
             "raw-signed": lambda: measure_raw(
                 run_id, count, CONFIRM_WINDOW, Signer("1", SIGNING_KEY)
+            ),
+            "raw-same": lambda: measure_raw(
+                run_id, count, CONFIRM_WINDOW, Signer("1", SIGNING_KEY), same=True
             ),
             "ours": lambda: measure_sqlite(run_id, workdir, count, batch),
             "memory": lambda: measure_ours(run_id, "memory", MemoryOutbox(), count, batch),
