@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import json
 import os
 import platform
@@ -64,6 +65,7 @@ from hypervisor_notifier import conf as config
 from hypervisor_notifier import events, wire
 from hypervisor_notifier.backends.base import BackendListener
 from hypervisor_notifier.backends.libvirt.backend import DomainEvent, LibvirtBackend
+from hypervisor_notifier.notifier import startup_objects
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
 from hypervisor_notifier.notifier.service import Service
 
@@ -118,6 +120,32 @@ class Counts:
         self.received = 0
         self.committed = 0
         self.latencies_ms: list[float] = []
+
+
+class FullPasses:
+    """The garbage collector's passes over its oldest generation while in the block, in ms.
+
+    Each holds the interpreter: the callbacks and the dispatch thread wait.
+    """
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._started = 0.0
+
+    def __enter__(self) -> FullPasses:
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
 
 
 class CountingQueue(queue.SimpleQueue):
@@ -202,6 +230,7 @@ def service_running(
     outbox.counts = counts
     service = Service.from_conf(conf, backend, outbox)
     listener: BackendListener = OneByOne(service) if one_by_one else service
+    startup_objects.freeze()  # as the service's main does before its threads start
     service.publisher.start()
     backend.connect(listener)
     try:
@@ -230,9 +259,13 @@ def burst(
     one: bool,
     rate: float,
 ):
-    """One burst on one path: (in memory, not yet received, latencies, calls/s, lateness)."""
+    """One burst on one path.
+
+    Returns (in memory, not yet received, latencies, calls/s, full collection
+    passes' ms, lateness).
+    """
     counts = Counts(uuids)
-    with service_running(uri, workdir, counts, one):
+    with service_running(uri, workdir, counts, one), FullPasses() as passes:
         with subprocess.Popen(
             [sys.executable, __file__, "--drive", uri, str(changes), str(rate), *names],
             stdin=subprocess.PIPE,
@@ -247,7 +280,8 @@ def burst(
             driver.stdin.close()
         wait_until(lambda: counts.committed >= changes, f"{changes} events committed")
     rate = changes / (times["finished"] - times["started"])
-    return received - committed, changes - received, counts.latencies_ms, rate, late
+    in_memory, unreceived = received - committed, changes - received
+    return in_memory, unreceived, counts.latencies_ms, rate, passes.pauses_ms, late
 
 
 @contextlib.contextmanager
@@ -304,7 +338,7 @@ def report(changes: int, results: dict[str, list[tuple]]) -> list[str]:
     for label, runs in results.items():
         stats = Stats.of([ms for _, _, latencies, *_ in runs for ms in latencies])
         bursts = "; ".join(
-            f"{m} = {m / changes:.1%} ({u}) at {rate:.0f}" for m, u, _, rate, _ in runs
+            f"{m} = {m / changes:.1%} ({u}) at {rate:.0f}" for m, u, _, rate, *_ in runs
         )
         lines.append(
             f"  {label:<12}{stats.p50:9.2f}{stats.p90:9.2f}{stats.p99:9.2f}{stats.max:9.1f}"
@@ -319,6 +353,12 @@ def report(changes: int, results: dict[str, list[tuple]]) -> list[str]:
             )
     lates = [late for runs in results.values() for *_, late in runs]
     lines.append(f"  (samples taken up to {max(lates) * 1000:.1f} ms after the {AFTER:g} s mark)")
+    pauses = [ms for runs in results.values() for *_, passes, _ in runs for ms in passes]
+    lines.append(
+        f"  full garbage collection passes while the service ran: {len(pauses)}"
+        + (f", longest {max(pauses):.1f} ms" if pauses else "")
+        + " (start-up objects frozen, as the service does)"
+    )
     return lines + verdicts
 
 

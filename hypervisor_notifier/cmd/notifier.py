@@ -14,7 +14,7 @@ from hypervisor_notifier.backends import MissingBinding, UnknownBackend, load_ba
 from hypervisor_notifier.cmd import print_error
 from hypervisor_notifier.cmd.stopping import StopRequest, stop_signals_to_main_thread
 from hypervisor_notifier.conf import signing as signing_conf
-from hypervisor_notifier.notifier import broker, systemd
+from hypervisor_notifier.notifier import broker, startup_objects, systemd
 from hypervisor_notifier.notifier.health import HealthServer
 from hypervisor_notifier.notifier.outbox_schema import OutboxRefused
 from hypervisor_notifier.notifier.outbox_sqlite import SQLiteOutbox
@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval = systemd.watchdog_interval()
         watchdog = Watchdog(service, interval) if interval else None
         stop.forward_to(service.request_stop)
+        LOG.info(
+            "%d start-up objects left out of garbage collection passes",
+            startup_objects.freeze(),
+        )
         if health is not None:
             health.start()
         service.start()
