@@ -28,6 +28,10 @@ LOG = logging.getLogger(__name__)
 #: row, each then a wait to get the interpreter back from a busy thread (the
 #: publisher's, or the dispatch's) while the outbox's lock is held.
 STATEMENT_ROWS = 64
+#: Rows of one statement recording the states of a confirm: a confirm window's worth.
+STATE_ROWS = 256
+#: Prepared statements the connection keeps: one per kind and number of rows.
+CACHED_STATEMENTS = 512
 
 #: The ``meta`` row holding the highest ``seq`` of the events that left the outbox.
 LAST_SEQ = "last_seq"
@@ -140,7 +144,12 @@ class SQLiteOutbox(MemoryOutbox):
     @staticmethod
     def _open(path: str, synchronous: str) -> sqlite3.Connection:
         # isolation_level=None: the transactions are ours (BEGIN ... COMMIT below).
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=CACHED_STATEMENTS,
+        )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         return db
@@ -212,7 +221,10 @@ class SQLiteOutbox(MemoryOutbox):
             self._transaction(
                 *_deletion(entries),
                 *_statements(
-                    "INSERT OR REPLACE INTO states VALUES ", "(?, ?, ?)", _state_rows(entries)
+                    "INSERT OR REPLACE INTO states VALUES ",
+                    "(?, ?, ?)",
+                    _state_rows(entries),
+                    rows_per_statement=STATE_ROWS,
                 ),
                 _seq_row(entries),
             )
@@ -290,21 +302,33 @@ Statement = tuple[str, list[tuple[object, ...]]]
 
 
 def _statements(
-    head: str, marks: str, rows: list[tuple[object, ...]], tail: str = ""
+    head: str,
+    marks: str,
+    rows: list[tuple[object, ...]],
+    tail: str = "",
+    *,
+    rows_per_statement: int = STATEMENT_ROWS,
 ) -> list[Statement]:
-    """``head``, the ``marks`` of each row and ``tail``: a statement per STATEMENT_ROWS rows."""
+    """``head``, the ``marks`` of each row and ``tail``: a statement per ``rows_per_statement``."""
     statements = []
-    for start in range(0, len(rows), STATEMENT_ROWS):
-        chunk = rows[start : start + STATEMENT_ROWS]
+    for start in range(0, len(rows), rows_per_statement):
+        chunk = rows[start : start + rows_per_statement]
         sql = head + ", ".join([marks] * len(chunk)) + tail
         statements.append((sql, [tuple(value for row in chunk for value in row)]))
     return statements
 
 
 def _deletion(entries: list[Entry]) -> list[Statement]:
-    """The statements that delete ``entries`` from the events table."""
-    ids = [(entry.entry_id,) for entry in entries]
-    return _statements("DELETE FROM events WHERE id IN (", "?", ids, ")")
+    """The statements that delete ``entries`` from the events table.
+
+    Acks confirm runs of consecutive entries: such a run (its ids distinct and
+    as many as its span) is one range, whatever its length.
+    """
+    ids = {entry.entry_id for entry in entries}
+    low, high = min(ids), max(ids)
+    if high - low + 1 == len(ids):
+        return [("DELETE FROM events WHERE id BETWEEN ? AND ?", [(low, high)])]
+    return _statements("DELETE FROM events WHERE id IN (", "?", [(i,) for i in sorted(ids)], ")")
 
 
 def _seq_floor(seq: int) -> tuple[str, tuple[object, ...]]:

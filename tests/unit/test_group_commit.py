@@ -191,3 +191,31 @@ def test_a_resync_commits_what_it_found_together_then_says_connected(traced, tmp
         "hypervisor.host.connected"
     ]
     assert all(e.resync for e in stored[:10])
+
+
+def test_a_confirmed_run_of_entries_is_deleted_by_one_statement_in_one_commit(traced, tmp_path):
+    outbox, statements = traced
+    outbox.put_many([make_event(seq=seq, instance_uuid=f"uuid-{seq}") for seq in range(1, 301)])
+    taken = outbox.take(300)
+    statements.clear()
+
+    outbox.confirm(taken[:256])
+
+    deletes = [s for s in statements if s.lstrip().upper().startswith("DELETE FROM EVENTS")]
+    assert len(deletes) == 1 and transactions(statements) == 1
+    # The 256 states in one statement too: BEGIN, DELETE, states, seq, COMMIT.
+    assert len(statements) == 5
+    left = [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")]
+    assert [event.seq for event in left] == list(range(257, 301))
+
+
+def test_entries_confirmed_around_one_still_in_flight_leave_it_in_the_file(traced, tmp_path):
+    outbox, _statements = traced
+    outbox.put_many([make_event(seq=seq, instance_uuid=f"uuid-{seq}") for seq in range(1, 6)])
+    taken = outbox.take(5)
+
+    outbox.confirm([taken[0], taken[1], taken[3], taken[4]])
+
+    left = [wire.decode(body) for body in bodies_in_file(tmp_path / "outbox.sqlite")]
+    assert [event.seq for event in left] == [3]
+    assert len(outbox) == 1
