@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import gc
 import json
 import os
 import platform
@@ -58,7 +57,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
-from harness import TRANSPORT_URL, Stats, delete_broker_objects, progress, rabbitmq_version
+from harness import (
+    TRANSPORT_URL,
+    FullPasses,
+    Stats,
+    delete_broker_objects,
+    progress,
+    rabbitmq_version,
+)
 from oslo_config import cfg
 
 from hypervisor_notifier import conf as config
@@ -120,32 +126,6 @@ class Counts:
         self.received = 0
         self.committed = 0
         self.latencies_ms: list[float] = []
-
-
-class FullPasses:
-    """The garbage collector's passes over its oldest generation while in the block, in ms.
-
-    Each holds the interpreter: the callbacks and the dispatch thread wait.
-    """
-
-    def __init__(self) -> None:
-        self.pauses_ms: list[float] = []
-        self._started = 0.0
-
-    def __enter__(self) -> FullPasses:
-        gc.callbacks.append(self._note)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        gc.callbacks.remove(self._note)
-
-    def _note(self, phase: str, info: dict[str, int]) -> None:
-        if info["generation"] != 2:
-            return
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
 
 
 class CountingQueue(queue.SimpleQueue):

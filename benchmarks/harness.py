@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import importlib.metadata
 import math
 import os
@@ -321,3 +322,29 @@ class Watch:
         if not self._pids:
             problems.append("no beam.smp process found: RabbitMQ CPU not counted")
         return note, problems
+
+
+class FullPasses:
+    """The garbage collector's passes over its oldest generation while in the block, in ms.
+
+    Each holds the interpreter: the callbacks and the dispatch thread wait.
+    """
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._started = 0.0
+
+    def __enter__(self) -> FullPasses:
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
