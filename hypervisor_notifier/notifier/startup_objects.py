@@ -3,12 +3,13 @@
 CPython's cyclic collector holds the interpreter while it runs, and a pass
 over its oldest generation walks every tracked object: in the service, the
 modules, configuration and clients (libvirt-python, oslo, kombu) loaded at
-start, hundreds of thousands of objects that are never garbage. Such a pass
-comes whenever enough objects survived younger passes, as a burst's events
-waiting in the outbox do: measured during a burst, one pass held the
-libvirt callbacks and the dispatch thread for 39 ms, the burst's worst
-commits. Frozen (``gc.freeze``), those objects are left out of every later
-pass; objects made afterwards, the events included, are collected as before.
+start, some 35,000 objects that are never garbage, which take 16-21 ms to
+walk on the development machines. Such a pass comes whenever enough objects
+survived younger passes, as a burst's events waiting in the outbox do:
+measured during a burst, one pass held the libvirt callbacks and the
+dispatch thread for 39 ms, the burst's worst commits. Frozen
+(``gc.freeze``), those objects are left out of every later pass; objects
+made afterwards, the events included, are collected as before.
 """
 
 from __future__ import annotations
