@@ -141,15 +141,14 @@ def measure_raw(
     events = EventMaker(host)
 
     def messages(made: list[LifecycleEvent]) -> tuple[list[bytes], list[dict[str, object]]]:
+        """The bodies, and each message's properties when the service's are sent."""
         properties = [
             {"message_id": e.event_id, "timestamp": int(e.occurred_at.timestamp())} for e in made
         ]
         return [wire.encode(event, signer) for event in made], properties if same else []
 
-    (warmup, warmup_properties), (bodies, properties) = (
-        messages(events.make(WARMUP)),
-        messages(events.make(count)),
-    )
+    warmup, warmup_properties = messages(events.make(WARMUP))
+    bodies, properties = messages(events.make(count))
     try:
         raw_amqp.burst(exchange, queue, key, warmup, window, warmup_properties, mandatory=same)
         purge(queue)
