@@ -78,10 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval = systemd.watchdog_interval()
         watchdog = Watchdog(service, interval) if interval else None
         stop.forward_to(service.request_stop)
-        LOG.info(
-            "%d start-up objects left out of garbage collection passes",
-            startup_objects.freeze(),
-        )
+        LOG.info("%d start-up objects frozen: the garbage collector no longer walks them",
+                 startup_objects.freeze())  # fmt: skip
         if health is not None:
             health.start()
         service.start()

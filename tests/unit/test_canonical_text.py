@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -42,6 +43,14 @@ def with_fields(event: Stamp, values: dict[str, object]) -> Stamp:
     return event
 
 
+def outcome(write: Callable[[], bytes]) -> bytes | str:
+    """What ``write`` returns, or the name of what it raises."""
+    try:
+        return write()
+    except Exception as exc:  # compared, not handled
+        return type(exc).__name__
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @given(data=st.data())
 def test_the_text_is_the_canonical_encoding_of_the_payload(kind, data):
@@ -52,7 +61,10 @@ def test_the_text_is_the_canonical_encoding_of_the_payload(kind, data):
     values["occurred_at"] = data.draw(MOMENTS)
     event = with_fields(event, values)
 
-    assert canonical_text(event).encode("ascii") == canonical(event.to_payload())
+    # The same text, or the same refusal (a time at the end of the calendar cannot be in UTC).
+    assert outcome(lambda: canonical_text(event).encode("ascii")) == outcome(
+        lambda: canonical(event.to_payload())
+    )
 
 
 def test_a_time_in_another_zone_is_written_in_utc():
