@@ -18,7 +18,8 @@ class Node:
 
 
 @pytest.fixture
-def frozen():
+def thawed():
+    """Nothing frozen before the test, nor after it (the freeze is process-wide)."""
     gc.unfreeze()
     try:
         yield
@@ -32,7 +33,7 @@ def cycle() -> weakref.ref[Node]:
     return weakref.ref(a)
 
 
-def test_the_objects_alive_at_start_are_frozen_and_the_collector_stays_on(frozen):
+def test_the_objects_alive_at_start_are_frozen_and_the_collector_stays_on(thawed):
     kept = Node()
     tracked = len(gc.get_objects())
 
@@ -44,7 +45,7 @@ def test_the_objects_alive_at_start_are_frozen_and_the_collector_stays_on(frozen
     assert not any(obj is kept for obj in gc.get_objects())
 
 
-def test_garbage_left_by_start_up_is_collected_before_the_freeze(frozen):
+def test_garbage_left_by_start_up_is_collected_before_the_freeze(thawed):
     lost = cycle()
 
     startup_objects.freeze()
@@ -52,7 +53,7 @@ def test_garbage_left_by_start_up_is_collected_before_the_freeze(frozen):
     assert lost() is None
 
 
-def test_cycles_made_after_the_freeze_are_still_collected(frozen):
+def test_cycles_made_after_the_freeze_are_still_collected(thawed):
     startup_objects.freeze()
     later = cycle()
 
