@@ -312,13 +312,14 @@ def report(changes: int, results: dict[str, list[tuple]]) -> list[str]:
         f"burst window: {changes} libvirt calls per burst, in memory {AFTER:g} s after the "
         f"burst's last call; callback -> outbox commit (ms); {ANCHOR}",
         f"  {'path':<12}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}  per burst: in memory "
-        "(not yet received) at calls/s",
+        "(not yet received) at calls/s, p99 ms",
     ]
     verdicts = []
     for label, runs in results.items():
         stats = Stats.of([ms for _, _, latencies, *_ in runs for ms in latencies])
         bursts = "; ".join(
-            f"{m} = {m / changes:.1%} ({u}) at {rate:.0f}" for m, u, _, rate, *_ in runs
+            f"{m} = {m / changes:.1%} ({u}) at {rate:.0f}, {Stats.of(latencies).p99:.1f}"
+            for m, u, latencies, rate, *_ in runs
         )
         lines.append(
             f"  {label:<12}{stats.p50:9.2f}{stats.p90:9.2f}{stats.p99:9.2f}{stats.max:9.1f}"
