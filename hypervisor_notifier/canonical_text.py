@@ -49,20 +49,19 @@ def _details(details: Mapping[str, Any]) -> str:
     return CANONICAL_ENCODER.encode(dict(details)) if details else "{}"
 
 
-def _occurred_at(moment: Any) -> str:
-    return '"' + format_time(moment) + '"'
-
-
-#: Fields whose value the payload holds in another form than the event.
-_WRITERS: dict[str, Writer] = {"details": _details, "occurred_at": _occurred_at}
+#: Fields whose value the payload holds in another form than the event (``occurred_at``
+#: too: written by :func:`canonical_text_and_time`, which hands its text on).
+_WRITERS: dict[str, Writer] = {"details": _details}
 
 
 class _Layout:
-    """One kind's template: its payload keys sorted, and the writer of each."""
+    """One kind's template: its payload keys sorted, and the writer of each but ``occurred_at``."""
 
     def __init__(self, kind: type[Stamp]) -> None:
         keys = sorted({*_COMMON_KEYS, *kind.kind_readers})
         self.template = "{" + ",".join(f"{_quoted(key)}:%s" for key in keys) + "}"
+        self.occurred_at = keys.index("occurred_at")
+        keys.remove("occurred_at")
         self.fields = tuple((key, _WRITERS.get(key, _scalar)) for key in keys)
 
 
@@ -71,8 +70,19 @@ _LAYOUTS: dict[type, _Layout] = {}
 
 def canonical_text(event: Stamp) -> str:
     """``signing.canonical(event.to_payload())``, as text, written without the dict."""
+    return canonical_text_and_time(event)[0]
+
+
+def canonical_text_and_time(event: Stamp) -> tuple[str, str]:
+    """:func:`canonical_text`, and the ``occurred_at`` written in it (formatted once).
+
+    The encoder writes the same time into the envelope.
+    """
     layout = _LAYOUTS.get(type(event))
     if layout is None:
         layout = _LAYOUTS[type(event)] = _Layout(type(event))
     values = event.__dict__  # the fields, without a getattr per key
-    return layout.template % tuple([write(values[key]) for key, write in layout.fields])
+    moment = format_time(values["occurred_at"])
+    parts = [write(values[key]) for key, write in layout.fields]
+    parts.insert(layout.occurred_at, f'"{moment}"')
+    return layout.template % tuple(parts), moment

@@ -18,14 +18,13 @@ import json
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import TYPE_CHECKING, Any
 
-from hypervisor_notifier.canonical_text import canonical_text
+from hypervisor_notifier.canonical_text import canonical_text_and_time
 from hypervisor_notifier.events import (
     HOST_EVENT_PREFIX,
     INSTANCE_EVENT_PREFIX,
     LifecycleEvent,
     MalformedEvent,
     Transition,
-    format_time,
 )
 from hypervisor_notifier.faults import Fault, FaultEvent
 from hypervisor_notifier.host_events import HostChange, HostEvent
@@ -147,7 +146,7 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
     very text a signature covers: signing costs one HMAC, not a second
     encoding; the ``signature`` object is appended to it.
     """
-    text = canonical_text(event)
+    text, occurred_at = canonical_text_and_time(event)
     if signer is not None:
         signature = signer.signature_text(text.encode("ascii"))
         text = f'{text[:-1]},"{SIGNATURE_FIELD}":{signature}}}'
@@ -161,7 +160,7 @@ def encode(event: WireEvent, signer: Signer | None = None) -> bytes:
         text,
         # oslo.messaging's own format, str(datetime.utcnow()), of the payload's
         # time (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
-        _quoted(format_time(event.occurred_at)[:-1].replace("T", " ")),
+        _quoted(occurred_at[:-1].replace("T", " ")),
     )
     return _ENVELOPE_HEAD[:-1] + _quoted(notification).encode("ascii") + b"}"
 
